@@ -1,0 +1,42 @@
+# Two commands set everything up: `make serve` or `make demo` to run, `make test` to test.
+# Each creates/refreshes .venv, installs the Debian packages the service needs when missing,
+# and installs the project.
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PKGS := ffmpeg espeak-ng
+OFFLINE_MODELS := models/offline
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup system-packages serve demo offline-models test clean
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@missing=""; for cmd in $(APT_PKGS); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS); \
+	fi
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[offline,test]"
+	touch $(STAMP)
+
+serve: setup
+	$(BIN)/serve run config/serve.yaml
+
+offline-models: setup
+	$(BIN)/python -m speech_service.offline_models $(OFFLINE_MODELS)
+
+demo: offline-models
+	$(BIN)/serve run config/serve.offline.yaml
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) models data .pytest_cache

@@ -1,0 +1,72 @@
+"""Synthesizer deployment: a thin shell around `SynthesisEngine` (one per replica, on a GPU when there is one)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from speech_service.config import SynthesizerSettings
+from speech_service.engine import SynthesisEngine, SynthesisParams
+from speech_service.errors import ModelUnavailable
+
+logger = logging.getLogger("ray.serve")
+
+# Fields whose change means new weights; the rest (sampling defaults) apply to the loaded engine.
+_RELOAD_FIELDS = set(SynthesizerSettings.model_fields) - {"defaults"}
+
+
+@serve.deployment(
+    ray_actor_options={"num_gpus": 1},
+    autoscaling_config={"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1},
+    max_ongoing_requests=8,
+)
+class Synthesizer:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._settings: SynthesizerSettings | None = None
+        self._engine: SynthesisEngine | None = None
+        self._load_error = "the Synthesizer has no user_config yet"
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        settings = SynthesizerSettings.model_validate(config or {})
+        with self._lock:
+            if self._settings is None or settings.model_dump(include=_RELOAD_FIELDS) != self._settings.model_dump(include=_RELOAD_FIELDS):
+                self._load(settings)
+            elif self._engine is not None:
+                self._engine.defaults = settings.defaults
+            self._settings = settings
+
+    def _load(self, settings: SynthesizerSettings) -> None:
+        try:
+            self._engine = SynthesisEngine.load(settings)
+        except Exception as exc:  # stay up: /healthz works and synthesis explains what is missing
+            logger.error("could not load %s: %s", settings.model_name, exc)
+            self._engine = None
+            self._load_error = (
+                f"F5-TTS weights could not be loaded ({exc}). Provide them: set the Synthesizer's "
+                "user_config `checkpoint` (and `vocoder`) in config/serve.yaml to a local path or an "
+                "s3:// URI holding the files, or make the model hub reachable; `make demo` serves "
+                "the offline profile."
+            )
+
+    def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
+        engine = self._engine
+        if engine is None:
+            raise ModelUnavailable(self._load_error)
+        params = SynthesisParams.from_request(engine.defaults, **options)
+        return engine.synthesize(reference, ref_text, text, params)
+
+    def info(self) -> dict[str, Any]:
+        """Where this replica runs; for operators and tests."""
+        engine = self._engine
+        return {
+            "model": engine.model_name if engine else None,
+            "device": engine.device if engine else None,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "load_error": None if engine else self._load_error,
+        }

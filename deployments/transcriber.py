@@ -1,0 +1,57 @@
+"""Transcriber deployment: a thin shell around a transcription backend (Whisper)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from speech_service.config import TranscriberSettings
+from speech_service.errors import ModelUnavailable
+from speech_service.transcription import WhisperBackend
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(
+    autoscaling_config={"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1},
+    max_ongoing_requests=4,
+)
+class Transcriber:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._settings: TranscriberSettings | None = None
+        self._backend: WhisperBackend | None = None
+        self._load_error = "the Transcriber has no user_config yet"
+        self._calls = 0
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        settings = TranscriberSettings.model_validate(config or {})
+        with self._lock:
+            if settings == self._settings:
+                return
+            try:
+                self._backend = WhisperBackend(settings)
+            except Exception as exc:  # stay up; uploads that need a transcript get a 503 saying why
+                logger.error("could not load Whisper %s: %s", settings.model, exc)
+                self._backend = None
+                self._load_error = (
+                    f"Whisper model {settings.model!r} could not be loaded ({exc}). Set the Transcriber's "
+                    "user_config `model` in config/serve.yaml to a local faster-whisper directory, or send "
+                    "ref_text with uploads that are not clipped."
+                )
+            self._settings = settings
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+        with self._lock:
+            self._calls += 1
+        if self._backend is None:
+            raise ModelUnavailable(self._load_error)
+        return self._backend.transcribe(audio, language)
+
+    def stats(self) -> dict[str, Any]:
+        """How many transcriptions this replica has served (the tests count them)."""
+        return {"calls": self._calls, "model": self._settings.model if self._settings else None}

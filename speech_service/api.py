@@ -1,0 +1,164 @@
+"""The HTTP API (FastAPI). `create_app(settings, backends)` is served by the Ray ingress deployment;
+`backends` is how it reaches the model replicas, so the API itself runs and tests without Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import Any, Protocol
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import audio
+from .config import ServiceSettings
+from .errors import BadRequest, PayloadTooLarge, ServiceError, Unauthorized, unwrap
+from .schemas import ErrorResponse, SpeechRequest, VoiceCreated, VoiceList, VoicePatch
+from .store import VoiceRecord, VoiceStore, open_store
+from .voices import correct_ref_text, register_voice
+
+logger = logging.getLogger(__name__)
+
+
+class Backends(Protocol):
+    """The model side of the service, as the API sees it."""
+
+    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
+        """24 kHz mono float32 speech; `options` are the request's sampling overrides."""
+
+    async def transcribe(self, audio: np.ndarray, language: str | None) -> str: ...
+
+    async def status(self) -> dict[str, Any]:
+        """Deployment and model state; must not wake any model replica."""
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return "invalid_json", "The request body is not valid JSON."
+    parts = []
+    for e in errors:
+        field = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body",))
+        parts.append(f"{field or 'body'}: {e.get('msg')}")
+    return "invalid_request", "; ".join(parts)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError):
+        return error_response(exc.status_code, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError):
+        code, message = _validation_message(exc)
+        return error_response(400 if code == "invalid_json" else 422, code, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception):
+        cause = unwrap(exc)
+        if isinstance(cause, ServiceError):  # raised inside a replica and carried back by Ray
+            return error_response(cause.status_code, cause.code, cause.message)
+        logger.exception("unhandled error")
+        return error_response(500, "internal_error", "Internal error; see the service logs.")
+
+
+def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore | None = None) -> FastAPI:
+    store = store or open_store(settings.store.kind, settings.store.path)
+    limits = settings.limits
+    app = FastAPI(title="F5-TTS voice service", version="1", responses={400: {"model": ErrorResponse}})
+    _install_error_handlers(app)
+
+    def require_key(request: Request) -> None:
+        if not settings.api_keys:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not any(hmac.compare_digest(key.encode(), k.encode()) for k in settings.api_keys):
+            raise Unauthorized("Send a valid API key as 'Authorization: Bearer <key>'.", code="invalid_api_key")
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @v1.get("/status")
+    async def status() -> dict:
+        return {"voices": len(await asyncio.to_thread(store.list)), **(await backends.status())}
+
+    @v1.post("/voices", status_code=201, response_model=VoiceCreated)
+    async def create_voice(
+        request: Request,
+        name: str = Form(...),
+        file: UploadFile = File(...),
+        ref_text: str | None = Form(None),
+        language: str | None = Form(None),
+        overwrite: bool = Form(False),
+    ) -> VoiceCreated:
+        data = await file.read(limits.max_upload_bytes + 1)
+        if len(data) > limits.max_upload_bytes:
+            raise PayloadTooLarge(f"The upload is over the {limits.max_upload_bytes} byte limit.", code="upload_too_large")
+        return await register_voice(store, backends.transcribe, limits, name=name, data=data, ref_text=ref_text,
+                                    language=language or None, overwrite=overwrite)
+
+    @v1.get("/voices", response_model=VoiceList)
+    async def list_voices() -> VoiceList:
+        return VoiceList(voices=await asyncio.to_thread(store.list))
+
+    @v1.get("/voices/{name}", response_model=VoiceRecord)
+    async def get_voice(name: str) -> VoiceRecord:
+        return await asyncio.to_thread(store.get, name)
+
+    @v1.get("/voices/{name}/audio", response_class=Response)
+    async def get_voice_audio(name: str) -> Response:
+        _, wav = await asyncio.to_thread(store.reference, name)
+        return Response(wav, media_type="audio/wav")
+
+    @v1.patch("/voices/{name}", response_model=VoiceRecord)
+    async def patch_voice(name: str, patch: VoicePatch) -> VoiceRecord:
+        return await asyncio.to_thread(correct_ref_text, store, limits, name, patch.ref_text)
+
+    @v1.delete("/voices/{name}", status_code=204, response_class=Response)
+    async def delete_voice(name: str) -> Response:
+        await asyncio.to_thread(store.delete, name)
+        return Response(status_code=204)
+
+    @v1.post("/audio/speech", response_class=Response)
+    async def speech(body: SpeechRequest) -> Response:
+        _check_speech_request(body, settings)
+        if body.stream:
+            raise BadRequest("Streaming responses are not available yet; send stream=false.",
+                             code="streaming_unavailable")
+        record, wav = await asyncio.to_thread(store.reference, body.voice)
+        options = body.model_dump(include={"nfe_step", "cfg_strength", "sway_sampling_coef", "seed",
+                                           "cross_fade_duration", "speed"})
+        speech_audio = await backends.synthesize(audio.read_wav_bytes(wav), record.ref_text, body.input, options)
+        content = await asyncio.to_thread(audio.encode, speech_audio, body.response_format)
+        return Response(content, media_type=audio.FORMATS[body.response_format][0])
+
+    app.include_router(v1)
+    return app
+
+
+def _check_speech_request(body: SpeechRequest, settings: ServiceSettings) -> None:
+    if body.model not in settings.accepted_models:
+        raise BadRequest(f"Unknown model '{body.model}'; use one of {json.dumps(settings.accepted_models)}.",
+                         code="unknown_model")
+    if not body.input.strip():
+        raise BadRequest("input is empty.", code="empty_input")
+    if len(body.input) > settings.limits.max_input_chars:
+        raise PayloadTooLarge(f"input has {len(body.input)} characters; the limit is "
+                              f"{settings.limits.max_input_chars}.", code="input_too_long")

@@ -1,0 +1,87 @@
+"""All configuration in one typed place.
+
+`ServiceSettings` is the `args` block of the application in `config/serve.yaml` (read by the app
+builder). `SynthesizerSettings` and `TranscriberSettings` are the `user_config` of those deployments,
+so operators can change them without a redeploy.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+F5_BASE_CHECKPOINT = "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors"
+VOCOS_24KHZ = "hf://charactr/vocos-mel-24khz"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SynthesisDefaults(_Strict):
+    """Defaults for the F5 sampling knobs a request may override."""
+
+    nfe_step: int = Field(32, ge=1, le=128)
+    cfg_strength: float = Field(2.0, ge=0.0, le=10.0)
+    sway_sampling_coef: float = Field(-1.0, ge=-1.0, le=1.0)
+    cross_fade_duration: float = Field(0.15, ge=0.0, le=1.0)
+
+
+class SynthesizerSettings(_Strict):
+    """`user_config` of the Synthesizer deployment."""
+
+    model_name: str = "F5TTS_v1_Base"
+    # An f5-tts config name (`f5_tts/configs/<name>.yaml`) whose architecture the checkpoint has.
+    architecture: str = "F5TTS_v1_Base"
+    # Overrides of that architecture (the offline profile uses a tiny DiT).
+    architecture_overrides: dict = Field(default_factory=dict)
+    checkpoint: str = F5_BASE_CHECKPOINT  # hf://…, s3://…, or a local path
+    vocab: str = ""  # "" = the vocab shipped with f5-tts
+    vocoder: str = VOCOS_24KHZ  # hf://owner/repo, s3://bucket/prefix, or a local directory
+    cache_dir: str = "models/cache"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    use_ema: bool = True
+    defaults: SynthesisDefaults = Field(default_factory=SynthesisDefaults)
+    # Longest span (reference + generated) one model call may fill, in seconds. F5's text
+    # position table holds 8192 frames (about 87 s); its training clips were at most ~30 s.
+    max_segment_seconds: float = Field(30.0, gt=1.0, le=80.0)
+
+
+class TranscriberSettings(_Strict):
+    """`user_config` of the Transcriber deployment."""
+
+    model: str = "large-v3-turbo"  # a faster-whisper model name, or a local CTranslate2 directory
+    cache_dir: str = "models/cache"
+    device: str = "auto"
+    compute_type: str = "default"
+    beam_size: int = Field(5, ge=1, le=10)
+
+
+class StoreSettings(_Strict):
+    kind: Literal["local"] = "local"
+    path: str = "data"
+
+
+class LimitSettings(_Strict):
+    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    min_reference_seconds: float = 0.3
+    max_reference_seconds: float = 600.0
+    max_clip_seconds: float = 12.0
+    max_input_chars: int = Field(4096, gt=0)
+    # Plausible speaking rate of a reference transcript, in characters per second of clip.
+    min_ref_chars_per_second: float = 0.3
+    max_ref_chars_per_second: float = 30.0
+
+
+class ServiceSettings(_Strict):
+    """The application's `args` in `config/serve.yaml`."""
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    api_keys: list[str] = Field(default_factory=list)
+    # Model names accepted in `POST /v1/audio/speech` (OpenAI clients send e.g. "tts-1").
+    accepted_models: list[str] = Field(
+        default_factory=lambda: ["f5-tts", "F5TTS_v1_Base", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+    )

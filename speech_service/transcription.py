@@ -1,0 +1,40 @@
+"""Transcription backends. The default is faster-whisper (CTranslate2)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from .audio import SAMPLE_RATE
+from .config import TranscriberSettings
+from .engine import pick_device
+
+logger = logging.getLogger(__name__)
+
+
+class TranscriptionBackend(Protocol):
+    model_name: str
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+        """Text spoken in mono float32 24 kHz `audio`."""
+
+
+class WhisperBackend:
+    def __init__(self, settings: TranscriberSettings):
+        from faster_whisper import WhisperModel
+
+        device = pick_device(settings.device)
+        self.model_name = settings.model
+        self.beam_size = settings.beam_size
+        logger.info("loading Whisper %s on %s", settings.model, device)
+        self.model = WhisperModel(settings.model, device=device, compute_type=settings.compute_type,
+                                  download_root=settings.cache_dir)
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+        audio16k = resample_poly(audio, 2, 3).astype(np.float32)  # Whisper listens at 16 kHz
+        segments, _ = self.model.transcribe(audio16k, language=language, beam_size=self.beam_size,
+                                            condition_on_previous_text=False)
+        return " ".join(s.text.strip() for s in segments).strip()
