@@ -105,10 +105,20 @@ class LocalVoiceStore(VoiceStore):
             raise Conflict(f"Voice '{record.name}' already exists; send overwrite=true to replace it.",
                            code="voice_exists")
         directory.mkdir(parents=True, exist_ok=True)
-        # Clip first, record last: until the new record lands, readers see the old record, and the
-        # sha256 check in `reference` rejects the pair if they would disagree meanwhile.
-        _write_atomic(directory / "reference.wav", reference_wav)
-        _write_atomic(directory / "voice.json", record.model_dump_json(indent=2).encode())
+        clip = directory / "reference.wav"
+        previous = clip.read_bytes() if clip.exists() else None
+        # Clip first, record last: a voice exists once its record does. Should the record fail to
+        # land, the previous clip goes back; after a crash, the sha256 check in `reference` refuses
+        # to pair the old record with the new clip.
+        _write_atomic(clip, reference_wav)
+        try:
+            _write_atomic(directory / "voice.json", record.model_dump_json(indent=2).encode())
+        except BaseException:
+            if previous is not None:
+                _write_atomic(clip, previous)
+            else:
+                clip.unlink(missing_ok=True)
+            raise
 
     def get(self, name: str) -> VoiceRecord:
         path = self._record_path(name)

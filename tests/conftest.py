@@ -1,0 +1,76 @@
+"""Shared fixtures: offline models (generated once per session) and speech made with espeak-ng."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speech_service import audio
+from speech_service.config import SynthesizerSettings, TranscriberSettings
+from speech_service.offline_models import TINY_DIT, prepare
+
+# ~25 s when spoken by espeak-ng at its default rate, with sentence pauses to clip at.
+LONG_TEXT = (
+    "The morning train left the station at seven. Passengers read newspapers and drank coffee. "
+    "Outside the window, fields of wheat moved in the wind. A small dog barked at the passing cars. "
+    "The conductor walked slowly down the aisle, checking every ticket with care. Later that day, "
+    "the rain began to fall over the quiet hills, and everyone went home to their warm kitchens "
+    "to cook dinner and talk about the long journey."
+)
+SHORT_TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+def espeak(text: str, path: Path, *extra: str) -> Path:
+    """Speak `text` into a WAV file with espeak-ng."""
+    subprocess.run(["espeak-ng", *extra, "-w", str(path), text], check=True)
+    return path
+
+
+def convert(src: Path, dst: Path) -> Path:
+    """Transcode with ffmpeg (the container follows `dst`'s suffix)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), str(dst)], check=True)
+    return dst
+
+
+def decode_file(path: Path) -> np.ndarray:
+    return audio.decode(path.read_bytes(), max_seconds=600)
+
+
+@pytest.fixture(scope="session")
+def offline_models(tmp_path_factory) -> dict[str, Path]:
+    return prepare(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def synth_settings(offline_models) -> SynthesizerSettings:
+    return SynthesizerSettings(
+        model_name="f5-tiny",
+        architecture_overrides=TINY_DIT,
+        checkpoint=str(offline_models["checkpoint"]),
+        vocoder=str(offline_models["vocoder"]),
+        device="auto",
+        defaults={"nfe_step": 8},
+    )
+
+
+@pytest.fixture(scope="session")
+def whisper_settings(offline_models) -> TranscriberSettings:
+    return TranscriberSettings(model=str(offline_models["whisper"]), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def speech_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("speech")
+
+
+@pytest.fixture(scope="session")
+def long_wav(speech_dir) -> Path:
+    return espeak(LONG_TEXT, speech_dir / "long.wav")
+
+
+@pytest.fixture(scope="session")
+def short_wav(speech_dir) -> Path:
+    return espeak(SHORT_TEXT, speech_dir / "short.wav")

@@ -1,0 +1,214 @@
+"""The HTTP contract, served in-process by FastAPI over the real engine and the real Whisper."""
+
+import asyncio
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from speech_service.api import create_app
+from speech_service.config import ServiceSettings
+from speech_service.engine import SynthesisEngine, SynthesisParams
+from speech_service.transcription import WhisperBackend
+
+from conftest import LONG_TEXT, SHORT_TEXT, convert
+
+
+class InProcessBackends:
+    """The API's Backends without Ray: the same engine and Whisper the deployments wrap."""
+
+    def __init__(self, engine, whisper):
+        self.engine, self.whisper = engine, whisper
+        self.transcriptions = 0
+        self.syntheses = 0
+
+    async def synthesize(self, reference, ref_text, text, options):
+        self.syntheses += 1
+        params = SynthesisParams.from_request(self.engine.defaults, **options)
+        return await asyncio.to_thread(self.engine.synthesize, reference, ref_text, text, params)
+
+    async def transcribe(self, audio, language):
+        self.transcriptions += 1
+        return await asyncio.to_thread(self.whisper.transcribe, audio, language)
+
+    async def status(self):
+        return {"deployments": {}}
+
+
+@pytest.fixture(scope="module")
+def backends(synth_settings, whisper_settings):
+    return InProcessBackends(SynthesisEngine.load(synth_settings), WhisperBackend(whisper_settings))
+
+
+def make_client(tmp_path, backends, **settings):
+    settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")}, **settings})
+    return TestClient(create_app(settings, backends))
+
+
+@pytest.fixture
+def client(tmp_path, backends):
+    return make_client(tmp_path, backends)
+
+
+def upload(client, name, path, **fields):
+    with open(path, "rb") as f:
+        return client.post("/v1/voices", data={"name": name, **fields}, files={"file": (path.name, f)})
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["code"] == code and body["error"]["message"]
+
+
+def speak(client, **body):
+    return client.post("/v1/audio/speech", json={"voice": "alice", "input": "Hello there.", "nfe_step": 2, **body})
+
+
+def test_voice_lifecycle(client, short_wav, backends):
+    before = backends.transcriptions
+    r = upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    assert r.status_code == 201, r.text
+    voice = r.json()
+    assert voice["ref_text"] == SHORT_TEXT and voice["ref_text_source"] == "user"
+    assert voice["clipped"] is False and voice["warnings"] == []
+    assert backends.transcriptions == before  # a usable transcript came with it
+    assert client.get("/v1/voices/alice").json()["sha256"] == voice["sha256"]
+    assert [v["name"] for v in client.get("/v1/voices").json()["voices"]] == ["alice"]
+
+    wav = client.get("/v1/voices/alice/audio")
+    assert wav.headers["content-type"] == "audio/wav"
+    data, sr = sf.read(io.BytesIO(wav.content))
+    assert sr == 24000 and data.ndim == 1 and len(data) / sr == pytest.approx(voice["duration_s"], abs=0.01)
+
+    fixed = client.patch("/v1/voices/alice", json={"ref_text": "The quick brown fox jumps over a lazy dog."})
+    assert fixed.status_code == 200 and fixed.json()["ref_text_source"] == "user"
+    assert client.get("/v1/voices/alice").json()["ref_text"].endswith("a lazy dog.")
+
+    assert client.delete("/v1/voices/alice").status_code == 204
+    assert_error(client.get("/v1/voices/alice"), 404, "voice_not_found")
+    assert_error(client.delete("/v1/voices/alice"), 404, "voice_not_found")
+
+
+def test_upload_without_transcript_is_transcribed_once(client, short_wav, backends):
+    before = backends.transcriptions
+    voice = upload(client, "alice", short_wav).json()
+    assert voice["ref_text_source"] == "asr" and "fox" in voice["ref_text"].lower()
+    assert backends.transcriptions == before + 1
+    for _ in range(2):
+        assert speak(client).status_code == 200
+    assert backends.transcriptions == before + 1  # synthesis never transcribes
+
+
+def test_long_upload_with_full_transcript_stores_the_clip_and_its_own_transcript(client, long_wav, tmp_path):
+    mp3 = convert(long_wav, tmp_path / "long.mp3")
+    r = upload(client, "alice", mp3, ref_text=LONG_TEXT)
+    assert r.status_code == 201, r.text
+    voice = r.json()
+    assert voice["clipped"] is True and voice["duration_s"] <= 12.05 and voice["original_duration_s"] > 20
+    assert voice["ref_text_source"] == "asr" and voice["ref_text"] != LONG_TEXT
+    assert len(voice["ref_text"]) < 0.75 * len(LONG_TEXT)
+    assert "replaced" in voice["warnings"][0]
+    assert speak(client, input="A new sentence, in the voice of the clip.").status_code == 200
+
+
+@pytest.mark.parametrize("fmt, content_type", [
+    ("mp3", "audio/mpeg"), ("opus", "audio/ogg"), ("aac", "audio/aac"),
+    ("flac", "audio/flac"), ("wav", "audio/wav"), ("pcm", "audio/pcm"),
+])
+def test_speech_in_every_format(client, short_wav, fmt, content_type, tmp_path):
+    upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    r = speak(client, response_format=fmt, seed=3)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == content_type
+    if fmt == "pcm":
+        seconds = len(r.content) / 2 / 24000
+    else:
+        path = tmp_path / f"speech.{fmt}"
+        path.write_bytes(r.content)
+        seconds = len(sf.read(convert(path, tmp_path / "speech-check.wav"))[0]) / 24000
+    assert 0.3 < seconds < 3.0
+
+
+def test_openai_fields_and_f5_extensions_are_honoured(client, short_wav):
+    upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    body = dict(model="tts-1", response_format="pcm", seed=5, nfe_step=4, cfg_strength=1.5,
+                sway_sampling_coef=-0.5, cross_fade_duration=0.1)
+    a, b = speak(client, **body), speak(client, **body)
+    assert a.content == b.content  # the seed reaches the model
+    slow = speak(client, **body, speed=0.5)
+    assert len(slow.content) == pytest.approx(2 * len(a.content), rel=0.15)
+
+
+def test_overwrite(client, short_wav):
+    assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201
+    assert_error(upload(client, "alice", short_wav, ref_text=SHORT_TEXT), 409, "voice_exists")
+    r = upload(client, "alice", short_wav, ref_text="The quick brown fox jumps.", overwrite="true")
+    assert r.status_code == 201 and r.json()["ref_text"] == "The quick brown fox jumps."
+
+
+@pytest.mark.parametrize("name", ["../x", "a b", "x" * 65, ".."])
+def test_bad_voice_names(client, short_wav, name, tmp_path):
+    assert_error(upload(client, name, short_wav, ref_text=SHORT_TEXT), 400, "invalid_voice_name")
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_audio_uploads(client, tmp_path):
+    cases = {
+        "empty.wav": (b"", "empty_audio"),
+        "junk.mp3": (b"this is not audio at all" * 100, "undecodable_audio"),
+    }
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(24000 * 3, np.float32), 24000)
+    cases["silent.wav"] = (silent.read_bytes(), "silent_audio")
+    for filename, (data, code) in cases.items():
+        r = client.post("/v1/voices", data={"name": "bad"}, files={"file": (filename, data)})
+        assert_error(r, 400, code)
+    assert client.get("/v1/voices").json()["voices"] == []
+    assert not list((tmp_path / "store" / "voices").glob("*/*"))  # nothing half-written
+
+
+def test_oversized_upload(tmp_path, backends, long_wav):
+    small = make_client(tmp_path, backends, limits={"max_upload_bytes": 10_000})
+    assert_error(upload(small, "alice", long_wav), 413, "upload_too_large")
+
+
+def test_implausible_transcripts(client, short_wav):
+    assert_error(upload(client, "alice", short_wav, ref_text=LONG_TEXT * 2), 422, "implausible_ref_text")
+    upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    assert_error(client.patch("/v1/voices/alice", json={"ref_text": LONG_TEXT}), 422, "implausible_ref_text")
+    assert_error(client.patch("/v1/voices/alice", json={"ref_text": "  "}), 422, "empty_ref_text")
+    assert client.get("/v1/voices/alice").json()["ref_text"] == SHORT_TEXT
+
+
+def test_bad_speech_requests(client, short_wav):
+    upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    assert_error(speak(client, voice="nobody"), 404, "voice_not_found")
+    assert_error(speak(client, voice="../etc"), 400, "invalid_voice_name")
+    assert_error(speak(client, input="   "), 400, "empty_input")
+    assert_error(speak(client, input="x" * 5000), 413, "input_too_long")
+    assert_error(speak(client, model="whisper-1"), 400, "unknown_model")
+    for field, value in [("speed", 10), ("nfe_step", 0), ("nfe_step", 1000), ("cfg_strength", -1),
+                         ("sway_sampling_coef", 3), ("seed", -5), ("cross_fade_duration", 5),
+                         ("response_format", "ogg"), ("unknown_field", 1)]:
+        r = speak(client, **{field: value})
+        assert_error(r, 422, "invalid_request")
+        assert field in r.json()["error"]["message"]
+    r = client.post("/v1/audio/speech", content=b"{not json", headers={"content-type": "application/json"})
+    assert_error(r, 400, "invalid_json")
+    assert_error(client.post("/v1/audio/speech", json={"voice": "alice"}), 422, "invalid_request")
+
+
+def test_api_keys(tmp_path, backends):
+    secured = make_client(tmp_path, backends, api_keys=["sk-one"])
+    assert secured.get("/healthz").status_code == 200
+    assert_error(secured.get("/v1/voices"), 401, "invalid_api_key")
+    assert_error(secured.get("/v1/voices", headers={"Authorization": "Bearer nope"}), 401, "invalid_api_key")
+    assert secured.get("/v1/voices", headers={"Authorization": "Bearer sk-one"}).status_code == 200
+
+
+def test_unknown_routes_answer_json(client):
+    assert_error(client.get("/v2/nothing"), 404, "not_found")
+    assert_error(client.put("/v1/voices"), 405, "method_not_allowed")

@@ -1,0 +1,99 @@
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speech_service import audio
+from speech_service.errors import BadRequest, Unprocessable
+
+from conftest import convert, decode_file, espeak
+
+SR = audio.SAMPLE_RATE
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".mp3", ".flac", ".ogg", ".m4a"])
+def test_decodes_common_formats_to_24k_mono(short_wav, tmp_path, suffix):
+    expected_s = sf.info(str(short_wav)).duration
+    src = convert(short_wav, tmp_path / f"voice{suffix}") if suffix != ".wav" else short_wav
+    samples = decode_file(src)
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) / SR - expected_s) < 0.1  # codecs pad a little, never more
+
+
+def test_decodes_stereo_and_other_rates(short_wav, tmp_path):
+    stereo = tmp_path / "stereo44k.wav"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(short_wav), "-ac", "2", "-ar", "44100",
+                    str(stereo)], check=True)
+    assert abs(len(decode_file(stereo)) - len(decode_file(short_wav))) < SR * 0.05
+
+
+@pytest.mark.parametrize("data, code", [(b"", "empty_audio"), (b"definitely not audio" * 50, "undecodable_audio")])
+def test_rejects_empty_and_undecodable(data, code):
+    with pytest.raises(BadRequest) as err:
+        audio.decode(data, max_seconds=600)
+    assert err.value.code == code
+
+
+def test_rejects_audio_over_the_length_limit(short_wav):
+    with pytest.raises(Unprocessable) as err:
+        audio.decode(short_wav.read_bytes(), max_seconds=1.0)
+    assert err.value.code == "audio_too_long"
+
+
+def test_rejects_silence_and_near_silence():
+    with pytest.raises(BadRequest) as err:
+        audio.prepare_reference(np.zeros(SR * 3, dtype=np.float32))
+    assert err.value.code == "silent_audio"
+    hiss = (np.random.default_rng(0).standard_normal(SR * 3) * 1e-4).astype(np.float32)
+    with pytest.raises(BadRequest):
+        audio.prepare_reference(hiss)
+
+
+def test_rejects_a_click_shorter_than_the_minimum():
+    clip = np.zeros(SR * 2, dtype=np.float32)
+    clip[SR : SR + SR // 10] = 0.5 * np.sin(np.arange(SR // 10) * 0.3)
+    with pytest.raises(BadRequest) as err:
+        audio.prepare_reference(clip, min_s=0.3)
+    assert err.value.code == "audio_too_short"
+
+
+def test_short_reference_is_trimmed_not_clipped(short_wav):
+    padded = np.concatenate([np.zeros(SR), decode_file(short_wav), np.zeros(SR)])
+    ref = audio.prepare_reference(padded)
+    assert not ref.clipped
+    assert ref.duration_s < len(padded) / SR - 1.5  # both silent edges went
+    assert ref.original_duration_s == pytest.approx(len(padded) / SR)
+
+
+def test_long_reference_is_clipped_at_a_pause(long_wav):
+    samples = decode_file(long_wav)
+    ref = audio.prepare_reference(samples, max_clip_s=12)
+    assert ref.clipped and 6 <= ref.duration_s <= 12.05
+    # The clip is a prefix of the recording (minus its leading silence) that ends where a pause begins.
+    body = ref.audio[: -int(0.05 * SR)]
+    hop = int(audio.FRAME_S * SR)
+    start = next(o for o in range(0, SR * 2, hop) if np.array_equal(samples[o : o + 1000], body[:1000]))
+    assert np.array_equal(samples[start : start + len(body)], body)
+    after = samples[start + len(body) : start + len(body) + SR // 5]
+    assert np.sqrt(np.mean(after**2)) < 0.02 * np.sqrt(np.mean(body**2))
+
+
+def test_reference_without_pauses_is_cut_hard():
+    t = np.arange(SR * 20) / SR
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    ref = audio.prepare_reference(tone, max_clip_s=12)
+    assert ref.clipped and ref.duration_s == pytest.approx(12.05, abs=0.02)
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav"])
+def test_encodes_every_response_format(tmp_path, fmt):
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR * 2) / SR)).astype(np.float32)
+    path = tmp_path / f"out.{fmt}"
+    path.write_bytes(audio.encode(tone, fmt))
+    assert abs(len(decode_file(path)) / SR - 2.0) < 0.1
+
+
+def test_pcm_is_raw_16_bit_little_endian():
+    tone = np.array([0.0, 0.5, -0.5, 1.0], dtype=np.float32)
+    assert np.frombuffer(audio.encode(tone, "pcm"), "<i2").tolist() == [0, 16383, -16383, 32767]

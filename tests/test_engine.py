@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+
+from speech_service import audio
+from speech_service.engine import FRAMES_PER_SECOND, SynthesisEngine, SynthesisParams, cross_fade, split_text
+from speech_service.errors import BadRequest, Unprocessable
+
+from conftest import SHORT_TEXT, decode_file
+
+SR = audio.SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+def engine(synth_settings):
+    return SynthesisEngine.load(synth_settings)
+
+
+@pytest.fixture(scope="module")
+def reference(short_wav):
+    return audio.prepare_reference(decode_file(short_wav)).audio
+
+
+def test_loads_through_f5_tts_loaders_on_the_cpu(engine):
+    from f5_tts.model import CFM, DiT
+
+    assert isinstance(engine.model, CFM) and isinstance(engine.model.transformer, DiT)
+    assert engine.device == "cpu"
+    assert sum(p.numel() for p in engine.model.parameters()) < 1_000_000  # the tiny DiT
+
+
+def test_speech_length_follows_the_reference_speaking_rate(engine, reference):
+    text = "A sentence of about the same length as the reference one."
+    wave = engine.synthesize(reference, SHORT_TEXT, text, SynthesisParams(nfe_step=4, seed=1))
+    ref_s = len(reference) / SR
+    expected_s = ref_s * len(text) / (len(SHORT_TEXT) + 2)
+    assert wave.dtype == np.float32 and np.isfinite(wave).all()
+    assert 0.7 * expected_s < len(wave) / SR < 1.3 * expected_s
+    slower = engine.synthesize(reference, SHORT_TEXT, text, SynthesisParams(nfe_step=4, seed=1, speed=0.5))
+    assert len(slower) / len(wave) == pytest.approx(2.0, rel=0.1)
+
+
+def test_same_seed_same_audio(engine, reference):
+    params = SynthesisParams(nfe_step=4, seed=7)
+    a = engine.synthesize(reference, SHORT_TEXT, "Hello there, friend.", params)
+    b = engine.synthesize(reference, SHORT_TEXT, "Hello there, friend.", params)
+    c = engine.synthesize(reference, SHORT_TEXT, "Hello there, friend.", SynthesisParams(nfe_step=4, seed=8))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_long_text_is_spoken_in_segments_that_each_fit(engine, reference):
+    text = " ".join(f"This is sentence number {i}, which the service speaks in turn." for i in range(30))
+    segments = engine.plan(len(reference), SHORT_TEXT, text)
+    assert len(segments) > 3
+    assert " ".join(s.text for s in segments) == text
+    assert all(s.duration_frames <= engine.max_frames for s in segments)
+    wave = engine.synthesize(reference, SHORT_TEXT, text, SynthesisParams(nfe_step=2, seed=0))
+    assert len(wave) / SR > 0.5 * len(text) / (len(SHORT_TEXT) / (len(reference) / SR))
+
+
+def test_text_without_punctuation_is_split_between_words():
+    text = " ".join(["word"] * 200)
+    pieces = split_text(text, 50)
+    assert all(len(p.encode()) <= 50 for p in pieces)
+    assert " ".join(pieces).split() == text.split()
+    assert split_text("x" * 120, 50) == ["x" * 50, "x" * 50, "x" * 20]
+
+
+def test_transcript_longer_than_its_clip_is_refused_before_the_model(engine, reference):
+    """Rule 3: a transcript of a 25 s recording paired with a 3 s clip never reaches CFM.sample."""
+    long_transcript = "The morning train left the station at seven, and everyone went home. " * 6
+    with pytest.raises(Unprocessable) as err:
+        engine.plan(len(reference), long_transcript, "Hello.")
+    assert err.value.code == "text_exceeds_frames"
+    with pytest.raises(Unprocessable):
+        engine.synthesize(reference, long_transcript, "Hello.", SynthesisParams(nfe_step=2))
+
+
+def test_a_segment_longer_than_the_model_can_fill_is_refused(engine, reference):
+    short_span = SynthesisEngine(engine.model, engine.vocoder, device="cpu", model_name="tiny",
+                                 max_segment_seconds=2.0)
+    with pytest.raises(Unprocessable) as err:
+        short_span.plan(len(reference), SHORT_TEXT, "Hello there.")
+    assert err.value.code == "segment_too_long"
+    assert engine.max_frames <= 8192  # F5's text position table
+
+
+def test_empty_text_is_refused(engine, reference):
+    with pytest.raises(BadRequest):
+        engine.plan(len(reference), SHORT_TEXT, "   ")
+
+
+def test_cross_fade_blends_the_seam():
+    a, b = np.ones(1000, np.float32), np.zeros(1000, np.float32)
+    out = cross_fade([a, b], 100)
+    assert len(out) == 1900
+    assert out[899] == 1.0 and out[1000] == 0.0 and 0.0 < out[950] < 1.0
+    assert len(cross_fade([a, b], 0)) == 2000

@@ -1,0 +1,31 @@
+import jiwer
+import pytest
+
+from speech_service import audio
+from speech_service.transcription import WhisperBackend
+
+from conftest import LONG_TEXT, SHORT_TEXT, decode_file, espeak
+
+
+@pytest.fixture(scope="module")
+def whisper(whisper_settings):
+    return WhisperBackend(whisper_settings)
+
+
+def normalise(text: str) -> str:
+    return jiwer.RemovePunctuation()(text.lower()).replace("seven", "7")
+
+
+@pytest.mark.parametrize("sentence", [SHORT_TEXT, "Please call me back tomorrow morning about the meeting."])
+def test_whisper_base_transcribes_espeak_speech(whisper, speech_dir, sentence):
+    wav = espeak(sentence, speech_dir / f"asr-{abs(hash(sentence))}.wav")
+    text = whisper.transcribe(decode_file(wav), "en")
+    assert jiwer.wer(normalise(sentence), normalise(text)) <= 0.25, text
+
+
+def test_transcribes_the_clipped_clip_not_the_whole_recording(whisper, long_wav):
+    ref = audio.prepare_reference(decode_file(long_wav), max_clip_s=12)
+    text = whisper.transcribe(ref.audio)
+    words, all_words = normalise(text).split(), normalise(LONG_TEXT).split()
+    assert 0.25 * len(all_words) < len(words) < 0.75 * len(all_words)
+    assert jiwer.wer(" ".join(all_words[: len(words)]), " ".join(words)) <= 0.35
