@@ -13,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 
 from speech_service.api import create_app
 from speech_service.config import ServiceSettings
+from speech_service.errors import unwrap
 
 logger = logging.getLogger("ray.serve")
 
@@ -25,13 +26,21 @@ class ServeBackends:
         self.transcriber = transcriber
 
     async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
-        return await self.synthesizer.synthesize.remote(reference, ref_text, text, options)
+        return await _call(self.synthesizer.synthesize.remote(reference, ref_text, text, options))
 
     async def transcribe(self, audio: np.ndarray, language: str | None) -> str:
-        return await self.transcriber.transcribe.remote(audio, language)
+        return await _call(self.transcriber.transcribe.remote(audio, language))
 
     async def status(self) -> dict[str, Any]:
         return await asyncio.to_thread(deployment_status, serve.get_replica_context().app_name)
+
+
+async def _call(response):
+    """Await a handle call; re-raise the replica's own exception (e.g. a 4xx it chose) unwrapped."""
+    try:
+        return await response
+    except Exception as exc:
+        raise unwrap(exc) from None
 
 
 def deployment_status(app_name: str) -> dict[str, Any]:

@@ -74,3 +74,69 @@ def long_wav(speech_dir) -> Path:
 @pytest.fixture(scope="session")
 def short_wav(speech_dir) -> Path:
     return espeak(SHORT_TEXT, speech_dir / "short.wav")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_config(store: Path, port: int) -> dict:
+    """config/serve.yaml as shipped, on a loopback port and a temporary store, with CPU needs scaled
+    down to a test machine. GPU requests and autoscaling bounds are kept."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "serve.yaml").read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    app = config["applications"][0]
+    app["args"]["store"]["path"] = str(store)
+    for deployment in app["deployments"]:
+        deployment["ray_actor_options"]["num_cpus"] = 0.5
+    return config
+
+
+def deployments(config: dict) -> dict[str, dict]:
+    return {d["name"]: d for d in config["applications"][0]["deployments"]}
+
+
+def start_serve(config: dict, num_gpus: int = 1) -> str:
+    """Start a local Ray cluster with `num_gpus` logical GPUs and deploy `config` the way
+    `serve run` does; return the base URL once the application is running."""
+    import os
+    import time
+
+    import ray
+    from ray import serve
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file written into the user's HOME
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=8, num_gpus=num_gpus, namespace="serve", include_dashboard=False,
+             log_to_driver=False)
+    client = serve_start(http_options=config["http_options"])
+    client.deploy_apps(ServeDeploySchema.model_validate(config))
+    name = config["applications"][0]["name"]
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        app = serve.status().applications.get(name)
+        if app and app.status == "RUNNING":
+            return f"http://127.0.0.1:{config['http_options']['port']}"
+        if app and app.status == "DEPLOY_FAILED":
+            raise RuntimeError(app.message)
+        time.sleep(1)
+    raise TimeoutError("the application did not start")
+
+
+def stop_serve() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()

@@ -1,0 +1,62 @@
+"""The shipped configuration files: valid for Ray, and saying what the product promises."""
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from deployments.synthesizer import Synthesizer
+from deployments.transcriber import Transcriber
+from speech_service.config import ServiceSettings, SynthesizerSettings, TranscriberSettings
+
+from conftest import REPO, deployments
+
+PROFILES = ["serve.yaml", "serve.offline.yaml"]
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / "config" / name).read_text())
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profiles_validate_as_serve_configs_and_settings(profile):
+    config = load(profile)
+    ServeDeploySchema.model_validate(config)
+    app = config["applications"][0]
+    assert app["import_path"] == "serve_app:build"
+    ServiceSettings.model_validate(app["args"])
+    d = deployments(config)
+    SynthesizerSettings.model_validate(d["Synthesizer"]["user_config"])
+    TranscriberSettings.model_validate(d["Transcriber"]["user_config"])
+    for name in ("Synthesizer", "Transcriber"):
+        scaling = d[name]["autoscaling_config"]
+        assert scaling["min_replicas"] == 0 and scaling["initial_replicas"] == 0
+    assert d["Ingress"]["autoscaling_config"]["min_replicas"] >= 1
+
+
+def test_production_profile_asks_for_a_gpu_and_the_real_models():
+    d = deployments(load("serve.yaml"))
+    assert d["Synthesizer"]["ray_actor_options"]["num_gpus"] == 1
+    synth = SynthesizerSettings.model_validate(d["Synthesizer"]["user_config"])
+    assert synth.architecture == "F5TTS_v1_Base" and synth.checkpoint.startswith("hf://SWivid/F5-TTS/")
+    assert synth.device == "auto"
+    assert TranscriberSettings.model_validate(d["Transcriber"]["user_config"]).model == "large-v3-turbo"
+
+
+def test_decorators_agree_with_the_production_profile():
+    """`serve.run(serve_app.build({}))` without the YAML keeps the same GPU and scale-to-zero shape."""
+    assert Synthesizer._deployment_config.autoscaling_config.min_replicas == 0
+    assert Synthesizer.ray_actor_options["num_gpus"] == 1
+    assert Transcriber._deployment_config.autoscaling_config.min_replicas == 0
+
+
+def test_cluster_yaml_passes_the_launchers_own_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    workers = [t for name, t in types.items() if name != config["head_node_type"]]
+    assert "GPU" not in head.get("resources", {})
+    assert workers and all(w["min_workers"] == 0 for w in workers)
+    assert any(w["node_config"]["InstanceType"].startswith(("g", "p")) for w in workers)

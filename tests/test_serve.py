@@ -1,0 +1,124 @@
+"""End to end over real HTTP against config/serve.yaml deployed on a local Ray cluster with one
+logical GPU, the tiny offline models in the Synthesizer's and Transcriber's user_config."""
+
+import io
+import time
+
+import httpx
+import openai
+import pytest
+import soundfile as sf
+from ray import serve
+
+from conftest import LONG_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
+
+APP = "tts"
+
+
+@pytest.fixture(scope="module")
+def base_url(offline_models, tmp_path_factory):
+    config = serve_config(tmp_path_factory.mktemp("serve-store"), free_port())
+    d = deployments(config)
+    d["Synthesizer"]["user_config"].update(
+        model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
+                                                      "text_dim": 32, "conv_layers": 1},
+        checkpoint=str(offline_models["checkpoint"]), vocoder=str(offline_models["vocoder"]),
+        defaults={"nfe_step": 4},
+    )
+    # Short delays so the test sees the Synthesizer rest at zero; the Transcriber stays up so its
+    # call counter is one replica's.
+    d["Synthesizer"]["autoscaling_config"].update(
+        upscale_delay_s=0, downscale_delay_s=2, downscale_to_zero_delay_s=3, look_back_period_s=2)
+    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
+    d["Transcriber"]["autoscaling_config"].update(downscale_delay_s=600, downscale_to_zero_delay_s=600)
+    yield start_serve(config, num_gpus=1)
+    stop_serve()
+
+
+@pytest.fixture(scope="module")
+def http(base_url):
+    with httpx.Client(base_url=base_url, timeout=300) as client:
+        yield client
+
+
+def running_replicas(deployment: str) -> int:
+    status = serve.status().applications[APP].deployments[deployment]
+    return status.replica_states.get("RUNNING", 0)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_health_and_status_do_not_wake_the_models(http):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    for _ in range(3):
+        status = http.get("/v1/status").json()
+    synth = status["deployments"]["Synthesizer"]
+    assert synth["model"] == "f5-tiny" and synth["replicas"] == {}
+    assert status["deployments"]["Transcriber"]["replicas"] == {}
+    assert running_replicas("Synthesizer") == 0 and running_replicas("Transcriber") == 0
+
+
+def test_long_recording_with_full_transcript_is_clipped_transcribed_and_speaks(http, long_wav):
+    with open(long_wav, "rb") as f:
+        r = http.post("/v1/voices", data={"name": "alice", "ref_text": LONG_TEXT},
+                      files={"file": ("long.wav", f, "audio/wav")})
+    assert r.status_code == 201, r.text
+    voice = r.json()
+    assert voice["original_duration_s"] > 20 and voice["duration_s"] <= 12.05
+    assert voice["clipped"] is True and voice["ref_text_source"] == "asr"
+    assert "train" in voice["ref_text"].lower() and len(voice["ref_text"]) < 0.75 * len(LONG_TEXT)
+
+    r = http.post("/v1/audio/speech", json={"model": "f5-tts", "voice": "alice", "response_format": "wav",
+                                            "input": "Good evening. " + LONG_TEXT})
+    assert r.status_code == 200, r.text
+    wave, sr = sf.read(io.BytesIO(r.content))
+    assert sr == 24000 and len(wave) / sr > 10
+
+
+def test_synthesis_makes_no_transcriber_calls(http):
+    transcriber = serve.get_deployment_handle("Transcriber", APP)
+    before = transcriber.stats.remote().result()
+    assert before["calls"] >= 1  # the upload above was transcribed
+    for text in ["One.", "Two sentences here. And another.", "Three, four, five."]:
+        r = http.post("/v1/audio/speech", json={"voice": "alice", "input": text, "response_format": "pcm"})
+        assert r.status_code == 200, r.text
+    assert transcriber.stats.remote().result()["calls"] == before["calls"]
+    assert running_replicas("Transcriber") == 1  # the same replica counted both times
+
+
+def test_synthesizer_holds_a_logical_gpu_and_runs_on_the_cpu(http):
+    info = serve.get_deployment_handle("Synthesizer", APP).info.remote().result()
+    assert info["cuda_visible_devices"] == "0"  # Ray gave the replica the GPU it asked for
+    assert info["device"] == "cpu"  # torch sees no CUDA device here, and the engine noticed
+
+
+def test_openai_client(base_url, http):
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="not-needed")
+    speech = client.audio.speech.create(model="tts-1", voice="alice", input="Hello from the client.",
+                                        response_format="wav")
+    wave, sr = sf.read(io.BytesIO(speech.content))
+    assert sr == 24000 and len(wave) > 0.3 * sr
+
+
+def test_errors_from_inside_a_replica_keep_their_status(http):
+    # A hand-made transcript far longer than its clip would break F5; the engine refuses it.
+    voice = http.get("/v1/voices/alice").json()
+    r = http.post("/v1/audio/speech", json={"voice": "nobody", "input": "Hi."})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "voice_not_found"
+    r = http.patch("/v1/voices/alice", json={"ref_text": "word " * 200})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "implausible_ref_text"
+    assert http.get("/v1/voices/alice").json()["ref_text"] == voice["ref_text"]
+
+
+def test_synthesizer_scales_to_zero_and_back(http):
+    wait_for(lambda: running_replicas("Synthesizer") == 0, 120, "the Synthesizer to scale to zero")
+    r = http.post("/v1/audio/speech", json={"voice": "alice", "input": "Back again.", "response_format": "mp3"})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg"
+    assert running_replicas("Synthesizer") == 1
