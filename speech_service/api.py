@@ -91,6 +91,15 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 
+    @app.middleware("http")
+    async def refuse_oversized_uploads(request: Request, call_next):
+        # Before the multipart body is read and spooled, not after.
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_upload_bytes + 64 * 1024:
+            return error_response(413, "upload_too_large",
+                                  f"The upload is over the {limits.max_upload_bytes} byte limit.")
+        return await call_next(request)
+
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}

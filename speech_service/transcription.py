@@ -11,6 +11,7 @@ from scipy.signal import resample_poly
 from .audio import SAMPLE_RATE
 from .config import TranscriberSettings
 from .engine import pick_device
+from .errors import BadRequest
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class WhisperBackend:
                                   download_root=settings.cache_dir)
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+        if language is not None and language not in self.model.supported_languages:
+            raise BadRequest(f"Whisper does not know the language code '{language}'.", code="unsupported_language")
         audio16k = resample_poly(audio, 2, 3).astype(np.float32)  # Whisper listens at 16 kHz
         segments, _ = self.model.transcribe(audio16k, language=language, beam_size=self.beam_size,
                                             condition_on_previous_text=False)

@@ -7,15 +7,18 @@ transcript is kept only when the clip was not shortened, otherwise the clip itse
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Awaitable, Callable
 
 import numpy as np
 
 from . import audio
 from .config import LimitSettings
-from .errors import Conflict, NotFound, Unprocessable
+from .errors import BadRequest, Conflict, NotFound, Unprocessable
 from .schemas import VoiceCreated
 from .store import VoiceRecord, VoiceStore, check_name, now, sha256
+
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")  # ISO 639 codes, as Whisper names languages
 
 Transcribe = Callable[[np.ndarray, "str | None"], Awaitable[str]]
 
@@ -45,6 +48,9 @@ async def register_voice(store: VoiceStore, transcribe: Transcribe, limits: Limi
                          data: bytes, ref_text: str | None, language: str | None,
                          overwrite: bool) -> VoiceCreated:
     check_name(name)
+    if language is not None and not LANGUAGE_RE.fullmatch(language):
+        raise BadRequest(f"language must be an ISO 639 code such as 'en', not '{language}'.",
+                         code="invalid_language")
     if not overwrite and _exists(store, name):
         raise Conflict(f"Voice '{name}' already exists; send overwrite=true to replace it.", code="voice_exists")
     ref = await asyncio.to_thread(_prepare, data, limits)

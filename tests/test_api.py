@@ -171,8 +171,19 @@ def test_bad_audio_uploads(client, tmp_path):
 
 
 def test_oversized_upload(tmp_path, backends, long_wav):
-    small = make_client(tmp_path, backends, limits={"max_upload_bytes": 10_000})
-    assert_error(upload(small, "alice", long_wav), 413, "upload_too_large")
+    small = make_client(tmp_path, backends, limits={"max_upload_bytes": 100_000})
+    assert_error(upload(small, "alice", long_wav), 413, "upload_too_large")  # refused by its length header
+    body = long_wav.read_bytes()[:110_000]  # under the header allowance, over the limit once read
+    r = small.post("/v1/voices", data={"name": "alice"}, files={"file": ("a.wav", body)})
+    assert_error(r, 413, "upload_too_large")
+    assert small.get("/v1/voices").json()["voices"] == []
+
+
+def test_language_codes(client, short_wav):
+    assert_error(upload(client, "alice", short_wav, language="english"), 400, "invalid_language")
+    assert_error(upload(client, "alice", short_wav, language="xx"), 400, "unsupported_language")
+    r = upload(client, "alice", short_wav, language="en")
+    assert r.status_code == 201 and r.json()["language"] == "en"
 
 
 def test_implausible_transcripts(client, short_wav):
