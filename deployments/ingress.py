@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, AsyncIterator
 
 import numpy as np
 from ray import serve
@@ -27,6 +27,15 @@ class ServeBackends:
 
     async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
         return await _call(self.synthesizer.synthesize.remote(reference, ref_text, text, options))
+
+    async def stream(self, reference: np.ndarray, ref_text: str, text: str,
+                     options: dict[str, Any]) -> AsyncIterator[np.ndarray]:
+        pieces = self.synthesizer.options(stream=True).synthesize_stream.remote(reference, ref_text, text, options)
+        try:
+            async for piece in pieces:
+                yield piece
+        except Exception as exc:
+            raise unwrap(exc) from None
 
     async def transcribe(self, audio: np.ndarray, language: str | None) -> str:
         return await _call(self.transcriber.transcribe.remote(audio, language))

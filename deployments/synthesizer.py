@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from ray import serve
@@ -54,12 +54,20 @@ class Synthesizer:
                 "the offline profile."
             )
 
-    def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
+    def _ready(self, options: dict[str, Any]) -> tuple[SynthesisEngine, SynthesisParams]:
         engine = self._engine
         if engine is None:
             raise ModelUnavailable(self._load_error)
-        params = SynthesisParams.from_request(engine.defaults, **options)
+        return engine, SynthesisParams.from_request(engine.defaults, **options)
+
+    def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
+        engine, params = self._ready(options)
         return engine.synthesize(reference, ref_text, text, params)
+
+    def synthesize_stream(self, reference: np.ndarray, ref_text: str, text: str,
+                          options: dict[str, Any]) -> Iterator[np.ndarray]:
+        engine, params = self._ready(options)
+        yield from engine.stream(reference, ref_text, text, params)
 
     def info(self) -> dict[str, Any]:
         """Where this replica runs; for operators and tests."""

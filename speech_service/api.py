@@ -7,12 +7,12 @@ import asyncio
 import hmac
 import json
 import logging
-from typing import Any, Protocol
+from typing import Any, AsyncIterator, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import audio
@@ -30,6 +30,9 @@ class Backends(Protocol):
 
     async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
         """24 kHz mono float32 speech; `options` are the request's sampling overrides."""
+
+    def stream(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> AsyncIterator[np.ndarray]:
+        """The same speech as `synthesize`, one piece per text segment as each is ready."""
 
     async def transcribe(self, audio: np.ndarray, language: str | None) -> str: ...
 
@@ -148,18 +151,28 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     @v1.post("/audio/speech", response_class=Response)
     async def speech(body: SpeechRequest) -> Response:
         _check_speech_request(body, settings)
-        if body.stream:
-            raise BadRequest("Streaming responses are not available yet; send stream=false.",
-                             code="streaming_unavailable")
         record, wav = await asyncio.to_thread(store.reference, body.voice)
         options = body.model_dump(include={"nfe_step", "cfg_strength", "sway_sampling_coef", "seed",
                                            "cross_fade_duration", "speed"})
-        speech_audio = await backends.synthesize(audio.read_wav_bytes(wav), record.ref_text, body.input, options)
+        reference = audio.read_wav_bytes(wav)
+        media_type = audio.FORMATS[body.response_format][0]
+        if body.stream:
+            pieces = backends.stream(reference, record.ref_text, body.input, options)
+            first = await anext(pieces)  # before the headers, so that errors keep their status
+            return StreamingResponse(audio.encode_stream(_prepend(first, pieces), body.response_format),
+                                     media_type=media_type)
+        speech_audio = await backends.synthesize(reference, record.ref_text, body.input, options)
         content = await asyncio.to_thread(audio.encode, speech_audio, body.response_format)
-        return Response(content, media_type=audio.FORMATS[body.response_format][0])
+        return Response(content, media_type=media_type)
 
     app.include_router(v1)
     return app
+
+
+async def _prepend(first: np.ndarray, rest: AsyncIterator[np.ndarray]) -> AsyncIterator[np.ndarray]:
+    yield first
+    async for piece in rest:
+        yield piece
 
 
 def _check_speech_request(body: SpeechRequest, settings: ServiceSettings) -> None:

@@ -5,15 +5,19 @@ All audio inside the service is mono float32 at 24 kHz (F5-TTS's mel rate).
 
 from __future__ import annotations
 
+import asyncio
 import io
+import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from typing import AsyncIterator
 
 import numpy as np
 import soundfile as sf
 
 from .errors import BadRequest, Unprocessable
+
 
 SAMPLE_RATE = 24_000
 FRAME_S = 0.01  # analysis frame for silence detection
@@ -117,9 +121,9 @@ def prepare_reference(audio: np.ndarray, *, max_clip_s: float = 12.0, min_s: flo
 
 
 def to_wav_bytes(audio: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
+    """16-bit mono WAV, the same samples as `to_pcm16`."""
+    data = to_pcm16(audio)
+    return _wav_header(len(data)) + data
 
 
 def read_wav_bytes(data: bytes) -> np.ndarray:
@@ -141,7 +145,7 @@ FORMATS: dict[str, tuple[str, list[str]]] = {
 
 
 def to_pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
 def encode(audio: np.ndarray, fmt: str) -> bytes:
@@ -155,3 +159,49 @@ def encode(audio: np.ndarray, fmt: str) -> bytes:
            "-i", "pipe:0", *args, "pipe:1"]
     proc = subprocess.run(cmd, input=to_pcm16(audio), capture_output=True, check=True)
     return proc.stdout
+
+
+def _wav_header(data_bytes: int) -> bytes:
+    return (b"RIFF" + struct.pack("<I", min(36 + data_bytes, 0xFFFFFFFF)) + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, 1, SAMPLE_RATE, SAMPLE_RATE * 2, 2, 16)
+            + b"data" + struct.pack("<I", min(data_bytes, 0xFFFFFFFF)))
+
+
+def streaming_wav_header() -> bytes:
+    """A WAV header whose sizes say "unknown" (0xFFFFFFFF), for audio of open length."""
+    return _wav_header(0xFFFFFFFF)
+
+
+async def encode_stream(chunks: AsyncIterator[np.ndarray], fmt: str) -> AsyncIterator[bytes]:
+    """Encode audio as it arrives. pcm and wav pass straight through; the rest go through one
+    ffmpeg process, fed and drained concurrently so neither side waits for the whole text."""
+    if fmt in ("pcm", "wav"):
+        if fmt == "wav":
+            yield streaming_wav_header()
+        async for chunk in chunks:
+            yield to_pcm16(chunk)
+        return
+    _, args = FORMATS[fmt]
+    proc = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-nostdin", "-v", "error", "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1",
+        "-i", "pipe:0", *args, "-flush_packets", "1", "pipe:1",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+
+    async def feed() -> None:
+        try:
+            async for chunk in chunks:
+                proc.stdin.write(to_pcm16(chunk))
+                await proc.stdin.drain()
+        finally:
+            proc.stdin.close()
+
+    feeder = asyncio.create_task(feed())
+    try:
+        while data := await proc.stdout.read(64 * 1024):
+            yield data
+        await feeder  # surfaces a synthesis error that ended the input early
+    finally:
+        feeder.cancel()
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()

@@ -13,7 +13,7 @@ import re
 import threading
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -192,20 +192,32 @@ class SynthesisEngine:
                 wave = wave * rms / TARGET_RMS
             yield wave.squeeze().float().cpu().numpy().astype(np.float32)
 
-    def synthesize(self, reference: np.ndarray, ref_text: str, text: str, params: SynthesisParams) -> np.ndarray:
-        waves = list(self.synthesize_segments(reference, ref_text, text, params))
+    def stream(self, reference: np.ndarray, ref_text: str, text: str, params: SynthesisParams) -> Iterator[np.ndarray]:
+        """The speech, cross-faded, in pieces that can be played as they come."""
+        waves = self.synthesize_segments(reference, ref_text, text, params)
         return cross_fade(waves, int(params.cross_fade_duration * SAMPLE_RATE))
 
+    def synthesize(self, reference: np.ndarray, ref_text: str, text: str, params: SynthesisParams) -> np.ndarray:
+        return np.concatenate(list(self.stream(reference, ref_text, text, params)))
 
-def cross_fade(waves: list[np.ndarray], overlap: int) -> np.ndarray:
-    """Join waveforms, blending `overlap` samples linearly at each seam."""
-    out = waves[0]
-    for wave in waves[1:]:
-        n = min(overlap, len(out), len(wave))
-        if n <= 0:
-            out = np.concatenate([out, wave])
-            continue
-        fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        seam = out[-n:] * (1 - fade) + wave[:n] * fade
-        out = np.concatenate([out[:-n], seam, wave[n:]])
-    return out.astype(np.float32)
+
+def cross_fade(waves: Iterable[np.ndarray], overlap: int) -> Iterator[np.ndarray]:
+    """Join waveforms, blending up to `overlap` samples linearly at each seam.
+
+    Yields as soon as a piece is final: each wave's last `overlap` samples are held back until the
+    next wave arrives to blend with.
+    """
+    held = np.zeros(0, dtype=np.float32)
+    for wave in waves:
+        n = min(len(held), len(wave))
+        if n:
+            fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
+            wave = np.concatenate([held[: len(held) - n], held[len(held) - n :] * (1 - fade) + wave[:n] * fade, wave[n:]])
+        elif len(held):
+            wave = np.concatenate([held, wave])
+        keep = min(overlap, len(wave))
+        if len(wave) > keep:
+            yield wave[: len(wave) - keep].astype(np.float32)
+        held = wave[len(wave) - keep :]
+    if len(held):
+        yield held.astype(np.float32)

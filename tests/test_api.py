@@ -29,6 +29,13 @@ class InProcessBackends:
         params = SynthesisParams.from_request(self.engine.defaults, **options)
         return await asyncio.to_thread(self.engine.synthesize, reference, ref_text, text, params)
 
+    async def stream(self, reference, ref_text, text, options):
+        self.syntheses += 1
+        params = SynthesisParams.from_request(self.engine.defaults, **options)
+        pieces = self.engine.stream(reference, ref_text, text, params)
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            yield piece
+
     async def transcribe(self, audio, language):
         self.transcriptions += 1
         return await asyncio.to_thread(self.whisper.transcribe, audio, language)
@@ -130,6 +137,33 @@ def test_speech_in_every_format(client, short_wav, fmt, content_type, tmp_path):
         path.write_bytes(r.content)
         seconds = len(sf.read(convert(path, tmp_path / "speech-check.wav"))[0]) / 24000
     assert 0.3 < seconds < 3.0
+
+
+@pytest.mark.parametrize("fmt", ["pcm", "wav", "mp3", "opus", "aac", "flac"])
+def test_streamed_speech_matches_the_whole_response(client, short_wav, fmt, tmp_path):
+    upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    body = dict(input="First sentence here. A second one follows. And a third.", seed=9, response_format=fmt)
+    whole = speak(client, **body)
+    with client.stream("POST", "/v1/audio/speech", json={"voice": "alice", "nfe_step": 2, **body, "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == whole.headers["content-type"]
+        assert "content-length" not in r.headers
+        streamed = b"".join(r.iter_bytes())
+    if fmt == "pcm":
+        assert streamed == whole.content  # the very same samples
+    elif fmt == "wav":
+        assert streamed[44:] == whole.content[44:] and streamed[:4] == b"RIFF"
+    else:
+        seconds = []
+        for name, data in (("whole", whole.content), ("streamed", streamed)):
+            (tmp_path / f"{name}.{fmt}").write_bytes(data)
+            seconds.append(len(sf.read(convert(tmp_path / f"{name}.{fmt}", tmp_path / f"{name}.wav"))[0]))
+        assert seconds[1] == pytest.approx(seconds[0], rel=0.02)
+
+
+def test_streaming_errors_keep_their_status(client, short_wav):
+    upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    assert_error(speak(client, voice="nobody", stream=True), 404, "voice_not_found")
+    assert_error(speak(client, input=" ", stream=True), 400, "empty_input")
 
 
 def test_openai_fields_and_f5_extensions_are_honoured(client, short_wav):

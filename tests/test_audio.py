@@ -96,4 +96,4 @@ def test_encodes_every_response_format(tmp_path, fmt):
 
 def test_pcm_is_raw_16_bit_little_endian():
     tone = np.array([0.0, 0.5, -0.5, 1.0], dtype=np.float32)
-    assert np.frombuffer(audio.encode(tone, "pcm"), "<i2").tolist() == [0, 16383, -16383, 32767]
+    assert np.frombuffer(audio.encode(tone, "pcm"), "<i2").tolist() == [0, 16384, -16384, 32767]

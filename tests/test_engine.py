@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from speech_service import audio
-from speech_service.engine import FRAMES_PER_SECOND, SynthesisEngine, SynthesisParams, cross_fade, split_text
+from speech_service.engine import SynthesisEngine, SynthesisParams, cross_fade, split_text
 from speech_service.errors import BadRequest, Unprocessable
 
 from conftest import SHORT_TEXT, decode_file
@@ -89,9 +89,29 @@ def test_empty_text_is_refused(engine, reference):
         engine.plan(len(reference), SHORT_TEXT, "   ")
 
 
+def join(waves, overlap):
+    return np.concatenate(list(cross_fade(waves, overlap)))
+
+
 def test_cross_fade_blends_the_seam():
     a, b = np.ones(1000, np.float32), np.zeros(1000, np.float32)
-    out = cross_fade([a, b], 100)
+    out = join([a, b], 100)
     assert len(out) == 1900
     assert out[899] == 1.0 and out[1000] == 0.0 and 0.0 < out[950] < 1.0
-    assert len(cross_fade([a, b], 0)) == 2000
+    assert len(join([a, b], 0)) == 2000
+    # A wave shorter than the overlap is blended in whole: 1000 + 50 + 1000 - 50 - 100.
+    assert len(join([a, np.zeros(50, np.float32), b], 100)) == 1900
+
+
+def test_cross_fade_yields_each_piece_once_it_is_final():
+    pieces = cross_fade(iter([np.ones(1000, np.float32), np.zeros(1000, np.float32)]), 100)
+    assert len(next(pieces)) == 900  # the first wave, less the part that waits for the seam
+    assert sum(len(p) for p in pieces) == 1000
+
+
+def test_streamed_speech_is_the_same_speech(engine, reference):
+    text = "First sentence here. A second one follows it. And a third, to finish."
+    params = SynthesisParams(nfe_step=2, seed=4, cross_fade_duration=0.15)
+    pieces = list(engine.stream(reference, SHORT_TEXT, text, params))
+    assert len(pieces) >= 2
+    assert np.array_equal(np.concatenate(pieces), engine.synthesize(reference, SHORT_TEXT, text, params))

@@ -99,6 +99,16 @@ def test_synthesizer_holds_a_logical_gpu_and_runs_on_the_cpu(http):
     assert info["device"] == "cpu"  # torch sees no CUDA device here, and the engine noticed
 
 
+def test_streaming_through_the_handle_gives_the_same_speech(http):
+    body = {"voice": "alice", "input": "One sentence first. Then a second one. A third to end.",
+            "response_format": "pcm", "seed": 11}
+    whole = http.post("/v1/audio/speech", json=body)
+    with http.stream("POST", "/v1/audio/speech", json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        streamed = b"".join(r.iter_bytes())
+    assert whole.status_code == 200 and streamed == whole.content
+
+
 def test_openai_client(base_url, http):
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="not-needed")
     speech = client.audio.speech.create(model="tts-1", voice="alice", input="Hello from the client.",
