@@ -52,16 +52,18 @@ def base_checkpoint(path: Path) -> Path:
     return path
 
 
-def timed(fn, runs: int) -> list[float]:
-    fn()  # warm-up
-    out = []
+def timed_pair(a, b, runs: int) -> tuple[list[float], list[float]]:
+    """Time `a` and `b` alternately (after one warm-up each), so drift on the machine hits both."""
+    a(), b()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - start)
-    return out
+        for fn, out in ((a, times[0]), (b, times[1])):
+            start = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            out.append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -92,10 +94,12 @@ def main() -> None:
 
         from f5_tts.infer.utils_infer import infer_process
 
-        ours = timed(lambda: engine.synthesize(ref.audio, REF_TEXT, GEN_TEXT, params), args.runs)
-        theirs = timed(lambda: infer_process(str(ref_path), REF_TEXT, GEN_TEXT, engine.model, engine.vocoder,
-                                             nfe_step=args.nfe, show_info=lambda *_: None, progress=None,
-                                             device=engine.device), args.runs)
+        ours, theirs = timed_pair(
+            lambda: engine.synthesize(ref.audio, REF_TEXT, GEN_TEXT, params),
+            lambda: infer_process(str(ref_path), REF_TEXT, GEN_TEXT, engine.model, engine.vocoder,
+                                  nfe_step=args.nfe, show_info=lambda *_: None, progress=None,
+                                  device=engine.device),
+            args.runs)
 
     result = {
         "model": args.model, "nfe_step": args.nfe, "runs": args.runs, "device": engine.device,

@@ -44,9 +44,10 @@ class SynthesizerSettings(_Strict):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     use_ema: bool = True
     defaults: SynthesisDefaults = Field(default_factory=SynthesisDefaults)
-    # Longest span (reference + generated) one model call may fill, in seconds. F5's text
-    # position table holds 8192 frames (about 87 s); its training clips were at most ~30 s.
-    max_segment_seconds: float = Field(30.0, gt=1.0, le=80.0)
+    # Span (reference + generated speech) one model call aims at; text is split to fit it, as
+    # f5-tts's own inference does with 22 s. A segment estimated at over 1.5x this (or over the
+    # 8192 frames of F5's text position table) is refused rather than sent to the model.
+    max_segment_seconds: float = Field(22.0, gt=1.0, le=60.0)
 
 
 class TranscriberSettings(_Strict):

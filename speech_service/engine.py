@@ -101,9 +101,9 @@ class SynthesisEngine:
         self.model_name = model_name
         self.defaults = defaults or SynthesisDefaults()
         self.max_segment_seconds = max_segment_seconds
-        text_embed = getattr(model.transformer, "text_embed", None)
         # F5's text position table is finite: longer segments fail deep inside the model.
-        self.max_frames = min(getattr(text_embed, "precompute_max_pos", 8192), int(max_segment_seconds * 1.5 * FRAMES_PER_SECOND))
+        position_table = getattr(getattr(model.transformer, "text_embed", None), "precompute_max_pos", 8192)
+        self.max_frames = min(position_table, int(max_segment_seconds * 1.5 * FRAMES_PER_SECOND))
 
     @classmethod
     def load(cls, settings: SynthesizerSettings) -> "SynthesisEngine":
