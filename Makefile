@@ -9,7 +9,7 @@ APT_PKGS := ffmpeg espeak-ng
 OFFLINE_MODELS := models/offline
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup system-packages serve demo offline-models test clean
+.PHONY: setup system-packages serve demo offline-models status test clean
 
 setup: system-packages $(STAMP)
 
@@ -34,6 +34,11 @@ offline-models: setup
 
 demo: offline-models
 	$(BIN)/serve run config/serve.offline.yaml
+
+# Ray 2.60 clusters started by `serve run` require the token in ~/.ray/auth_token; the CLI sends it
+# only in token mode.
+status:
+	RAY_AUTH_MODE=token $(BIN)/serve status
 
 test: setup
 	$(BIN)/python -m pytest
