@@ -24,10 +24,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from speech_service import audio  # noqa: E402
-from speech_service.config import SynthesizerSettings  # noqa: E402
-from speech_service.engine import SynthesisEngine, SynthesisParams  # noqa: E402
-from speech_service.offline_models import TINY_DIT, prepare, write_tiny_f5  # noqa: E402
+from speech_service import audio
+from speech_service.config import SynthesizerSettings
+from speech_service.engine import SynthesisEngine, SynthesisParams
+from speech_service.offline_models import TINY_DIT, prepare, write_tiny_f5
 
 REF_TEXT = "The quick brown fox jumps over the lazy dog. Speech synthesis is fun to test."
 GEN_TEXT = ("Good morning, and welcome aboard. Today we travel along the coast, past the old harbour "
@@ -36,15 +36,17 @@ GEN_TEXT = ("Good morning, and welcome aboard. Today we travel along the coast, 
 
 def base_checkpoint(path: Path) -> Path:
     """F5TTS_v1_Base's architecture with random weights, saved as the package's loader expects."""
-    from omegaconf import OmegaConf
     from importlib.resources import files
-    from safetensors.torch import save_file
+
     from f5_tts.model import CFM, DiT
     from f5_tts.model.utils import get_tokenizer
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
 
     if path.exists():
         return path
-    arch = OmegaConf.to_container(OmegaConf.load(str(files("f5_tts").joinpath("configs/F5TTS_v1_Base.yaml"))).model.arch)
+    config = OmegaConf.load(str(files("f5_tts").joinpath("configs/F5TTS_v1_Base.yaml")))
+    arch = OmegaConf.to_container(config.model.arch)
     _, vocab_size = get_tokenizer(str(files("f5_tts").joinpath("infer/examples/vocab.txt")), "custom")
     model = CFM(transformer=DiT(**arch, text_num_embeds=vocab_size, mel_dim=100))
     path.parent.mkdir(parents=True, exist_ok=True)

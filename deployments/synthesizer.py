@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -35,7 +36,8 @@ class Synthesizer:
     def reconfigure(self, config: dict[str, Any]) -> None:
         settings = SynthesizerSettings.model_validate(config or {})
         with self._lock:
-            if self._settings is None or settings.model_dump(include=_RELOAD_FIELDS) != self._settings.model_dump(include=_RELOAD_FIELDS):
+            weights = settings.model_dump(include=_RELOAD_FIELDS)
+            if self._settings is None or weights != self._settings.model_dump(include=_RELOAD_FIELDS):
                 self._load(settings)
             elif self._engine is not None:
                 self._engine.defaults = settings.defaults

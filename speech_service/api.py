@@ -7,7 +7,8 @@ import asyncio
 import hmac
 import json
 import logging
-from typing import Any, AsyncIterator, Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
@@ -31,7 +32,8 @@ class Backends(Protocol):
     async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
         """24 kHz mono float32 speech; `options` are the request's sampling overrides."""
 
-    def stream(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> AsyncIterator[np.ndarray]:
+    def stream(self, reference: np.ndarray, ref_text: str, text: str,
+               options: dict[str, Any]) -> AsyncIterator[np.ndarray]:
         """The same speech as `synthesize`, one piece per text segment as each is ready."""
 
     async def transcribe(self, audio: np.ndarray, language: str | None) -> str: ...
@@ -89,7 +91,8 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
         if not settings.api_keys:
             return
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(key.encode(), k.encode()) for k in settings.api_keys):
+        known = any(hmac.compare_digest(key.encode(), k.encode()) for k in settings.api_keys)
+        if scheme.lower() != "bearer" or not known:
             raise Unauthorized("Send a valid API key as 'Authorization: Bearer <key>'.", code="invalid_api_key")
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
@@ -113,7 +116,6 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
 
     @v1.post("/voices", status_code=201, response_model=VoiceCreated)
     async def create_voice(
-        request: Request,
         name: str = Form(...),
         file: UploadFile = File(...),
         ref_text: str | None = Form(None),
@@ -122,7 +124,8 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     ) -> VoiceCreated:
         data = await file.read(limits.max_upload_bytes + 1)
         if len(data) > limits.max_upload_bytes:
-            raise PayloadTooLarge(f"The upload is over the {limits.max_upload_bytes} byte limit.", code="upload_too_large")
+            raise PayloadTooLarge(f"The upload is over the {limits.max_upload_bytes} byte limit.",
+                                  code="upload_too_large")
         return await register_voice(store, backends.transcribe, limits, name=name, data=data, ref_text=ref_text,
                                     language=language or None, overwrite=overwrite)
 

@@ -10,14 +10,13 @@ import io
 import struct
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import numpy as np
 import soundfile as sf
 
 from .errors import BadRequest, Unprocessable
-
 
 SAMPLE_RATE = 24_000
 FRAME_S = 0.01  # analysis frame for silence detection

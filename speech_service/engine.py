@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class SynthesisParams:
     seed: int | None = None
 
     @classmethod
-    def from_request(cls, defaults: SynthesisDefaults, **overrides) -> "SynthesisParams":
+    def from_request(cls, defaults: SynthesisDefaults, **overrides) -> SynthesisParams:
         values = defaults.model_dump()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -106,9 +106,9 @@ class SynthesisEngine:
         self.max_frames = min(position_table, int(max_segment_seconds * 1.5 * FRAMES_PER_SECOND))
 
     @classmethod
-    def load(cls, settings: SynthesizerSettings) -> "SynthesisEngine":
-        from hydra.utils import get_class
+    def load(cls, settings: SynthesizerSettings) -> SynthesisEngine:
         from f5_tts.infer.utils_infer import load_model, load_vocoder
+        from hydra.utils import get_class
 
         device = pick_device(settings.device)
         cfg = OmegaConf.load(str(files("f5_tts").joinpath(f"configs/{settings.architecture}.yaml")))
@@ -212,7 +212,8 @@ def cross_fade(waves: Iterable[np.ndarray], overlap: int) -> Iterator[np.ndarray
         n = min(len(held), len(wave))
         if n:
             fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
-            wave = np.concatenate([held[: len(held) - n], held[len(held) - n :] * (1 - fade) + wave[:n] * fade, wave[n:]])
+            seam = held[len(held) - n :] * (1 - fade) + wave[:n] * fade
+            wave = np.concatenate([held[: len(held) - n], seam, wave[n:]])
         elif len(held):
             wave = np.concatenate([held, wave])
         keep = min(overlap, len(wave))

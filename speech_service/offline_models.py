@@ -42,9 +42,9 @@ WHISPER_FILES = ["config.json", "tokenizer.json", "vocabulary.txt"]
 
 
 def write_tiny_f5(path: Path, seed: int = 0) -> Path:
-    from safetensors.torch import save_file
     from f5_tts.model import CFM, DiT
     from f5_tts.model.utils import get_tokenizer
+    from safetensors.torch import save_file
 
     if path.exists():
         return path

@@ -8,7 +8,6 @@ from typing import Protocol
 import numpy as np
 from scipy.signal import resample_poly
 
-from .audio import SAMPLE_RATE
 from .config import TranscriberSettings
 from .engine import pick_device
 from .errors import BadRequest
