@@ -8,11 +8,13 @@ from typing import Protocol
 import numpy as np
 from scipy.signal import resample_poly
 
+from .audio import SAMPLE_RATE
 from .config import TranscriberSettings
 from .engine import pick_device
 from .errors import BadRequest
 
 logger = logging.getLogger(__name__)
+WHISPER_RATE = 16_000  # Whisper listens at 16 kHz; references are stored at SAMPLE_RATE
 
 
 class TranscriptionBackend(Protocol):
@@ -36,7 +38,7 @@ class WhisperBackend:
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
         if language is not None and language not in self.model.supported_languages:
             raise BadRequest(f"Whisper does not know the language code '{language}'.", code="unsupported_language")
-        audio16k = resample_poly(audio, 2, 3).astype(np.float32)  # Whisper listens at 16 kHz
+        audio16k = resample_poly(audio, WHISPER_RATE, SAMPLE_RATE).astype(np.float32)
         segments, _ = self.model.transcribe(audio16k, language=language, beam_size=self.beam_size,
                                             condition_on_previous_text=False)
         return " ".join(s.text.strip() for s in segments).strip()
