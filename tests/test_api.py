@@ -6,13 +6,14 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import LONG_TEXT, SHORT_TEXT, convert
 from fastapi.testclient import TestClient
 
 from speech_service.api import create_app
 from speech_service.config import ServiceSettings
 from speech_service.engine import SynthesisEngine, SynthesisParams
 from speech_service.transcription import WhisperBackend
+
+from conftest import LONG_TEXT, SHORT_TEXT, convert
 
 
 class InProcessBackends:

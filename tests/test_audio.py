@@ -3,10 +3,11 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import convert, decode_file
 
 from speech_service import audio
 from speech_service.errors import BadRequest, Unprocessable
+
+from conftest import convert, decode_file
 
 SR = audio.SAMPLE_RATE
 

@@ -2,12 +2,13 @@
 
 import pytest
 import yaml
-from conftest import REPO, deployments
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.synthesizer import Synthesizer
 from deployments.transcriber import Transcriber
 from speech_service.config import ServiceSettings, SynthesizerSettings, TranscriberSettings
+
+from conftest import REPO, deployments
 
 PROFILES = ["serve.yaml", "serve.offline.yaml"]
 

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
-from conftest import SHORT_TEXT, decode_file
 
 from speech_service import audio
 from speech_service.engine import SynthesisEngine, SynthesisParams, cross_fade, split_text
 from speech_service.errors import BadRequest, Unprocessable
+
+from conftest import SHORT_TEXT, decode_file
 
 SR = audio.SAMPLE_RATE
 

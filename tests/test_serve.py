@@ -8,8 +8,9 @@ import httpx
 import openai
 import pytest
 import soundfile as sf
-from conftest import LONG_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
 from ray import serve
+
+from conftest import LONG_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
 
 APP = "tts"
 

@@ -3,6 +3,7 @@ starts and answers, and the model endpoints say how to provide weights."""
 
 import httpx
 import pytest
+
 from conftest import SHORT_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
 
 

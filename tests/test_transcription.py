@@ -1,9 +1,10 @@
 import jiwer
 import pytest
-from conftest import LONG_TEXT, SHORT_TEXT, decode_file, espeak
 
 from speech_service import audio
 from speech_service.transcription import WhisperBackend
+
+from conftest import LONG_TEXT, SHORT_TEXT, decode_file, espeak
 
 
 @pytest.fixture(scope="module")
