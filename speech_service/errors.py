@@ -54,3 +54,10 @@ def unwrap(exc: BaseException) -> BaseException:
     while getattr(exc, "cause", None) is not None and exc.cause is not exc:
         exc = exc.cause
     return exc
+
+
+class StoreUnavailable(ServiceError):
+    """The voice/job store (a directory or an S3 bucket) cannot be reached; nothing was changed."""
+
+    status_code = 503
+    code = "store_unavailable"
