@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
 
-import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -18,28 +14,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import audio
 from .config import ServiceSettings
-from .errors import BadRequest, PayloadTooLarge, ServiceError, Unauthorized, unwrap
+from .errors import PayloadTooLarge, ServiceError, Unauthorized, unwrap
 from .schemas import ErrorResponse, SpeechRequest, VoiceCreated, VoiceList, VoicePatch
+from .speech import Backends, SpeechService
 from .store import VoiceRecord, VoiceStore, open_store
 from .voices import correct_ref_text, register_voice
 
 logger = logging.getLogger(__name__)
-
-
-class Backends(Protocol):
-    """The model side of the service, as the API sees it."""
-
-    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
-        """24 kHz mono float32 speech; `options` are the request's sampling overrides."""
-
-    def stream(self, reference: np.ndarray, ref_text: str, text: str,
-               options: dict[str, Any]) -> AsyncIterator[np.ndarray]:
-        """The same speech as `synthesize`, one piece per text segment as each is ready."""
-
-    async def transcribe(self, audio: np.ndarray, language: str | None) -> str: ...
-
-    async def status(self) -> dict[str, Any]:
-        """Deployment and model state; must not wake any model replica."""
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -84,6 +65,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore | None = None) -> FastAPI:
     store = store or open_store(settings.store.kind, settings.store.path)
     limits = settings.limits
+    speech_service = SpeechService(settings, store, backends)
     app = FastAPI(title="F5-TTS voice service", version="1", responses={400: {"model": ErrorResponse}})
     _install_error_handlers(app)
 
@@ -153,37 +135,10 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
 
     @v1.post("/audio/speech", response_class=Response)
     async def speech(body: SpeechRequest) -> Response:
-        _check_speech_request(body, settings)
-        record, wav = await asyncio.to_thread(store.reference, body.voice)
-        options = body.model_dump(include={"nfe_step", "cfg_strength", "sway_sampling_coef", "seed",
-                                           "cross_fade_duration", "speed"})
-        reference = audio.read_wav_bytes(wav)
         media_type = audio.FORMATS[body.response_format][0]
         if body.stream:
-            pieces = backends.stream(reference, record.ref_text, body.input, options)
-            first = await anext(pieces)  # before the headers, so that errors keep their status
-            return StreamingResponse(audio.encode_stream(_prepend(first, pieces), body.response_format),
-                                     media_type=media_type)
-        speech_audio = await backends.synthesize(reference, record.ref_text, body.input, options)
-        content = await asyncio.to_thread(audio.encode, speech_audio, body.response_format)
-        return Response(content, media_type=media_type)
+            return StreamingResponse(await speech_service.stream(body), media_type=media_type)
+        return Response(await speech_service.synthesize(body), media_type=media_type)
 
     app.include_router(v1)
     return app
-
-
-async def _prepend(first: np.ndarray, rest: AsyncIterator[np.ndarray]) -> AsyncIterator[np.ndarray]:
-    yield first
-    async for piece in rest:
-        yield piece
-
-
-def _check_speech_request(body: SpeechRequest, settings: ServiceSettings) -> None:
-    if body.model not in settings.accepted_models:
-        raise BadRequest(f"Unknown model '{body.model}'; use one of {json.dumps(settings.accepted_models)}.",
-                         code="unknown_model")
-    if not body.input.strip():
-        raise BadRequest("input is empty.", code="empty_input")
-    if len(body.input) > settings.limits.max_input_chars:
-        raise PayloadTooLarge(f"input has {len(body.input)} characters; the limit is "
-                              f"{settings.limits.max_input_chars}.", code="input_too_long")

@@ -142,29 +142,70 @@ def stop_serve() -> None:
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """moto's standalone S3-compatible server on loopback, for the length of the session."""
-    import sys
-    import time
+class SeaweedFS:
+    """A real S3 server: SeaweedFS's `weed server -s3` on loopback, with its data in `directory`.
+    `stop()` and `start()` may be called mid-test to take S3 away and bring it back (same data)."""
 
-    import httpx
+    def __init__(self, directory: Path):
+        self.directory = directory
+        # Every port explicit: the defaults (and port + 10000 for gRPC) collide between servers.
+        self.ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+            "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "metricsPort")}
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.process: subprocess.Popen | None = None
 
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
+    def start(self, timeout: float = 60) -> None:
+        import sys
+        import time
+
+        import boto3
+
+        weed = Path(sys.executable).parent / "weed"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.directory}",
+             "-master.volumeSizeLimitMB=64", "-volume.max=0", *(f"-{k}={v}" for k, v in self.ports.items())],
+            stdout=subprocess.DEVNULL, stderr=open(self.directory / "weed.log", "ab"))
+        client = boto3.client("s3", **self.client_kwargs())
+        deadline = time.time() + timeout
+        while True:
             try:
-                httpx.get(url)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(10)
+                client.list_buckets()
+                return
+            except Exception:
+                if time.time() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("SeaweedFS did not start") from None
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def client_kwargs(self) -> dict:
+        return {"endpoint_url": self.endpoint, "aws_access_key_id": "test", "aws_secret_access_key": "test",
+                "region_name": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One SeaweedFS S3 server for the session (tests that stop it start their own)."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_server) -> str:
+    return s3_server.endpoint
 
 
 @pytest.fixture

@@ -1,0 +1,83 @@
+"""The speech steps of one request, without HTTP: check it, load the voice, call the Synthesizer,
+encode. Routes (`api.py`) and jobs both go through `SpeechService`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import numpy as np
+
+from . import audio
+from .config import ServiceSettings
+from .errors import BadRequest, PayloadTooLarge
+from .schemas import SpeechRequest
+from .store import VoiceStore
+
+# The request fields that travel to the Synthesizer as sampling options.
+SAMPLING_FIELDS = {"nfe_step", "cfg_strength", "sway_sampling_coef", "seed", "cross_fade_duration", "speed"}
+
+
+class Backends(Protocol):
+    """The model side of the service, as the API sees it."""
+
+    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
+        """24 kHz mono float32 speech; `options` are the request's sampling overrides."""
+
+    def stream(self, reference: np.ndarray, ref_text: str, text: str,
+               options: dict[str, Any]) -> AsyncIterator[np.ndarray]:
+        """The same speech as `synthesize`, one piece per text segment as each is ready."""
+
+    async def transcribe(self, audio: np.ndarray, language: str | None) -> str: ...
+
+    async def status(self) -> dict[str, Any]:
+        """Deployment and model state; must not wake any model replica."""
+
+
+class SpeechService:
+    def __init__(self, settings: ServiceSettings, store: VoiceStore, backends: Backends):
+        self.settings = settings
+        self.store = store
+        self.backends = backends
+
+    def check(self, body: SpeechRequest) -> None:
+        accepted = self.settings.accepted_models
+        if body.model not in accepted:
+            raise BadRequest(f"Unknown model '{body.model}'; use one of {json.dumps(accepted)}.",
+                             code="unknown_model")
+        if not body.input.strip():
+            raise BadRequest("input is empty.", code="empty_input")
+        limit = self.settings.limits.max_input_chars
+        if len(body.input) > limit:
+            raise PayloadTooLarge(f"input has {len(body.input)} characters; the limit is {limit}.",
+                                  code="input_too_long")
+
+    async def _voice(self, body: SpeechRequest) -> tuple[str, np.ndarray]:
+        record, wav = await asyncio.to_thread(self.store.reference, body.voice)
+        return record.ref_text, audio.read_wav_bytes(wav)
+
+    async def synthesize(self, body: SpeechRequest) -> bytes:
+        """The whole speech, encoded in the requested format."""
+        self.check(body)
+        ref_text, reference = await self._voice(body)
+        options = body.model_dump(include=SAMPLING_FIELDS)
+        speech = await self.backends.synthesize(reference, ref_text, body.input, options)
+        return await asyncio.to_thread(audio.encode, speech, body.response_format)
+
+    async def stream(self, body: SpeechRequest) -> AsyncIterator[bytes]:
+        """Encoded audio as segments are ready. The first piece is awaited before this returns, so
+        errors surface here (and keep their HTTP status) rather than inside a started response."""
+        self.check(body)
+        ref_text, reference = await self._voice(body)
+        options = body.model_dump(include=SAMPLING_FIELDS)
+        pieces = self.backends.stream(reference, ref_text, body.input, options)
+        first = await anext(pieces)
+        return audio.encode_stream(_prepend(first, pieces), body.response_format)
+
+
+async def _prepend(first: np.ndarray, rest: AsyncIterator[np.ndarray]) -> AsyncIterator[np.ndarray]:
+    yield first
+    async for piece in rest:
+        yield piece
