@@ -5,7 +5,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := ffmpeg espeak-ng
+# Debian packages; checked by package name (chromium-driver's command is chromedriver).
+# chromium + chromium-driver run the web page's browser test headless.
+APT_PKGS := ffmpeg espeak-ng chromium chromium-driver
 OFFLINE_MODELS := models/offline
 export RAY_USAGE_STATS_ENABLED := 0
 
@@ -14,7 +16,9 @@ export RAY_USAGE_STATS_ENABLED := 0
 setup: system-packages $(STAMP)
 
 system-packages:
-	@missing=""; for cmd in $(APT_PKGS); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	@missing=""; for pkg in $(APT_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS); \

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import audio
@@ -87,6 +89,14 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
             return error_response(413, "upload_too_large",
                                   f"The upload is over the {limits.max_upload_bytes} byte limit.")
         return await call_next(request)
+
+    # The web page: public static files; the API calls it makes carry the key.
+    web = Path(__file__).parent / "web"
+    app.mount("/web", StaticFiles(directory=web), name="web")
+
+    @app.get("/", include_in_schema=False)
+    async def web_page() -> FileResponse:
+        return FileResponse(web / "index.html")
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -1,0 +1,361 @@
+// The web page's logic: plain browser APIs over the service's public HTTP API, nothing fetched from
+// elsewhere. Errors are shown as the API words them (error.code, error.message).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY_STORAGE = "f5voice.apiKey";
+let apiKey = localStorage.getItem(KEY_STORAGE) || "";
+let recordedClip = null;   // a Blob from the microphone, used instead of the file input when set
+let recorder = null;
+let audioUrl = null;       // object URL behind the player and the download link
+
+class ApiError extends Error {
+  constructor(status, code, message, requestId) {
+    super(message);
+    Object.assign(this, { status, code, requestId });
+  }
+}
+
+async function apiErrorFrom(response) {
+  let code = `http_${response.status}`;
+  let message = response.statusText || `HTTP ${response.status}`;
+  try {
+    const body = await response.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch (_) { /* not JSON: keep the HTTP status */ }
+  return new ApiError(response.status, code, message, response.headers.get("x-request-id"));
+}
+
+// One call to the API; resolves to the Response when it is 2xx, throws ApiError otherwise.
+async function api(method, path, { json, form } = {}) {
+  const headers = {};
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  let body;
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  } else if (form) {
+    body = form;
+  }
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body });
+  } catch (err) {
+    throw new ApiError(0, "network_error", `The service cannot be reached (${err.message}).`);
+  }
+  if (!response.ok) throw await apiErrorFrom(response);
+  return response;
+}
+
+function showError(err) {
+  const api = err instanceof ApiError;
+  $("error-code").textContent = api ? err.code : "page_error";
+  $("error-message").textContent = err.message;
+  $("error-request").textContent = api && err.requestId ? `request ${err.requestId}` : "";
+  $("error").hidden = false;
+  if (api && err.status === 401) showKeyForm();
+}
+
+function clearError() {
+  $("error").hidden = true;
+}
+
+// Runs a UI action: clears the last error, disables `button` meanwhile, shows any failure.
+async function act(button, work) {
+  clearError();
+  if (button) button.disabled = true;
+  try {
+    await work();
+  } catch (err) {
+    showError(err);
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+function showKeyForm() {
+  $("key-form").hidden = false;
+  $("api-key").value = apiKey;
+}
+
+// ---- voices ----
+
+async function loadVoices(selected) {
+  const { voices } = await (await api("GET", "/v1/voices")).json();
+  const select = $("voice");
+  const keep = selected || select.value;
+  select.replaceChildren(...voices.map((v) => new Option(v.name, v.name)));
+  if (voices.some((v) => v.name === keep)) select.value = keep;
+  $("service-state").textContent = voices.length
+    ? `${voices.length} voice${voices.length === 1 ? "" : "s"}`
+    : "No voices yet: create one from a recording of a few seconds of speech.";
+  await showVoice(select.value ? voices.find((v) => v.name === select.value) : null);
+}
+
+async function showVoice(voice, warnings = []) {
+  $("voice-detail").hidden = !voice;
+  if (!voice) return;
+  $("detail-name").textContent = voice.name;
+  const clip = `${voice.duration_s.toFixed(1)} s`;
+  $("detail-duration").textContent = voice.clipped
+    ? `${clip} (of ${voice.original_duration_s.toFixed(1)} s uploaded)` : clip;
+  $("detail-clipped").textContent = voice.clipped
+    ? "yes: the upload was shortened, and its transcript is of the shortened clip" : "no";
+  $("detail-source").textContent = voice.ref_text_source === "asr"
+    ? "asr (transcribed by the service)" : `${voice.ref_text_source} (as given)`;
+  $("detail-ref-text").value = voice.ref_text;
+  $("detail-warnings").replaceChildren(...warnings.map((w) => {
+    const li = document.createElement("li");
+    li.textContent = w;
+    return li;
+  }));
+  const wav = await (await api("GET", `/v1/voices/${encodeURIComponent(voice.name)}/audio`)).blob();
+  const player = $("reference-audio");
+  if (player.src) URL.revokeObjectURL(player.src);
+  player.src = URL.createObjectURL(wav);
+}
+
+async function createVoice() {
+  const form = new FormData();
+  form.append("name", $("new-name").value.trim());
+  const file = $("new-file").files[0];
+  if (recordedClip) {
+    form.append("file", recordedClip, `recording.${recordedClip.type.includes("ogg") ? "ogg" : "webm"}`);
+  } else if (file) {
+    form.append("file", file);
+  } else {
+    throw new Error("Choose an audio file or record one first.");
+  }
+  const refText = $("new-ref-text").value.trim();
+  if (refText) form.append("ref_text", refText);
+  const language = $("new-language").value.trim();
+  if (language) form.append("language", language);
+  if ($("new-overwrite").checked) form.append("overwrite", "true");
+  const voice = await (await api("POST", "/v1/voices", { form })).json();
+  $("create-form").reset();
+  recordedClip = null;
+  $("record-state").textContent = "";
+  await loadVoices(voice.name);
+  await showVoice(voice, voice.warnings || []);
+}
+
+async function saveTranscript() {
+  const name = $("voice").value;
+  const voice = await (await api("PATCH", `/v1/voices/${encodeURIComponent(name)}`,
+    { json: { ref_text: $("detail-ref-text").value } })).json();
+  await showVoice(voice, ["Transcript saved."]);
+}
+
+async function deleteVoice() {
+  const name = $("voice").value;
+  if (!name || !confirm(`Delete the voice ${name}?`)) return;
+  await api("DELETE", `/v1/voices/${encodeURIComponent(name)}`);
+  await loadVoices();
+}
+
+async function toggleRecording() {
+  if (recorder) {
+    recorder.stop();
+    return;
+  }
+  if (!navigator.mediaDevices || !window.MediaRecorder) {
+    throw new Error("This browser cannot record here (recording needs https or localhost).");
+  }
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  const chunks = [];
+  const started = Date.now();
+  recorder = new MediaRecorder(stream);
+  recorder.ondataavailable = (e) => chunks.push(e.data);
+  recorder.onstop = () => {
+    stream.getTracks().forEach((t) => t.stop());
+    recordedClip = new Blob(chunks, { type: recorder.mimeType });
+    recorder = null;
+    $("new-file").value = "";
+    $("record").textContent = "● Record again";
+    $("record-state").textContent = `Recorded ${((Date.now() - started) / 1000).toFixed(1)} s.`;
+  };
+  recorder.start();
+  $("record").textContent = "■ Stop";
+  $("record-state").textContent = "Recording…";
+}
+
+// ---- speech ----
+
+function speechBody(stream) {
+  const body = {
+    voice: $("voice").value,
+    input: $("text").value,
+    response_format: $("format").value,
+    speed: Number($("speed").value || 1),
+  };
+  if ($("seed").value !== "") body.seed = Number($("seed").value);
+  if (stream) body.stream = true;
+  return body;
+}
+
+function setAudio(blob, format) {
+  if (audioUrl) URL.revokeObjectURL(audioUrl);
+  audioUrl = URL.createObjectURL(blob);
+  const link = $("download");
+  link.href = audioUrl;
+  link.download = `${$("voice").value || "speech"}.${format}`;
+  link.textContent = `Download ${format} (${(blob.size / 1024).toFixed(0)} KiB)`;
+  link.hidden = false;
+  return audioUrl;
+}
+
+function appendToBuffer(buffer, data) {
+  return new Promise((resolve, reject) => {
+    buffer.addEventListener("updateend", resolve, { once: true });
+    buffer.addEventListener("error", () => reject(new Error("The browser could not decode the audio.")),
+      { once: true });
+    buffer.appendBuffer(data);
+  });
+}
+
+// mp3 plays while it streams (MediaSource); other formats play once the whole response is in.
+async function playWhileStreaming(response, player) {
+  const source = new MediaSource();
+  if (audioUrl) URL.revokeObjectURL(audioUrl);
+  player.src = URL.createObjectURL(source);
+  await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
+  const buffer = source.addSourceBuffer("audio/mpeg");
+  const reader = response.body.getReader();
+  const chunks = [];
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    await appendToBuffer(buffer, value);
+    if (chunks.length === 1) {
+      $("speak-state").textContent = "Playing while the rest arrives…";
+      player.play().catch(() => { /* autoplay refused: the controls still work */ });
+    }
+  }
+  source.endOfStream();
+  return new Blob(chunks, { type: "audio/mpeg" });
+}
+
+async function speak() {
+  const body = speechBody(true);
+  const player = $("player");
+  $("download").hidden = true;
+  $("speak-state").textContent = "Waiting for the first audio…";
+  const started = performance.now();
+  const streamable = body.response_format === "mp3" && window.MediaSource
+    && MediaSource.isTypeSupported("audio/mpeg");
+  let blob;
+  try {
+    const response = await api("POST", "/v1/audio/speech", { json: body });
+    try {
+      blob = streamable ? await playWhileStreaming(response, player) : await response.blob();
+    } catch (err) {
+      throw new Error(`The audio stream broke off: ${err.message}`);
+    }
+  } catch (err) {
+    $("speak-state").textContent = "";
+    throw err;
+  }
+  const url = setAudio(blob, body.response_format);
+  if (!streamable) {
+    player.src = url;
+    player.play().catch(() => {});
+  }
+  $("speak-state").textContent = `Done in ${((performance.now() - started) / 1000).toFixed(1)} s.`;
+}
+
+// ---- jobs (shown when the service has /v1/jobs) ----
+
+function jobFraction(job) {
+  const p = job.progress;
+  if (typeof p === "number") return p > 1 ? p / 100 : p;
+  if (p && typeof p === "object") {
+    if (typeof p.fraction === "number") return p.fraction;
+    const done = p.segments_done ?? p.done;
+    const total = p.segments_total ?? p.total;
+    if (total) return done / total;
+  }
+  return job.status === "succeeded" ? 1 : 0;
+}
+
+function jobErrorOf(job) {
+  const e = job.error;
+  if (e && typeof e === "object") return new ApiError(0, e.code || "job_failed", e.message || "The job failed.");
+  return new ApiError(0, "job_failed", e || "The job failed.");
+}
+
+async function runJob() {
+  const body = speechBody(false);
+  $("job").hidden = false;
+  $("download").hidden = true;
+  const progress = $("job-progress");
+  progress.value = 0;
+  let job = await (await api("POST", "/v1/jobs", { json: body })).json();
+  const path = `/v1/jobs/${encodeURIComponent(job.id)}`;
+  while (!["succeeded", "failed", "cancelled"].includes(job.status)) {
+    $("job-state").textContent = `Job ${job.id}: ${job.status}`;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    job = await (await api("GET", path)).json();
+    progress.value = jobFraction(job);
+  }
+  $("job-state").textContent = `Job ${job.id}: ${job.status}`;
+  if (job.status !== "succeeded") throw jobErrorOf(job);
+  progress.value = 1;
+  const blob = await (await api("GET", `${path}/audio`)).blob();
+  const player = $("player");
+  player.src = setAudio(blob, body.response_format);
+  player.play().catch(() => {});
+}
+
+async function detectJobs() {
+  try {
+    const spec = await (await fetch("/openapi.json")).json();
+    $("submit-job").hidden = !(spec.paths && spec.paths["/v1/jobs"]);
+  } catch (_) { /* no schema published: no jobs button */ }
+}
+
+// ---- wiring ----
+
+function start() {
+  if (apiKey) showKeyForm();
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    apiKey = $("api-key").value.trim();
+    localStorage.setItem(KEY_STORAGE, apiKey);
+    act(null, () => loadVoices());
+  });
+  $("forget-key").addEventListener("click", () => {
+    apiKey = "";
+    localStorage.removeItem(KEY_STORAGE);
+    $("api-key").value = "";
+  });
+  $("error-close").addEventListener("click", clearError);
+  $("create-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    act($("create"), createVoice);
+  });
+  $("new-file").addEventListener("change", () => {
+    recordedClip = null;
+    $("record-state").textContent = "";
+  });
+  $("record").addEventListener("click", () => act(null, toggleRecording));
+  $("voice").addEventListener("change", () => act(null, () => loadVoices($("voice").value)));
+  $("save-text").addEventListener("click", () => act($("save-text"), saveTranscript));
+  $("delete-voice").addEventListener("click", () => act($("delete-voice"), deleteVoice));
+  $("speak-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    act($("speak"), speak);
+  });
+  $("submit-job").addEventListener("click", () => act($("submit-job"), runJob));
+  detectJobs();
+  act(null, () => loadVoices()).then(() => {
+    if (!$("error").hidden && $("error-code").textContent.includes("api_key")) {
+      $("service-state").textContent = "This service needs an API key.";
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", start);

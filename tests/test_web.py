@@ -1,0 +1,183 @@
+"""The web page, driven in Debian's headless Chromium against the real app served over HTTP with the
+in-process tiny F5 model and the real Whisper."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import time
+
+import httpx
+import pytest
+import soundfile as sf
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from speech_service.engine import SynthesisEngine
+from speech_service.transcription import WhisperBackend
+
+from conftest import SHORT_TEXT, convert
+from served import served_app
+from test_api import InProcessBackends
+
+SLOW = 180  # seconds: two shared cores run Whisper and the model for the page
+
+
+@pytest.fixture(scope="module")
+def backends(synth_settings, whisper_settings):
+    return InProcessBackends(SynthesisEngine.load(synth_settings), WhisperBackend(whisper_settings))
+
+
+@pytest.fixture
+def browser(short_wav):
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and chromedriver, "needs Debian's chromium and chromium-driver (`make setup` installs them)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                "--autoplay-policy=no-user-gesture-required",
+                # The microphone is a file of espeak-ng speech, granted without a prompt.
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={short_wav}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def until(driver, condition, timeout=SLOW):
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition())
+
+
+def text(driver, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).text
+
+
+def visible(driver, element_id: str) -> bool:
+    return driver.find_element(By.ID, element_id).is_displayed()
+
+
+def fill(driver, element_id: str, value: str) -> None:
+    element = driver.find_element(By.ID, element_id)
+    element.clear()
+    element.send_keys(value)
+
+
+def click(driver, element_id: str) -> None:
+    driver.find_element(By.ID, element_id).click()
+
+
+def shown_error(driver) -> tuple[str, str]:
+    until(driver, lambda: visible(driver, "error"))
+    return text(driver, "error-code"), text(driver, "error-message")
+
+
+def player_state(driver) -> dict:
+    return driver.execute_script(
+        "const a = document.getElementById('player');"
+        "return {duration: isFinite(a.duration) ? a.duration : -1, readyState: a.readyState,"
+        "        error: a.error && a.error.message, src: a.currentSrc};")
+
+
+def downloaded_audio(driver) -> bytes:
+    """The bytes behind the page's download link, read inside the page."""
+    encoded = driver.execute_async_script(
+        "const done = arguments[0];"
+        "fetch(document.getElementById('download').href).then(r => r.blob()).then(b => {"
+        "  const reader = new FileReader(); reader.onload = () => done(reader.result.split(',')[1]);"
+        "  reader.readAsDataURL(b); });")
+    return base64.b64decode(encoded)
+
+
+def test_page_creates_a_voice_speaks_and_shows_api_errors(browser, backends, short_wav, tmp_path):
+    with served_app(tmp_path / "store", backends) as url:
+        api = httpx.Client(base_url=url, timeout=120)
+        browser.get(url)
+        until(browser, lambda: "No voices yet" in text(browser, "service-state"), 30)
+        assert not visible(browser, "key-form")  # no keys configured: no key field
+
+        # Create a voice from a file; no transcript given, so the service transcribes it.
+        fill(browser, "new-name", "alice")
+        browser.find_element(By.ID, "new-file").send_keys(str(short_wav))
+        click(browser, "create")
+        until(browser, lambda: visible(browser, "voice-detail") and text(browser, "detail-name") == "alice")
+        assert not visible(browser, "error")
+        assert "asr" in text(browser, "detail-source") and text(browser, "detail-clipped") == "no"
+        transcript = browser.find_element(By.ID, "detail-ref-text").get_attribute("value")
+        assert transcript == api.get("/v1/voices/alice").json()["ref_text"] and "fox" in transcript.lower()
+
+        # Correct the transcript by hand.
+        fill(browser, "detail-ref-text", SHORT_TEXT)
+        click(browser, "save-text")
+        until(browser, lambda: "Transcript saved." in text(browser, "detail-warnings"))
+        voice = api.get("/v1/voices/alice").json()
+        assert voice["ref_text"] == SHORT_TEXT and voice["ref_text_source"] == "user"
+
+        # Speak: mp3 streams into the audio element; the download is the same audio, and it decodes.
+        fill(browser, "text", "Hello from the web page. It streams while it speaks.")
+        fill(browser, "seed", "7")
+        click(browser, "speak")
+        until(browser, lambda: text(browser, "speak-state").startswith("Done"))
+        until(browser, lambda: player_state(browser)["duration"] > 0, 30)
+        state = player_state(browser)
+        assert state["readyState"] >= 1 and state["error"] is None, state
+        mp3 = tmp_path / "download.mp3"
+        mp3.write_bytes(downloaded_audio(browser))
+        seconds = len(sf.read(convert(mp3, tmp_path / "download.wav"))[0]) / 24000
+        assert seconds == pytest.approx(state["duration"], abs=0.15) and seconds > 0.5
+        browser.save_screenshot(str(tmp_path / "web-page.png"))
+
+        # The API's own words for an error: the voice was deleted behind the page's back.
+        expected = api.post("/v1/audio/speech", json={"voice": "ghost", "input": "x"}).json()["error"]
+        assert api.delete("/v1/voices/alice").status_code == 204
+        click(browser, "speak")
+        code, message = shown_error(browser)
+        assert code == expected["code"] == "voice_not_found"
+        assert message == expected["message"].replace("ghost", "alice")
+        browser.save_screenshot(str(tmp_path / "web-page-error.png"))
+
+        # An invalid name is refused with the API's message.
+        fill(browser, "new-name", "not a name!")
+        browser.find_element(By.ID, "new-file").send_keys(str(short_wav))
+        click(browser, "create")
+        until(browser, lambda: text(browser, "error-code") == "invalid_voice_name")
+        assert text(browser, "error-message") == api.post(
+            "/v1/voices", data={"name": "not a name!"}, files={"file": ("a.wav", short_wav.read_bytes())}
+        ).json()["error"]["message"]
+    assert (tmp_path / "web-page.png").stat().st_size > 10_000
+
+
+def test_page_records_from_the_microphone_and_deletes_a_voice(browser, backends, tmp_path):
+    with served_app(tmp_path / "store", backends) as url:
+        browser.get(url)
+        until(browser, lambda: "No voices yet" in text(browser, "service-state"), 30)
+        click(browser, "record")
+        until(browser, lambda: text(browser, "record-state") == "Recording…", 30)
+        time.sleep(3.5)
+        click(browser, "record")
+        until(browser, lambda: text(browser, "record-state").startswith("Recorded"), 30)
+        fill(browser, "new-name", "mic")
+        click(browser, "create")
+        until(browser, lambda: visible(browser, "voice-detail") and text(browser, "detail-name") == "mic")
+        voice = httpx.get(f"{url}/v1/voices/mic").json()
+        assert voice["duration_s"] > 2 and voice["ref_text_source"] == "asr" and voice["ref_text"]
+
+        click(browser, "delete-voice")
+        browser.switch_to.alert.accept()
+        until(browser, lambda: "No voices yet" in text(browser, "service-state"))
+        assert httpx.get(f"{url}/v1/voices/mic").status_code == 404
+
+
+def test_page_asks_for_the_api_key_when_keys_are_configured(browser, backends, tmp_path):
+    with served_app(tmp_path / "store", backends, api_keys=["sk-web-test"]) as url:
+        assert httpx.get(url).status_code == 200  # the page itself is public
+        browser.get(url)
+        code, _ = shown_error(browser)
+        assert code == "invalid_api_key" and visible(browser, "key-form")
+        fill(browser, "api-key", "sk-web-test")
+        browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+        until(browser, lambda: "No voices yet" in text(browser, "service-state"), 30)
+        assert not visible(browser, "error")
+        assert browser.execute_script("return localStorage.getItem('f5voice.apiKey')") == "sk-web-test"
