@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 F5_BASE_CHECKPOINT = "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors"
 VOCOS_24KHZ = "hf://charactr/vocos-mel-24khz"
@@ -61,8 +61,25 @@ class TranscriberSettings(_Strict):
 
 
 class StoreSettings(_Strict):
-    kind: Literal["local"] = "local"
-    path: str = "data"
+    """Where voices and jobs live: a local directory (default) or an S3 bucket. S3 credentials come
+    from boto3's own chain (AWS_* variables, shared config, instance profile), never from here."""
+
+    kind: Literal["local", "s3"] = "local"
+    path: str = "data"  # local: the directory
+    bucket: str = ""  # s3: the bucket (must exist)
+    prefix: str = ""  # s3: keys go under this prefix, e.g. "tts/"
+    endpoint_url: str | None = None  # s3: for MinIO, R2, SeaweedFS, ...; None = AWS (or AWS_ENDPOINT_URL)
+    region: str | None = None  # s3: None = boto3's default
+    # Bounded waits: an unreachable S3 answers 503 within seconds, not minutes.
+    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    read_timeout_s: float = Field(5.0, gt=0, le=300)
+    max_attempts: int = Field(2, ge=1, le=10)  # per S3 call, the first try included
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> StoreSettings:
+        if self.kind == "s3" and not self.bucket:
+            raise ValueError("store.kind 's3' needs store.bucket")
+        return self
 
 
 class LimitSettings(_Strict):

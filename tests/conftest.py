@@ -179,11 +179,13 @@ class SeaweedFS:
                     raise RuntimeError("SeaweedFS did not start") from None
                 time.sleep(0.3)
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 5) -> None:
+        """SIGTERM, then SIGKILL after `grace_s` (weed's own graceful stop takes ~25 s; its data is
+        on disk by then either way)."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(20)
+                self.process.wait(grace_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -192,6 +194,16 @@ class SeaweedFS:
     def client_kwargs(self) -> dict:
         return {"endpoint_url": self.endpoint, "aws_access_key_id": "test", "aws_secret_access_key": "test",
                 "region_name": "us-east-1"}
+
+    def create_bucket(self) -> str:
+        """A new, empty bucket with a unique name."""
+        import uuid
+
+        import boto3
+
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", **self.client_kwargs()).create_bucket(Bucket=name)
+        return name
 
 
 @pytest.fixture(scope="session")
