@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 
 from speech_service.config import SynthesizerSettings
@@ -72,9 +73,11 @@ class Synthesizer:
         yield from engine.stream(reference, ref_text, text, params)
 
     def info(self) -> dict[str, Any]:
-        """Where this replica runs; for operators and tests."""
+        """Operator info: which replica on which Ray node, which model on which device."""
         engine = self._engine
         return {
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "node_id": ray.get_runtime_context().get_node_id(),
             "model": engine.model_name if engine else None,
             "device": engine.device if engine else None,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

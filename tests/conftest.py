@@ -105,9 +105,10 @@ def deployments(config: dict) -> dict[str, dict]:
     return {d["name"]: d for d in config["applications"][0]["deployments"]}
 
 
-def start_serve(config: dict, num_gpus: int = 1) -> str:
-    """Start a local Ray cluster with `num_gpus` logical GPUs and deploy `config` the way
-    `serve run` does; return the base URL once the application is running."""
+def start_serve(config: dict, num_gpus: int = 1, address: str | None = None) -> str:
+    """Start a local Ray cluster with `num_gpus` logical GPUs (or connect to the running cluster at
+    `address`) and deploy `config` the way `serve run` does; return the base URL once the
+    application is running."""
     import os
     import time
 
@@ -118,8 +119,11 @@ def start_serve(config: dict, num_gpus: int = 1) -> str:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file written into the user's HOME
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=8, num_gpus=num_gpus, namespace="serve", include_dashboard=False,
-             log_to_driver=False)
+    if address:
+        ray.init(address=address, namespace="serve", log_to_driver=False)
+    else:
+        ray.init(num_cpus=8, num_gpus=num_gpus, namespace="serve", include_dashboard=False,
+                 log_to_driver=False)
     client = serve_start(http_options=config["http_options"])
     client.deploy_apps(ServeDeploySchema.model_validate(config))
     name = config["applications"][0]["name"]
