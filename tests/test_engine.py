@@ -115,3 +115,25 @@ def test_streamed_speech_is_the_same_speech(engine, reference):
     pieces = list(engine.stream(reference, SHORT_TEXT, text, params))
     assert len(pieces) >= 2
     assert np.array_equal(np.concatenate(pieces), engine.synthesize(reference, SHORT_TEXT, text, params))
+
+
+def test_the_tiny_checkpoint_has_no_all_zero_tensor(offline_models):
+    from speech_service.offline_models import zero_tensors
+
+    assert zero_tensors(offline_models["checkpoint"]) == []
+
+
+def test_the_tiny_model_listens_to_text_reference_and_seed(engine, reference, long_wav):
+    """With F5's zero-initialised output layer the DiT predicted zero flow: the output was the seeded
+    noise whatever the text or the voice. Random weights everywhere make each input matter."""
+    other_voice = audio.prepare_reference(decode_file(long_wav)).audio[: len(reference)]
+    params = SynthesisParams(nfe_step=4, seed=3)
+    base = engine.synthesize(reference, SHORT_TEXT, "Hello there, friend.", params)
+    variants = [
+        engine.synthesize(reference, SHORT_TEXT, "Yellow chair, brand.", params),  # same length, new text
+        engine.synthesize(other_voice, SHORT_TEXT, "Hello there, friend.", params),
+        engine.synthesize(reference, SHORT_TEXT, "Hello there, friend.", SynthesisParams(nfe_step=4, seed=4)),
+    ]
+    for variant in variants:
+        assert len(variant) == len(base)
+        assert np.abs(variant - base).max() > 1e-3 * np.abs(base).max()
