@@ -1,0 +1,117 @@
+"""The `f5voice` command line, run as a separate process against the real app served over HTTP with
+the in-process tiny F5 model and the real Whisper."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+
+import httpx
+import pytest
+import soundfile as sf
+
+from speech_service.engine import SynthesisEngine
+from speech_service.transcription import WhisperBackend
+
+from conftest import REPO, SHORT_TEXT, convert, free_port
+from served import served_app
+from test_api import InProcessBackends
+
+
+@pytest.fixture(scope="module")
+def backends(synth_settings, whisper_settings):
+    return InProcessBackends(SynthesisEngine.load(synth_settings), WhisperBackend(whisper_settings))
+
+
+@pytest.fixture(scope="module")
+def url(backends, tmp_path_factory):
+    with served_app(tmp_path_factory.mktemp("cli-store"), backends) as base_url:
+        yield base_url
+
+
+def f5voice(*args: str, url: str | None = None, stdin: bytes | None = None, env: dict | None = None):
+    """Run the command line in its own process; the URL comes from the environment, as users set it."""
+    environment = {"PATH": "/usr/bin:/bin", **({"F5VOICE_URL": url} if url else {}), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "speech_service.cli", *args], input=stdin, capture_output=True,
+                          env=environment, cwd=REPO, timeout=300)
+
+
+def test_the_console_script_is_declared():
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["f5voice"] == "speech_service.cli:main"
+
+
+def test_add_list_show_say_and_remove(url, short_wav, tmp_path):
+    added = f5voice("voices", "add", "bob", str(short_wav), "--language", "en", url=url)
+    assert added.returncode == 0, added.stderr
+    assert "from:        asr" in added.stdout.decode() and "fox" in added.stdout.decode().lower()
+
+    listed = f5voice("voices", "list", url=url)
+    assert listed.returncode == 0 and listed.stdout.decode().splitlines()[1].split()[0] == "bob"
+    shown = json.loads(f5voice("voices", "show", "bob", "--json", url=url).stdout)
+    assert shown["name"] == "bob" and shown["ref_text_source"] == "asr" and shown["clipped"] is False
+
+    fixed = f5voice("voices", "set-text", "bob", SHORT_TEXT, url=url)
+    assert fixed.returncode == 0, fixed.stderr
+    assert httpx.get(f"{url}/v1/voices/bob").json()["ref_text"] == SHORT_TEXT
+
+    # Streamed to a file whose format follows its suffix; the file decodes to the spoken length.
+    out = tmp_path / "hello.flac"
+    said = f5voice("say", "Hello from the command line.", "--voice", "bob", "-o", str(out), "--seed", "5", url=url)
+    assert said.returncode == 0, said.stderr
+    assert f"wrote {out}" in said.stderr.decode() and "flac" in said.stderr.decode()
+    audio, rate = sf.read(convert(out, tmp_path / "hello.wav"))  # a streamed flac has no length in its header
+    assert rate == 24000 and 0.5 < len(audio) / rate < 5
+
+    # To stdout, text from stdin, mp3 by default; the same seed gives the same audio as the API.
+    piped = f5voice("say", "-", "-v", "bob", "-o", "-", "--seed", "5", url=url, stdin=b"Hello from the command line.")
+    assert piped.returncode == 0, piped.stderr
+    direct = httpx.post(f"{url}/v1/audio/speech", timeout=120, json={
+        "voice": "bob", "input": "Hello from the command line.", "seed": 5, "response_format": "mp3"})
+    mp3 = tmp_path / "piped.mp3"
+    mp3.write_bytes(piped.stdout)
+    assert len(sf.read(convert(mp3, tmp_path / "piped.wav"))[0]) > 0.5 * 24000
+    assert piped.stdout == direct.content
+
+    removed = f5voice("voices", "rm", "bob", url=url)
+    assert removed.returncode == 0 and "deleted bob" in removed.stderr.decode()
+    assert "no voices" in f5voice("voices", "list", url=url).stderr.decode()
+
+
+def test_api_errors_are_shown_in_the_apis_words_with_exit_code_3(url, short_wav, tmp_path):
+    expected = httpx.get(f"{url}/v1/voices/ghost").json()["error"]
+    shown = f5voice("voices", "show", "ghost", url=url)
+    assert shown.returncode == 3
+    assert shown.stderr.decode().strip() == (
+        f"f5voice: error: {expected['message']} [voice_not_found, HTTP 404]")
+
+    out = tmp_path / "never.mp3"
+    said = f5voice("say", "Hello.", "--voice", "ghost", "-o", str(out), url=url)
+    assert said.returncode == 3 and "voice_not_found" in said.stderr.decode() and not out.exists()
+
+    bad_name = f5voice("voices", "add", "no spaces allowed", str(short_wav), url=url)
+    assert bad_name.returncode == 3 and "invalid_voice_name" in bad_name.stderr.decode()
+    assert f5voice("say", "", "--voice", "ghost", "-o", str(out), url=url).returncode == 3
+
+
+def test_usage_and_connection_failures_have_their_own_exit_codes(url, short_wav, tmp_path):
+    assert f5voice("voices", url=url).returncode == 2  # no action
+    unknown_suffix = f5voice("say", "Hi.", "--voice", "x", "-o", str(tmp_path / "out.xyz"), url=url)
+    assert unknown_suffix.returncode == 2 and "--format" in unknown_suffix.stderr.decode()
+    missing = f5voice("voices", "add", "x", str(tmp_path / "missing.wav"), url=url)
+    assert missing.returncode == 2 and "no such file" in missing.stderr.decode()
+
+    malformed = f5voice("--url", "localhost:8000", "voices", "list")
+    assert malformed.returncode == 2 and "--url must be" in malformed.stderr.decode()
+    nobody_there = f5voice("voices", "list", url=f"http://127.0.0.1:{free_port()}")
+    assert nobody_there.returncode == 4 and "cannot reach" in nobody_there.stderr.decode()
+
+
+def test_the_api_key_comes_from_the_option_or_the_environment(backends, short_wav, tmp_path):
+    with served_app(tmp_path / "store", backends, api_keys=["sk-cli-test"]) as keyed:
+        refused = f5voice("voices", "list", url=keyed)
+        assert refused.returncode == 3 and "invalid_api_key" in refused.stderr.decode()
+        assert f5voice("voices", "list", "--api-key", "sk-cli-test", url=keyed).returncode == 0
+        assert f5voice("voices", "list", url=keyed, env={"F5VOICE_API_KEY": "sk-cli-test"}).returncode == 0
