@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -17,7 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import audio
 from .config import ServiceSettings
 from .errors import PayloadTooLarge, ServiceError, Unauthorized, unwrap
-from .schemas import ErrorResponse, SpeechRequest, VoiceCreated, VoiceList, VoicePatch
+from .jobs import JobRunner, JobStore
+from .objects import open_object_store
+from .schemas import ErrorResponse, Job, JobList, SpeechRequest, VoiceCreated, VoiceList, VoicePatch
 from .speech import Backends, SpeechService
 from .store import VoiceRecord, VoiceStore, open_store
 from .voices import correct_ref_text, register_voice
@@ -68,7 +71,19 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     store = store or open_store(settings.store.kind, settings.store.path)
     limits = settings.limits
     speech_service = SpeechService(settings, store, backends)
-    app = FastAPI(title="F5-TTS voice service", version="1", responses={400: {"model": ErrorResponse}})
+    jobs = JobStore(open_object_store(settings.store), settings.jobs)
+    job_runner = JobRunner(jobs, speech_service, settings.jobs)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await job_runner.start()  # picks up jobs a previous ingress left behind
+        try:
+            yield
+        finally:
+            await job_runner.stop()
+
+    app = FastAPI(title="F5-TTS voice service", version="1", responses={400: {"model": ErrorResponse}},
+                  lifespan=lifespan)
     _install_error_handlers(app)
 
     def require_key(request: Request) -> None:
@@ -149,6 +164,37 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
         if body.stream:
             return StreamingResponse(await speech_service.stream(body), media_type=media_type)
         return Response(await speech_service.synthesize(body), media_type=media_type)
+
+    # -- asynchronous jobs (docs/ARCHITECTURE.md, "Jobs") ------------------------------------------
+    not_found = {404: {"model": ErrorResponse}}
+
+    @v1.post("/jobs", status_code=202, response_model=Job, responses={**not_found, 413: {"model": ErrorResponse}})
+    async def create_job(body: SpeechRequest, response: Response) -> Job:
+        record = await job_runner.submit(body)
+        response.headers["Location"] = f"/v1/jobs/{record.id}"
+        return record.view()
+
+    @v1.get("/jobs", response_model=JobList)
+    async def list_jobs(limit: int = Query(20, ge=1, le=100),
+                        after: str | None = Query(None, description="last_id of the previous page")) -> JobList:
+        records, has_more = await asyncio.to_thread(jobs.list, limit, after)
+        data = [r.view() for r in records]
+        return JobList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+                       has_more=has_more)
+
+    @v1.get("/jobs/{job_id}", response_model=Job, responses=not_found)
+    async def get_job(job_id: str) -> Job:
+        return (await asyncio.to_thread(jobs.get, job_id)).view()
+
+    @v1.get("/jobs/{job_id}/audio", response_class=Response, responses={**not_found, 409: {"model": ErrorResponse}})
+    async def get_job_audio(job_id: str) -> Response:
+        record, data = await asyncio.to_thread(jobs.result, job_id)
+        return Response(data, media_type=audio.FORMATS[record.request.response_format][0])
+
+    @v1.delete("/jobs/{job_id}", response_model=Job, responses={**not_found, 204: {"description": "removed"}})
+    async def delete_job(job_id: str):
+        cancelled = await asyncio.to_thread(jobs.cancel_or_remove, job_id)
+        return cancelled.view() if cancelled else Response(status_code=204)
 
     app.include_router(v1)
     return app

@@ -93,10 +93,23 @@ class LimitSettings(_Strict):
     max_ref_chars_per_second: float = 30.0
 
 
+class JobSettings(_Strict):
+    """Asynchronous speech jobs (`/v1/jobs`); see docs/ARCHITECTURE.md, "Jobs"."""
+
+    result_ttl_s: float = Field(24 * 3600, gt=0)  # a finished job and its audio are removed after this
+    max_attempts: int = Field(3, ge=1, le=10)  # runs of one job, counting retries after a lost runner
+    lease_s: float = Field(30.0, gt=0)  # a running job whose lease is this old has lost its runner
+    sweep_interval_s: float = Field(10.0, gt=0)  # how often each ingress looks for lost and expired jobs
+    retry_delay_s: float = Field(2.0, ge=0)
+    segment_chars: int = Field(400, ge=20)  # text per Synthesizer call; progress counts these
+    segment_timeout_s: float = Field(600.0, gt=0)  # one Synthesizer call longer than this is a failed attempt
+
+
 class ServiceSettings(_Strict):
     """The application's `args` in `config/serve.yaml`."""
 
     store: StoreSettings = Field(default_factory=StoreSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     api_keys: list[str] = Field(default_factory=list)
     # Model names accepted in `POST /v1/audio/speech` (OpenAI clients send e.g. "tts-1").

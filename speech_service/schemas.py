@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,3 +55,51 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# -- jobs (`/v1/jobs`) --------------------------------------------------------------------------
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobProgress(BaseModel):
+    segments_done: int = 0
+    segments_total: int = 0
+    audio_seconds: float = 0.0
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    """A job as the API shows it (the stored record has more: the request, the runner's lease)."""
+
+    id: str
+    object: Literal["speech.job"] = "speech.job"
+    status: JobStatus
+    voice: str
+    model: str
+    response_format: ResponseFormat
+    input_chars: int
+    progress: JobProgress
+    error: JobError | None = Field(None, description="why the job failed")
+    last_error: JobError | None = Field(None, description="why the previous attempt did not finish")
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expires_at: datetime | None = Field(None, description="when a finished job and its audio are removed")
+    audio_url: str | None = Field(None, description="set once the job has succeeded")
+
+
+class JobList(BaseModel):
+    """Recent jobs first; pass `last_id` as `after` for the next page."""
+
+    object: Literal["list"] = "list"
+    data: list[Job]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False

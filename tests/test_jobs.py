@@ -1,0 +1,325 @@
+"""Jobs without Ray or HTTP: the record's states in the object store, and the runner that moves them.
+
+The synthesis side is a small stand-in whose calls can be made to fail the way a dying Synthesizer
+replica does (the real death is tested on Ray in test_jobs_serve.py)."""
+
+import asyncio
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speech_service import audio
+from speech_service.config import JobSettings, ServiceSettings
+from speech_service.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from speech_service.jobs import JobRunner, JobStore, Superseded, join, split_segments
+from speech_service.objects import LocalObjectStore
+from speech_service.schemas import JobProgress, SpeechRequest
+from speech_service.speech import SpeechService
+from speech_service.store import LocalVoiceStore, VoiceRecord, now, sha256
+
+TEXT = "First sentence here. Second one follows! Third is a question? Fourth ends it."
+
+
+def request(**fields) -> SpeechRequest:
+    return SpeechRequest(**{"voice": "alice", "input": TEXT, "response_format": "wav", **fields})
+
+
+@pytest.fixture
+def objects(tmp_path):
+    return LocalObjectStore(tmp_path / "store")
+
+
+def job_store(objects, **settings) -> JobStore:
+    return JobStore(objects, JobSettings(**settings))
+
+
+# -- the store --------------------------------------------------------------------------------------
+def test_lifecycle_in_the_store(objects):
+    jobs = job_store(objects)
+    job = jobs.create(request())
+    assert job.status == "queued" and job.attempts == 0
+    assert objects.list("jobs/") == [f"jobs/{job.id}.json"]
+
+    claimed = jobs.claim(job.id)
+    assert claimed.status == "running" and claimed.attempts == 1 and claimed.started_at
+    assert jobs.claim(job.id) is None  # held: nobody else gets it
+    jobs.renew(job.id, 1, JobProgress(segments_done=1, segments_total=3, audio_seconds=1.5))
+    assert jobs.get(job.id).progress == JobProgress(segments_done=1, segments_total=3, audio_seconds=1.5)
+    with pytest.raises(Conflict) as exc:
+        jobs.result(job.id)
+    assert exc.value.code == "job_not_finished"
+
+    done = jobs.succeed(job.id, 1, b"RIFF...")
+    assert done.status == "succeeded" and done.finished_at and done.expires_at > done.finished_at
+    assert jobs.result(job.id) == (jobs.get(job.id), b"RIFF...")
+    assert jobs.cancel_or_remove(job.id) is None  # finished: removed
+    assert objects.list("jobs/") == []
+    with pytest.raises(NotFound):
+        jobs.get(job.id)
+
+
+@pytest.mark.parametrize("job_id", ["job_0123456789abcdef0123", "nope", "../voices/alice/voice"])
+def test_unknown_ids_are_not_found(objects, job_id):
+    jobs = job_store(objects)
+    for call in (jobs.get, jobs.result, jobs.cancel_or_remove):
+        with pytest.raises(NotFound) as exc:
+            call(job_id)
+        assert exc.value.code == "job_not_found"
+
+
+def test_listing_is_newest_first_in_pages(objects):
+    jobs = job_store(objects)
+    ids = []
+    for _ in range(5):
+        ids.append(jobs.create(request()).id)
+        time.sleep(0.002)  # ids carry milliseconds
+    newest_first = ids[::-1]
+    page, more = jobs.list(2)
+    assert [j.id for j in page] == newest_first[:2] and more
+    page, more = jobs.list(2, after=page[-1].id)
+    assert [j.id for j in page] == newest_first[2:4] and more
+    page, more = jobs.list(2, after=page[-1].id)
+    assert [j.id for j in page] == newest_first[4:] and not more
+
+
+def test_finished_jobs_expire_with_their_audio(objects):
+    jobs = job_store(objects, result_ttl_s=0.3)
+    kept = jobs.create(request())  # not finished: never expires
+    job = jobs.create(request())
+    jobs.claim(job.id)
+    jobs.succeed(job.id, 1, b"audio")
+    assert jobs.result(job.id)[1] == b"audio"
+    time.sleep(0.4)
+    with pytest.raises(NotFound):
+        jobs.result(job.id)
+    assert objects.list("jobs/") == [f"jobs/{kept.id}.json"]
+    assert [j.id for j in jobs.list(10)[0]] == [kept.id]
+
+
+def test_cancel_stops_the_holder_and_its_result_is_dropped(objects):
+    jobs = job_store(objects)
+    queued = jobs.create(request())
+    assert jobs.cancel_or_remove(queued.id).status == "cancelled"
+    assert jobs.claim(queued.id) is None
+
+    running = jobs.create(request())
+    jobs.claim(running.id)
+    cancelled = jobs.cancel_or_remove(running.id)
+    assert cancelled.status == "cancelled" and cancelled.expires_at
+    with pytest.raises(Superseded):
+        jobs.renew(running.id, 1)
+    with pytest.raises(Superseded):
+        jobs.succeed(running.id, 1, b"late audio")
+    assert f"jobs/{running.id}.wav" not in objects.list("jobs/")
+    assert jobs.get(running.id).status == "cancelled"
+
+
+def test_a_lapsed_lease_is_retried_then_failed(objects):
+    jobs = job_store(objects, lease_s=0.2, max_attempts=2)
+    job = jobs.create(request())
+    assert jobs.claim(job.id).attempts == 1  # its runner then dies: nothing renews the lease
+    assert jobs.claim(job.id) is None
+    time.sleep(0.3)
+    assert jobs.claim(job.id).attempts == 2
+    with pytest.raises(Superseded):
+        jobs.renew(job.id, 1)  # the first runner, were it alive, has lost the job
+    time.sleep(0.3)
+    assert jobs.claim(job.id) is None
+    failed = jobs.get(job.id)
+    assert failed.status == "failed" and failed.error.code == "runner_lost"
+    assert "attempt 2 of 2" in failed.error.message
+
+
+def test_concurrent_claims_have_one_winner(objects):
+    jobs = job_store(objects)
+    job = jobs.create(request())
+    barrier = threading.Barrier(6)
+    results = []
+
+    def claim():
+        barrier.wait()
+        results.append(jobs.claim(job.id))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1 and jobs.get(job.id).attempts == 1
+
+
+def test_segments_and_join():
+    assert split_segments(TEXT, 40) == ["First sentence here. Second one follows!",
+                                        "Third is a question? Fourth ends it."]
+    assert split_segments(TEXT, 1000) == [TEXT]
+    a, b = np.ones(100, np.float32), np.zeros(100, np.float32)
+    joined = join([a, b], 10)
+    assert len(joined) == 190 and joined[89] == 1 and joined[100] == 0 and 0 < joined[95] < 1
+
+
+# -- the runner -----------------------------------------------------------------------------------
+class ReplicaDied(Exception):
+    """What a handle call raises when the replica under it is killed."""
+
+
+class Backends:
+    """Speech stand-in: 0.5 s of tone per call. `fail` decides per call (1-based) what to raise;
+    `gate` (when set) holds every call until it opens."""
+
+    def __init__(self, fail=lambda n: None):
+        self.calls = 0
+        self.fail = fail
+        self.gate: asyncio.Event | None = None
+
+    async def synthesize(self, reference, ref_text, text, options):
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if (error := self.fail(self.calls)) is not None:
+            raise error
+        return np.sin(np.arange(12000, dtype=np.float32) / 10) * 0.3
+
+
+def make_runner(tmp_path, backends, **job_settings):
+    settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")},
+                                               "jobs": {"retry_delay_s": 0, **job_settings}})
+    voices = LocalVoiceStore(tmp_path / "store")
+    wav = audio.to_wav_bytes(np.zeros(24000, np.float32) + 0.1)
+    voices.put(VoiceRecord(name="alice", ref_text="Hello.", ref_text_source="user", duration_s=1.0,
+                           original_duration_s=1.0, clipped=False, sha256=sha256(wav), created_at=now()),
+               wav, overwrite=False)
+    jobs = JobStore(LocalObjectStore(tmp_path / "store"), settings.jobs)
+    return JobRunner(jobs, SpeechService(settings, voices, backends), settings.jobs)
+
+
+async def finished(runner, job_id, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = runner.store.get(job_id)
+        if record.status not in ("queued", "running"):
+            return record
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job still {record.status}")
+
+
+def test_a_job_runs_to_succeeded_with_progress(tmp_path):
+    runner = make_runner(tmp_path, Backends(), segment_chars=40)
+
+    async def scenario():
+        job = await runner.submit(request())
+        return await finished(runner, job.id)
+
+    record = asyncio.run(scenario())
+    assert record.status == "succeeded" and record.attempts == 1 and record.error is None
+    assert record.progress == JobProgress(segments_done=2, segments_total=2, audio_seconds=1.0)
+    _, data = runner.store.result(record.id)
+    wave, rate = sf.read(io.BytesIO(data))
+    assert rate == 24000 and len(wave) == 24000 - int(0.15 * 24000)  # two pieces, one cross-fade
+
+
+def test_a_replica_death_is_retried(tmp_path):
+    backends = Backends(fail=lambda n: ReplicaDied("The actor died unexpectedly") if n == 2 else None)
+    runner = make_runner(tmp_path, backends, segment_chars=40)
+
+    async def scenario():
+        return await finished(runner, (await runner.submit(request())).id)
+
+    record = asyncio.run(scenario())
+    assert record.status == "succeeded" and record.attempts == 2 and backends.calls == 4
+    assert record.last_error.code == "synthesis_failed" and "ReplicaDied" in record.last_error.message
+
+
+def test_repeated_deaths_fail_the_job_with_the_reason(tmp_path):
+    backends = Backends(fail=lambda n: ReplicaDied("The actor died unexpectedly"))
+    runner = make_runner(tmp_path, backends, max_attempts=3)
+
+    async def scenario():
+        return await finished(runner, (await runner.submit(request())).id)
+
+    record = asyncio.run(scenario())
+    assert record.status == "failed" and record.attempts == 3 and backends.calls == 3
+    assert record.error.code == "synthesis_failed" and "actor died" in record.error.message
+    with pytest.raises(Conflict):
+        runner.store.result(record.id)
+
+
+def test_a_request_error_fails_at_once(tmp_path):
+    backends = Backends(fail=lambda n: Unprocessable("too much text", code="text_exceeds_frames"))
+    runner = make_runner(tmp_path, backends)
+
+    async def scenario():
+        return await finished(runner, (await runner.submit(request())).id)
+
+    record = asyncio.run(scenario())
+    assert record.status == "failed" and record.attempts == 1 and record.error.code == "text_exceeds_frames"
+
+
+def test_cancel_stops_the_runner_between_segments(tmp_path):
+    backends = Backends()
+    runner = make_runner(tmp_path, backends, segment_chars=20)  # four segments
+
+    async def scenario():
+        backends.gate = asyncio.Event()
+        job = await runner.submit(request())
+        while backends.calls < 1:
+            await asyncio.sleep(0.01)
+        runner.store.cancel_or_remove(job.id)  # as DELETE does, from anywhere
+        backends.gate.set()
+        await asyncio.sleep(0.3)
+        return job.id
+
+    job_id = asyncio.run(scenario())
+    record = runner.store.get(job_id)
+    assert record.status == "cancelled" and backends.calls == 1 and record.progress.segments_done == 0
+    assert runner.store.objects.list("jobs/") == [f"jobs/{job_id}.json"]
+
+
+def test_a_sweep_takes_over_a_job_whose_runner_died(tmp_path):
+    backends = Backends()
+    runner = make_runner(tmp_path, backends, lease_s=0.2)
+    job = runner.store.create(request())
+    runner.store.claim(job.id)  # a runner in another process took it, then died
+
+    async def scenario():
+        await runner.sweep()  # the lease still holds: left alone
+        await asyncio.sleep(0.05)
+        assert backends.calls == 0 and runner.store.get(job.id).attempts == 1
+        await asyncio.sleep(0.2)
+        await runner.sweep()
+        return await finished(runner, job.id)
+
+    record = asyncio.run(scenario())
+    assert record.status == "succeeded" and record.attempts == 2
+
+
+def test_stopping_hands_running_jobs_back(tmp_path):
+    backends = Backends()
+    runner = make_runner(tmp_path, backends)
+
+    async def scenario():
+        backends.gate = asyncio.Event()
+        job = await runner.submit(request())
+        while backends.calls < 1:
+            await asyncio.sleep(0.01)
+        await runner.stop()
+        return job.id
+
+    record = runner.store.get(asyncio.run(scenario()))
+    assert record.status == "queued" and record.attempts == 0  # the next runner gets a full set of attempts
+
+
+@pytest.mark.parametrize("fields, error, code", [
+    ({"voice": "nobody"}, NotFound, "voice_not_found"),
+    ({"input": "   "}, BadRequest, "empty_input"),
+    ({"input": "x" * 5000}, PayloadTooLarge, "input_too_long"),
+    ({"model": "whisper"}, BadRequest, "unknown_model"),
+])
+def test_bad_requests_are_refused_at_submit(tmp_path, fields, error, code):
+    runner = make_runner(tmp_path, Backends())
+    with pytest.raises(error) as exc:
+        asyncio.run(runner.submit(request(**fields)))
+    assert exc.value.code == code and runner.store.ids() == []
