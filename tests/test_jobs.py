@@ -16,7 +16,7 @@ from speech_service import audio
 from speech_service.config import JobSettings, ServiceSettings
 from speech_service.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from speech_service.jobs import JobRunner, JobStore, Superseded, join, split_segments
-from speech_service.objects import LocalObjectStore
+from speech_service.objects import LocalObjectStore, S3ObjectStore
 from speech_service.schemas import JobProgress, SpeechRequest
 from speech_service.speech import SpeechService
 from speech_service.store import LocalVoiceStore, VoiceRecord, now, sha256
@@ -28,9 +28,14 @@ def request(**fields) -> SpeechRequest:
     return SpeechRequest(**{"voice": "alice", "input": TEXT, "response_format": "wav", **fields})
 
 
-@pytest.fixture
-def objects(tmp_path):
-    return LocalObjectStore(tmp_path / "store")
+@pytest.fixture(params=["local", "s3"])
+def objects(request, tmp_path):
+    """The store-level tests run on both stores: a directory and a real S3 server (SeaweedFS)."""
+    if request.param == "local":
+        return LocalObjectStore(tmp_path / "store")
+    server = request.getfixturevalue("s3_server")
+    request.getfixturevalue("s3_env")
+    return S3ObjectStore(server.create_bucket(), prefix="svc", endpoint_url=server.endpoint)
 
 
 def job_store(objects, **settings) -> JobStore:
@@ -184,7 +189,7 @@ class Backends:
         return np.sin(np.arange(12000, dtype=np.float32) / 10) * 0.3
 
 
-def make_runner(tmp_path, backends, **job_settings):
+def make_runner(tmp_path, backends, objects=None, **job_settings):
     settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")},
                                                "jobs": {"retry_delay_s": 0, **job_settings}})
     voices = LocalVoiceStore(tmp_path / "store")
@@ -192,7 +197,7 @@ def make_runner(tmp_path, backends, **job_settings):
     voices.put(VoiceRecord(name="alice", ref_text="Hello.", ref_text_source="user", duration_s=1.0,
                            original_duration_s=1.0, clipped=False, sha256=sha256(wav), created_at=now()),
                wav, overwrite=False)
-    jobs = JobStore(LocalObjectStore(tmp_path / "store"), settings.jobs)
+    jobs = JobStore(objects or LocalObjectStore(tmp_path / "store"), settings.jobs)
     return JobRunner(jobs, SpeechService(settings, voices, backends), settings.jobs)
 
 
@@ -206,8 +211,8 @@ async def finished(runner, job_id, timeout=10):
     raise AssertionError(f"job still {record.status}")
 
 
-def test_a_job_runs_to_succeeded_with_progress(tmp_path):
-    runner = make_runner(tmp_path, Backends(), segment_chars=40)
+def test_a_job_runs_to_succeeded_with_progress(tmp_path, objects):
+    runner = make_runner(tmp_path, Backends(), objects, segment_chars=40)
 
     async def scenario():
         job = await runner.submit(request())
@@ -278,9 +283,9 @@ def test_cancel_stops_the_runner_between_segments(tmp_path):
     assert runner.store.objects.list("jobs/") == [f"jobs/{job_id}.json"]
 
 
-def test_a_sweep_takes_over_a_job_whose_runner_died(tmp_path):
+def test_a_sweep_takes_over_a_job_whose_runner_died(tmp_path, objects):
     backends = Backends()
-    runner = make_runner(tmp_path, backends, lease_s=0.2)
+    runner = make_runner(tmp_path, backends, objects, lease_s=0.2)
     job = runner.store.create(request())
     runner.store.claim(job.id)  # a runner in another process took it, then died
 
