@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -83,3 +84,7 @@ class Ingress:
 
     def __serve_build_asgi_app__(self):
         return create_app(self.settings, self.backends)
+
+    def info(self) -> dict[str, Any]:
+        """Operator info: which replica, in which process."""
+        return {"replica": serve.get_replica_context().replica_id.unique_id, "pid": os.getpid()}

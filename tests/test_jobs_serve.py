@@ -1,0 +1,140 @@
+"""Jobs end to end on Ray Serve (config/serve.yaml, tiny offline models, a logical GPU): a job runs
+to the end; a Synthesizer replica killed under a job and an Ingress replica killed under a job do
+not leave it stuck; records and audio outlive the ingress."""
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+from ray import serve
+
+from conftest import LONG_TEXT, SHORT_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
+
+APP = "tts"
+LEASE_S = 4.0
+
+
+@pytest.fixture(scope="module")
+def base_url(offline_models, tmp_path_factory):
+    config = serve_config(tmp_path_factory.mktemp("jobs-store"), free_port())
+    config["applications"][0]["args"]["jobs"] = {
+        "lease_s": LEASE_S, "sweep_interval_s": 1, "retry_delay_s": 1, "max_attempts": 3, "segment_chars": 120}
+    d = deployments(config)
+    d["Synthesizer"]["user_config"].update(
+        model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
+                                                      "text_dim": 32, "conv_layers": 1},
+        checkpoint=str(offline_models["checkpoint"]), vocoder=str(offline_models["vocoder"]),
+        defaults={"nfe_step": 4},
+    )
+    d["Synthesizer"]["autoscaling_config"].update(downscale_delay_s=600, downscale_to_zero_delay_s=600)
+    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
+    yield start_serve(config, num_gpus=1)
+    stop_serve()
+
+
+@pytest.fixture(scope="module")
+def http(base_url, short_wav):
+    with httpx.Client(base_url=base_url, timeout=120) as client:
+        with open(short_wav, "rb") as f:
+            r = client.post("/v1/voices", data={"name": "alice", "ref_text": SHORT_TEXT},
+                            files={"file": ("short.wav", f, "audio/wav")})
+        assert r.status_code == 201, r.text
+        yield client
+
+
+def job(http, job_id) -> dict:
+    r = http.get(f"/v1/jobs/{job_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_job(http, job_id, until, timeout: float, what: str) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = job(http, job_id)
+        if until(current):
+            return current
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: {current}")
+
+
+def finished(j: dict) -> bool:
+    return j["status"] not in ("queued", "running")
+
+
+def mid_job(j: dict) -> bool:
+    assert j["status"] in ("queued", "running"), j  # it must still be working when we strike
+    return j["status"] == "running" and j["progress"]["segments_done"] >= 1
+
+
+def long_job(http) -> str:
+    # Many segments at a high step count: tens of seconds, so the kill lands mid-job.
+    r = http.post("/v1/jobs", json={"voice": "alice", "input": LONG_TEXT * 2, "response_format": "wav",
+                                    "nfe_step": 48, "seed": 1})
+    assert r.status_code == 202, r.text
+    return r.json()["id"]
+
+
+def test_a_job_succeeds_and_its_audio_decodes(http):
+    r = http.post("/v1/jobs", json={"voice": "alice", "input": LONG_TEXT, "response_format": "mp3"})
+    assert r.status_code == 202 and r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
+    done = wait_job(http, r.json()["id"], finished, 180, "the job to finish")
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    audio = http.get(done["audio_url"])
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/mpeg"
+    from speech_service.audio import SAMPLE_RATE, decode
+
+    assert abs(len(decode(audio.content, max_seconds=600)) / SAMPLE_RATE - done["progress"]["audio_seconds"]) < 1.5
+
+
+def test_unknown_job_is_404(http):
+    r = http.get("/v1/jobs/job_0123456789abcdef0123")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
+    assert http.get("/v1/jobs/nope/audio").status_code == 404
+
+
+def test_a_job_survives_its_synthesizer_replica_being_killed(http):
+    synthesizer = serve.get_deployment_handle("Synthesizer", APP)
+    before = synthesizer.info.remote().result(timeout_s=120)
+    job_id = long_job(http)
+    wait_job(http, job_id, mid_job, 120, "the job to be mid-way")
+    os.kill(before["pid"], signal.SIGKILL)
+
+    done = wait_job(http, job_id, finished, 300, "the job to end after the kill")
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2 and done["last_error"]["code"] == "synthesis_failed", done
+    assert "died" in done["last_error"]["message"].lower() or "Actor" in done["last_error"]["message"], done
+    assert synthesizer.info.remote().result(timeout_s=60)["pid"] != before["pid"]  # Serve replaced it
+    r = http.get(done["audio_url"])
+    assert r.status_code == 200 and len(r.content) > 44
+
+
+def test_jobs_survive_an_ingress_restart(http):
+    ingress = serve.get_deployment_handle("Ingress", APP)
+    done_before = [j for j in http.get("/v1/jobs").json()["data"] if j["status"] == "succeeded"]
+    assert done_before
+    job_id = long_job(http)
+    wait_job(http, job_id, mid_job, 120, "the job to be mid-way")
+    pid = ingress.info.remote().result(timeout_s=30)["pid"]
+    os.kill(pid, signal.SIGKILL)
+
+    deadline = time.monotonic() + 120  # until Serve has a new ingress replica answering
+    while True:
+        try:
+            if http.get("/healthz", timeout=5).status_code == 200 and \
+                    ingress.info.remote().result(timeout_s=10)["pid"] != pid:
+                break
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, "the ingress did not come back"
+        time.sleep(1)
+
+    for old in done_before:  # finished jobs and their audio are still served
+        assert job(http, old["id"])["status"] == "succeeded"
+        assert http.get(old["audio_url"]).status_code == 200
+    # The running job lost its runner: the new ingress's sweep takes it over once the lease lapses.
+    done = wait_job(http, job_id, finished, 300, "the orphaned job to end")
+    assert done["status"] == "succeeded" and done["attempts"] == 2, done
+    assert http.get(done["audio_url"]).status_code == 200
