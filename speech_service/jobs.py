@@ -318,6 +318,9 @@ class JobRunner:
         self.settings = settings
         self._tasks: dict[str, asyncio.Task] = {}
         self._sweeper: asyncio.Task | None = None
+        # Finished records never change again: the sweep remembers when they expire instead of
+        # reading them every time (on S3 each read is a request).
+        self._expiry: dict[str, datetime] = {}
 
     async def submit(self, body: SpeechRequest) -> JobRecord:
         """Check the request as `/v1/audio/speech` would (a bad one is an error now, not a failed job
@@ -355,14 +358,19 @@ class JobRunner:
 
     async def sweep(self) -> None:
         """Remove expired jobs; re-run (or fail, when out of attempts) jobs nobody holds."""
-        for job_id in await asyncio.to_thread(self.store.ids):
-            if job_id in self._tasks:
+        ids = await asyncio.to_thread(self.store.ids)
+        self._expiry = {i: t for i, t in self._expiry.items() if i in set(ids)}
+        for job_id in ids:
+            if job_id in self._tasks or self._expiry.get(job_id, now()) > now():
                 continue
             try:
-                record = await asyncio.to_thread(self.store.get, job_id)
+                record = await asyncio.to_thread(self.store.get, job_id)  # removes it once expired
             except NotFound:
+                self._expiry.pop(job_id, None)
                 continue
-            if record.status in ACTIVE and record.lease_until <= now():
+            if record.expires_at is not None:
+                self._expiry[job_id] = record.expires_at
+            elif record.lease_until <= now():
                 self._start(job_id)
 
     async def _run(self, job_id: str) -> None:

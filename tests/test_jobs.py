@@ -328,3 +328,34 @@ def test_bad_requests_are_refused_at_submit(tmp_path, fields, error, code):
     with pytest.raises(error) as exc:
         asyncio.run(runner.submit(request(**fields)))
     assert exc.value.code == code and runner.store.ids() == []
+
+
+class CountingStore(LocalObjectStore):
+    """A directory store that counts reads per key."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.reads: dict[str, int] = {}
+
+    def get(self, key):
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return super().get(key)
+
+
+def test_the_sweep_reads_a_finished_job_once_and_removes_it_when_expired(tmp_path):
+    objects = CountingStore(tmp_path / "store")
+    runner = make_runner(tmp_path, Backends(), objects, result_ttl_s=0.5)
+
+    async def scenario():
+        job = await runner.submit(request())
+        await finished(runner, job.id)
+        before = objects.reads[f"jobs/{job.id}.json"]
+        for _ in range(3):
+            await runner.sweep()
+        reads = objects.reads[f"jobs/{job.id}.json"] - before
+        await asyncio.sleep(0.6)
+        await runner.sweep()
+        return reads
+
+    assert asyncio.run(scenario()) == 1
+    assert objects.list("jobs/") == []
