@@ -11,4 +11,5 @@ from speech_service.config import ServiceSettings
 def build(args: dict) -> Application:
     """Application builder; `args` are validated as `ServiceSettings`."""
     settings = ServiceSettings.model_validate(args or {})
-    return Ingress.bind(settings.model_dump(), Synthesizer.bind(), Transcriber.bind())
+    store = settings.store.model_dump()  # the model replicas leave their cold-start records there
+    return Ingress.bind(settings.model_dump(), Synthesizer.bind(store), Transcriber.bind(store))

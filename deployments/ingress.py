@@ -14,8 +14,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from speech_service.api import create_app
+from speech_service.coldstart import last_cold_starts, open_status_store
 from speech_service.config import ServiceSettings
 from speech_service.errors import unwrap
+from speech_service.objects import ObjectStore
 
 logger = logging.getLogger("ray.serve")
 
@@ -23,9 +25,10 @@ logger = logging.getLogger("ray.serve")
 class ServeBackends:
     """`speech_service.api.Backends` over Ray Serve deployment handles."""
 
-    def __init__(self, synthesizer: DeploymentHandle, transcriber: DeploymentHandle):
+    def __init__(self, synthesizer: DeploymentHandle, transcriber: DeploymentHandle, status_store: ObjectStore):
         self.synthesizer = synthesizer
         self.transcriber = transcriber
+        self.status_store = status_store
 
     async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
         return await _call(self.synthesizer.synthesize.remote(reference, ref_text, text, options))
@@ -43,7 +46,10 @@ class ServeBackends:
         return await _call(self.transcriber.transcribe.remote(audio, language))
 
     async def status(self) -> dict[str, Any]:
-        return await asyncio.to_thread(deployment_status, serve.get_replica_context().app_name)
+        status = await asyncio.to_thread(deployment_status, serve.get_replica_context().app_name)
+        # Written by the replicas when they became ready; reading them wakes nobody.
+        status["cold_starts"] = await asyncio.to_thread(last_cold_starts, self.status_store)
+        return status
 
 
 async def _call(response):
@@ -80,7 +86,7 @@ def deployment_status(app_name: str) -> dict[str, Any]:
 class Ingress:
     def __init__(self, settings: dict[str, Any], synthesizer: DeploymentHandle, transcriber: DeploymentHandle):
         self.settings = ServiceSettings.model_validate(settings)
-        self.backends = ServeBackends(synthesizer, transcriber)
+        self.backends = ServeBackends(synthesizer, transcriber, open_status_store(self.settings.store))
 
     def __serve_build_asgi_app__(self):
         return create_app(self.settings, self.backends)

@@ -1,4 +1,8 @@
-"""Synthesizer deployment: a thin shell around `SynthesisEngine` (one per replica, on a GPU when there is one)."""
+"""Synthesizer deployment: a thin shell around `SynthesisEngine` (one per replica, on a GPU when there is one).
+
+The engine (torch, f5-tts, Vocos) is imported in `reconfigure`, not with this module, so the cold-start
+record shows the cost of the imports as its own phase.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,18 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
 from ray import serve
 
+from deployments.replica import cold_start_clock, report_cold_start, threads
 from speech_service.config import SynthesizerSettings
-from speech_service.engine import SynthesisEngine, SynthesisParams
 from speech_service.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from speech_service.engine import SynthesisEngine, SynthesisParams
 
 logger = logging.getLogger("ray.serve")
 
@@ -28,7 +35,9 @@ _RELOAD_FIELDS = set(SynthesizerSettings.model_fields) - {"defaults"}
     max_ongoing_requests=8,
 )
 class Synthesizer:
-    def __init__(self) -> None:
+    def __init__(self, store: dict[str, Any] | None = None) -> None:
+        self._clock = cold_start_clock("Synthesizer")  # first: the worker's start ends here
+        self._store = store  # the app's StoreSettings, where the cold-start record goes
         self._lock = threading.Lock()
         self._settings: SynthesizerSettings | None = None
         self._engine: SynthesisEngine | None = None
@@ -45,8 +54,15 @@ class Synthesizer:
             self._settings = settings
 
     def _load(self, settings: SynthesizerSettings) -> None:
+        cold, self._clock = self._clock, None  # only the first load is a cold start
+        clock = cold or cold_start_clock("Synthesizer")
         try:
-            self._engine = SynthesisEngine.load(settings)
+            with clock.phase("imports"):
+                from speech_service.engine import SynthesisEngine
+            settings = settings.model_copy(update={"cpu_threads": threads(settings.cpu_threads)})
+            self._engine = SynthesisEngine.load(settings, clock)
+            if cold:
+                report_cold_start(cold, self._store)
         except Exception as exc:  # stay up: /healthz works and synthesis explains what is missing
             logger.error("could not load %s: %s", settings.model_name, exc)
             self._engine = None
@@ -61,6 +77,8 @@ class Synthesizer:
         engine = self._engine
         if engine is None:
             raise ModelUnavailable(self._load_error)
+        from speech_service.engine import SynthesisParams
+
         return engine, SynthesisParams.from_request(engine.defaults, **options)
 
     def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
@@ -82,5 +100,12 @@ class Synthesizer:
             "model": engine.model_name if engine else None,
             "device": engine.device if engine else None,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "cpu_threads": _torch_threads() if engine else None,
             "load_error": None if engine else self._load_error,
         }
+
+
+def _torch_threads() -> int:
+    import torch  # already imported with the engine
+
+    return torch.get_num_threads()

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.replica import cold_start_clock, report_cold_start, threads
 from speech_service.config import TranscriberSettings
 from speech_service.errors import ModelUnavailable
 from speech_service.transcription import WhisperBackend
@@ -21,7 +22,9 @@ logger = logging.getLogger("ray.serve")
     max_ongoing_requests=4,
 )
 class Transcriber:
-    def __init__(self) -> None:
+    def __init__(self, store: dict[str, Any] | None = None) -> None:
+        self._clock = cold_start_clock("Transcriber")  # first: the worker's start ends here
+        self._store = store  # the app's StoreSettings, where the cold-start record goes
         self._lock = threading.Lock()
         self._settings: TranscriberSettings | None = None
         self._backend: WhisperBackend | None = None
@@ -33,8 +36,12 @@ class Transcriber:
         with self._lock:
             if settings == self._settings:
                 return
+            cold, self._clock = self._clock, None  # only the first load is a cold start
             try:
-                self._backend = WhisperBackend(settings)
+                resolved = settings.model_copy(update={"cpu_threads": threads(settings.cpu_threads)})
+                self._backend = WhisperBackend(resolved, cold)
+                if cold:
+                    report_cold_start(cold, self._store)
             except Exception as exc:  # stay up; uploads that need a transcript get a 503 saying why
                 logger.error("could not load Whisper %s: %s", settings.model, exc)
                 self._backend = None

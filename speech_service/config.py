@@ -48,6 +48,8 @@ class SynthesizerSettings(_Strict):
     # f5-tts's own inference does with 22 s. A segment estimated at over 1.5x this (or over the
     # 8192 frames of F5's text position table) is refused rather than sent to the model.
     max_segment_seconds: float = Field(22.0, gt=1.0, le=60.0)
+    # torch threads; None = the CPUs Ray gave the replica, rounded up (see speech_service.devices).
+    cpu_threads: int | None = Field(None, ge=1, le=256)
 
 
 class TranscriberSettings(_Strict):
@@ -58,6 +60,8 @@ class TranscriberSettings(_Strict):
     device: str = "auto"
     compute_type: str = "default"
     beam_size: int = Field(5, ge=1, le=10)
+    # CTranslate2 threads; None = the CPUs Ray gave the replica, rounded up.
+    cpu_threads: int | None = Field(None, ge=1, le=256)
 
 
 class StoreSettings(_Strict):

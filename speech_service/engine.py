@@ -12,15 +12,19 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from . import f5_modules
 from .audio import SAMPLE_RATE
 from .config import SynthesisDefaults, SynthesizerSettings
+from .devices import torch_device
 from .errors import BadRequest, Unprocessable
 from .model_source import fetch_dir, fetch_file
 
@@ -54,10 +58,9 @@ class Segment:
     duration_frames: int  # reference + generated frames the model fills
 
 
-def pick_device(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    return "cuda" if torch.cuda.is_available() else "cpu"
+class _NoClock:
+    def phase(self, name: str):
+        return nullcontext()
 
 
 def _dtype(setting: str, device: str) -> torch.dtype:
@@ -66,10 +69,29 @@ def _dtype(setting: str, device: str) -> torch.dtype:
     return getattr(torch, setting)
 
 
+def chunk_text(text: str, max_chars: int = 135) -> list[str]:
+    """Sentences joined into chunks of at most `max_chars` UTF-8 bytes: f5-tts's own chunking
+    (`f5_tts.infer.utils_infer.chunk_text`, f5-tts 1.1), copied because importing that module costs
+    6-9 s of cold start (it imports transformers' pipelines)."""
+    chunks = []
+    current = ""
+    for sentence in re.split(r"(?<=[;:,.!?])\s+|(?<=[；：，。！？])", text):
+        if not sentence:
+            continue
+        spaced = sentence + " " if len(sentence[-1].encode("utf-8")) == 1 else sentence
+        if len(current.encode("utf-8")) + len(sentence.encode("utf-8")) <= max_chars:
+            current += spaced
+        else:
+            if current:
+                chunks.append(current.strip())
+            current = spaced
+    if current:
+        chunks.append(current.strip())
+    return chunks
+
+
 def split_text(text: str, max_bytes: int) -> list[str]:
     """Sentence-sized pieces of at most `max_bytes` UTF-8 bytes (f5-tts's chunking, then words)."""
-    from f5_tts.infer.utils_infer import chunk_text
-
     pieces: list[str] = []
     for chunk in chunk_text(text, max_chars=max_bytes):
         while len(chunk.encode()) > max_bytes:  # no punctuation to split at: split between words
@@ -106,30 +128,48 @@ class SynthesisEngine:
         self.max_frames = min(position_table, int(max_segment_seconds * 1.5 * FRAMES_PER_SECOND))
 
     @classmethod
-    def load(cls, settings: SynthesizerSettings) -> SynthesisEngine:
-        from f5_tts.infer.utils_infer import load_model, load_vocoder
-        from hydra.utils import get_class
-
-        device = pick_device(settings.device)
+    def load(cls, settings: SynthesizerSettings, clock=None) -> SynthesisEngine:
+        """Build the engine; `clock` (a `coldstart.ColdStartClock`) times the phases of the start."""
+        clock = clock or _NoClock()
+        device = torch_device(settings.device)
+        if settings.cpu_threads:
+            torch.set_num_threads(settings.cpu_threads)
         cfg = OmegaConf.load(str(files("f5_tts").joinpath(f"configs/{settings.architecture}.yaml")))
-        backbone = get_class(f"f5_tts.model.{cfg.model.backbone}")
-        arch = {**OmegaConf.to_container(cfg.model.arch), **settings.architecture_overrides}
-        mel_spec_type = cfg.model.mel_spec.mel_spec_type
-        checkpoint = fetch_file(settings.checkpoint, settings.cache_dir)
-        vocoder_dir = fetch_dir(settings.vocoder, settings.cache_dir, VOCODER_FILES)
-        vocab = str(fetch_file(settings.vocab, settings.cache_dir)) if settings.vocab else ""
-        logger.info("loading %s from %s on %s", settings.model_name, checkpoint, device)
-        model = load_model(backbone, arch, str(checkpoint), mel_spec_type, vocab, "euler", settings.use_ema, device)
-        model = model.to(_dtype(settings.dtype, device))
-        vocoder = load_vocoder(mel_spec_type, True, str(vocoder_dir), device)
-        return cls(model, vocoder, device=device, model_name=settings.model_name,
-                   max_segment_seconds=settings.max_segment_seconds, defaults=settings.defaults)
+        if cfg.model.mel_spec.mel_spec_type != "vocos":
+            raise ValueError(f"{settings.architecture} needs the {cfg.model.mel_spec.mel_spec_type} vocoder; "
+                             "this service runs Vocos")
+        with clock.phase("imports"):
+            backbone = f5_modules.backbone_class(cfg.model.backbone)
+            f5_modules.submodule("cfm")
+            from vocos import Vocos
+        with clock.phase("fetch"):
+            checkpoint = fetch_file(settings.checkpoint, settings.cache_dir)
+            vocoder_dir = fetch_dir(settings.vocoder, settings.cache_dir, VOCODER_FILES)
+            vocab = str(fetch_file(settings.vocab, settings.cache_dir)) if settings.vocab else ""
+        with clock.phase("weights"):
+            logger.info("loading %s from %s on %s, %d threads", settings.model_name, checkpoint, device,
+                        torch.get_num_threads())
+            arch = {**OmegaConf.to_container(cfg.model.arch), **settings.architecture_overrides}
+            model = load_f5(backbone, arch, OmegaConf.to_container(cfg.model.mel_spec), checkpoint, vocab,
+                            settings.use_ema, device, _dtype(settings.dtype, device))
+            vocoder = load_vocos(Vocos, vocoder_dir, device)
+        engine = cls(model, vocoder, device=device, model_name=settings.model_name,
+                     max_segment_seconds=settings.max_segment_seconds, defaults=settings.defaults)
+        with clock.phase("warm_up"):
+            engine.warm_up()
+        return engine
+
+    def warm_up(self) -> None:
+        """One tiny synthesis, so the first request does not pay for lazy initialisation
+        (the text front end's dictionaries, kernels chosen on first use)."""
+        t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+        reference = 0.1 * np.sin(2 * np.pi * 220 * t)
+        self.synthesize(reference, "Warm up.", "Hello.", SynthesisParams(nfe_step=2, seed=0))
 
     # -- planning (pure, cheap) ------------------------------------------------------------
     def plan(self, ref_samples: int, ref_text: str, text: str, speed: float = 1.0) -> list[Segment]:
         """Split `text` into segments and check each fits the frames the model must fill."""
-        from f5_tts.model.utils import convert_char_to_pinyin
-
+        convert_char_to_pinyin = f5_modules.submodule("utils").convert_char_to_pinyin
         ref_text = normalize_ref_text(ref_text)
         ref_frames = ref_samples // HOP_LENGTH
         ref_s = ref_samples / SAMPLE_RATE
@@ -164,8 +204,7 @@ class SynthesisEngine:
     def synthesize_segments(self, reference: np.ndarray, ref_text: str, text: str,
                             params: SynthesisParams) -> Iterator[np.ndarray]:
         """Yield one waveform (float32, 24 kHz) per text segment, in order."""
-        from f5_tts.model.utils import convert_char_to_pinyin
-
+        convert_char_to_pinyin = f5_modules.submodule("utils").convert_char_to_pinyin
         segments = self.plan(len(reference), ref_text, text, params.speed)
         ref_text = normalize_ref_text(ref_text)
         audio = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)).unsqueeze(0)
@@ -199,6 +238,50 @@ class SynthesisEngine:
 
     def synthesize(self, reference: np.ndarray, ref_text: str, text: str, params: SynthesisParams) -> np.ndarray:
         return np.concatenate(list(self.stream(reference, ref_text, text, params)))
+
+
+def load_f5(backbone: type, arch: dict, mel_spec: dict, checkpoint: Path, vocab: str, use_ema: bool,
+            device: str, dtype: torch.dtype):
+    """The CFM model as `f5_tts.infer.utils_infer.load_model` + `load_checkpoint` build it (f5-tts 1.1),
+    with the package's own classes and key handling, but built on `device` and with the weights
+    read straight onto it (no copy through host memory first)."""
+    utils = f5_modules.submodule("utils")
+    cfm = f5_modules.submodule("cfm")
+    vocab_char_map, vocab_size = utils.get_tokenizer(
+        vocab or str(files("f5_tts").joinpath("infer/examples/vocab.txt")), "custom")
+    with torch.device(device):
+        model = cfm.CFM(
+            transformer=backbone(**arch, text_num_embeds=vocab_size, mel_dim=mel_spec["n_mel_channels"]),
+            mel_spec_kwargs=mel_spec,
+            odeint_kwargs={"method": "euler"},
+            vocab_char_map=vocab_char_map,
+        )
+    model = model.to(dtype)
+    safetensors = checkpoint.suffix == ".safetensors"
+    if safetensors:
+        from safetensors.torch import load_file
+
+        state = load_file(str(checkpoint), device=device)
+    else:
+        state = torch.load(str(checkpoint), map_location=device, weights_only=True)
+    if use_ema:  # the EMA weights, keys renamed as load_checkpoint does
+        ema = state if safetensors else state["ema_model_state_dict"]
+        weights = {k.replace("ema_model.", ""): v for k, v in ema.items() if k not in ("initted", "step")}
+        for key in ("mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window"):
+            weights.pop(key, None)  # f5-tts: "patch for backward compatibility, 305e3ea"
+    else:
+        weights = state if safetensors else state["model_state_dict"]
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def load_vocos(vocos_class: type, directory: Path, device: str):
+    """Vocos as `f5_tts.infer.utils_infer.load_vocoder("vocos", is_local=True)` loads it, on `device`."""
+    with torch.device(device):
+        vocoder = vocos_class.from_hparams(str(directory / "config.yaml"))
+    state = torch.load(str(directory / "pytorch_model.bin"), map_location=device, weights_only=True)
+    vocoder.load_state_dict(state)
+    return vocoder.eval()
 
 
 def cross_fade(waves: Iterable[np.ndarray], overlap: int) -> Iterator[np.ndarray]:

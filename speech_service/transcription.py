@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Protocol
 
 import numpy as np
@@ -10,10 +11,16 @@ from scipy.signal import resample_poly
 
 from .audio import SAMPLE_RATE
 from .config import TranscriberSettings
-from .engine import pick_device
+from .devices import whisper_device
 from .errors import BadRequest
 
 logger = logging.getLogger(__name__)
+
+
+class _NoClock:
+    def phase(self, name: str):
+        return nullcontext()
+
 WHISPER_RATE = 16_000  # Whisper listens at 16 kHz; references are stored at SAMPLE_RATE
 
 
@@ -25,15 +32,25 @@ class TranscriptionBackend(Protocol):
 
 
 class WhisperBackend:
-    def __init__(self, settings: TranscriberSettings):
-        from faster_whisper import WhisperModel
-
-        device = pick_device(settings.device)
+    def __init__(self, settings: TranscriberSettings, clock=None):
+        """`clock` (a `coldstart.ColdStartClock`) times the phases of the start."""
+        clock = clock or _NoClock()
+        with clock.phase("imports"):
+            from faster_whisper import WhisperModel
+        device = whisper_device(settings.device)
         self.model_name = settings.model
         self.beam_size = settings.beam_size
-        logger.info("loading Whisper %s on %s", settings.model, device)
-        self.model = WhisperModel(settings.model, device=device, compute_type=settings.compute_type,
-                                  download_root=settings.cache_dir)
+        logger.info("loading Whisper %s on %s with %s CPU threads", settings.model, device, settings.cpu_threads)
+        with clock.phase("weights"):  # a model name is fetched from the hub here, once
+            self.model = WhisperModel(settings.model, device=device, compute_type=settings.compute_type,
+                                      cpu_threads=settings.cpu_threads or 0, download_root=settings.cache_dir)
+        with clock.phase("warm_up"):
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """One short transcription, so the first upload does not pay for lazy initialisation."""
+        t = np.arange(SAMPLE_RATE // 2, dtype=np.float32) / SAMPLE_RATE
+        self.transcribe(0.1 * np.sin(2 * np.pi * 220 * t).astype(np.float32), "en")
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
         if language is not None and language not in self.model.supported_languages:

@@ -23,7 +23,7 @@ def base_url(offline_models, tmp_path_factory):
         model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
                                                       "text_dim": 32, "conv_layers": 1},
         checkpoint=str(offline_models["checkpoint"]), vocoder=str(offline_models["vocoder"]),
-        defaults={"nfe_step": 4},
+        defaults={"nfe_step": 4}, cpu_threads=2,  # the replica's 0.5 CPU would give 1
     )
     # Short delays so the test sees the Synthesizer rest at zero; the Transcriber stays up so its
     # call counter is one replica's.
@@ -62,6 +62,7 @@ def test_health_and_status_do_not_wake_the_models(http):
     synth = status["deployments"]["Synthesizer"]
     assert synth["model"] == "f5-tiny" and synth["replicas"] == {}
     assert status["deployments"]["Transcriber"]["replicas"] == {}
+    assert status["cold_starts"] == {}  # nothing started yet
     assert running_replicas("Synthesizer") == 0 and running_replicas("Transcriber") == 0
 
 
@@ -97,6 +98,18 @@ def test_synthesizer_holds_a_logical_gpu_and_runs_on_the_cpu(http):
     info = serve.get_deployment_handle("Synthesizer", APP).info.remote().result()
     assert info["cuda_visible_devices"] == "0"  # Ray gave the replica the GPU it asked for
     assert info["device"] == "cpu"  # torch sees no CUDA device here, and the engine noticed
+    assert info["cpu_threads"] == 2  # user_config cpu_threads, not Ray's one thread for 0.5 CPU
+
+
+def test_status_reports_the_last_cold_start_of_each_started_deployment(http):
+    cold_starts = http.get("/v1/status").json()["cold_starts"]  # both have served requests above
+    assert set(cold_starts) == {"Synthesizer", "Transcriber"}
+    synth = cold_starts["Synthesizer"]
+    assert {"worker_start", "imports", "fetch", "weights", "warm_up", "other"} == set(synth["phases"])
+    assert "warm_up" in cold_starts["Transcriber"]["phases"]
+    for record in cold_starts.values():
+        assert record["replica"] and record["ready_at"] > record["process_started_at"]
+        assert sum(record["phases"].values()) == pytest.approx(record["total_s"], abs=0.01)
 
 
 def test_streaming_through_the_handle_gives_the_same_speech(http):

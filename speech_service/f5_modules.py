@@ -1,0 +1,54 @@
+"""The f5-tts model code without the package's training stack.
+
+`f5_tts/model/__init__.py` imports `Trainer`, which pulls in accelerate, wandb, ema_pytorch and the
+dataset code: about 1.1-1.5 s of a replica's cold start, and memory a server never uses. Python runs
+a package's `__init__` before any of its submodules, so importing `f5_tts.model.cfm` alone still pays
+for it. This module is the one place that avoids it: if `f5_tts.model` is not imported yet, it
+registers the package with its real path and an empty body, so its submodules import on their own.
+The real `__init__` runs the first time anyone asks the package for a name it lacks (e.g.
+`from f5_tts.model import Trainer`), so other code still sees the package as f5-tts defines it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+from types import ModuleType
+
+PACKAGE = "f5_tts.model"
+BACKBONE_MODULES = {"DiT": "backbones.dit", "UNetT": "backbones.unett", "MMDiT": "backbones.mmdit"}
+_lock = threading.RLock()
+
+
+def _register_light_package() -> None:
+    with _lock:
+        if PACKAGE in sys.modules:
+            return
+        spec = importlib.util.find_spec(PACKAGE)
+        package = importlib.util.module_from_spec(spec)  # __path__ set, body not run
+
+        def __getattr__(name: str):  # PEP 562: only for names the module does not have
+            if name.startswith("__"):
+                raise AttributeError(name)
+            with _lock:
+                package.__dict__.pop("__getattr__", None)
+                spec.loader.exec_module(package)  # the real __init__, once
+            return getattr(package, name)
+
+        package.__getattr__ = __getattr__
+        sys.modules[PACKAGE] = package
+
+
+def submodule(name: str) -> ModuleType:
+    """`f5_tts.model.<name>` (e.g. "cfm", "utils", "backbones.dit")."""
+    _register_light_package()
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def backbone_class(name: str) -> type:
+    """The backbone class an f5-tts config names (`model.backbone`, e.g. "DiT")."""
+    if name not in BACKBONE_MODULES:
+        raise ValueError(f"unknown f5-tts backbone {name!r}")
+    return getattr(submodule(BACKBONE_MODULES[name]), name)
