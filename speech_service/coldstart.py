@@ -17,11 +17,10 @@ import logging
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from .config import StoreSettings
-from .objects import LocalObjectStore, ObjectStore
+from .objects import ObjectStore, open_object_store
 
 logger = logging.getLogger(__name__)
 PREFIX = "status/cold_start/"
@@ -71,8 +70,8 @@ class ColdStartClock:
 
 
 def open_status_store(store: StoreSettings) -> ObjectStore:
-    """The object store beside the voices, where cold-start records live."""
-    return LocalObjectStore(Path(store.path))
+    """The object store beside the voices (local or S3), where cold-start records live."""
+    return open_object_store(store)
 
 
 def save(objects: ObjectStore, record: dict[str, Any]) -> None:
