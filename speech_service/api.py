@@ -68,7 +68,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore | None = None) -> FastAPI:
-    store = store or open_store(settings.store.kind, settings.store.path)
+    store = store or open_store(settings.store)
     limits = settings.limits
     speech_service = SpeechService(settings, store, backends)
     jobs = JobStore(open_object_store(settings.store), settings.jobs)

@@ -86,11 +86,11 @@ def _prepare(data: bytes, limits: LimitSettings) -> audio.PreparedReference:
 
 
 def correct_ref_text(store: VoiceStore, limits: LimitSettings, name: str, ref_text: str) -> VoiceRecord:
-    record = store.get(name)
-    text = check_ref_text(ref_text, record.duration_s, limits)
-    updated = record.model_copy(update={"ref_text": text, "ref_text_source": "user", "updated_at": now()})
-    store.update(updated)
-    return updated
+    def corrected(record: VoiceRecord) -> VoiceRecord:  # checked against the clip the record has now
+        text = check_ref_text(ref_text, record.duration_s, limits)
+        return record.model_copy(update={"ref_text": text, "ref_text_source": "user", "updated_at": now()})
+
+    return store.update(check_name(name), corrected)
 
 
 def _exists(store: VoiceStore, name: str) -> bool:

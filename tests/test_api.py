@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from speech_service.api import create_app
 from speech_service.config import ServiceSettings
 from speech_service.engine import SynthesisEngine, SynthesisParams
+from speech_service.objects import open_object_store
 from speech_service.transcription import WhisperBackend
 
 from conftest import LONG_TEXT, SHORT_TEXT, convert
@@ -51,12 +52,25 @@ def backends(synth_settings, whisper_settings):
 
 def make_client(tmp_path, backends, **settings):
     settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")}, **settings})
-    return TestClient(create_app(settings, backends))
+    client = TestClient(create_app(settings, backends))
+    client.objects = open_object_store(settings.store)  # to look at what was stored
+    return client
 
 
-@pytest.fixture
-def client(tmp_path, backends):
-    return make_client(tmp_path, backends)
+def store_settings(kind, request, tmp_path) -> dict:
+    """A local store under tmp_path, or a fresh bucket on the test S3 server."""
+    if kind == "s3":
+        server = request.getfixturevalue("s3_server")
+        request.getfixturevalue("s3_env")  # credentials through boto3's own chain
+        return {"kind": "s3", "bucket": server.create_bucket(), "endpoint_url": server.endpoint}
+    return {"path": str(tmp_path / "store")}
+
+
+@pytest.fixture(params=["local", "s3"])
+def client(request, tmp_path, backends):
+    """The voice tests run on both stores; speech-format tests pin `local` (the store is not what
+    they test)."""
+    return make_client(tmp_path, backends, store=store_settings(request.param, request, tmp_path))
 
 
 def upload(client, name, path, **fields):
@@ -95,6 +109,7 @@ def test_voice_lifecycle(client, short_wav, backends):
     assert client.get("/v1/voices/alice").json()["ref_text"].endswith("a lazy dog.")
 
     assert client.delete("/v1/voices/alice").status_code == 204
+    assert client.objects.list("") == []
     assert_error(client.get("/v1/voices/alice"), 404, "voice_not_found")
     assert_error(client.delete("/v1/voices/alice"), 404, "voice_not_found")
 
@@ -109,6 +124,7 @@ def test_upload_without_transcript_is_transcribed_once(client, short_wav, backen
     assert backends.transcriptions == before + 1  # synthesis never transcribes
 
 
+@pytest.mark.parametrize("client", ["local"], indirect=True)
 def test_long_upload_with_full_transcript_stores_the_clip_and_its_own_transcript(client, long_wav, tmp_path):
     mp3 = convert(long_wav, tmp_path / "long.mp3")
     r = upload(client, "alice", mp3, ref_text=LONG_TEXT)
@@ -121,6 +137,7 @@ def test_long_upload_with_full_transcript_stores_the_clip_and_its_own_transcript
     assert speak(client, input="A new sentence, in the voice of the clip.").status_code == 200
 
 
+@pytest.mark.parametrize("client", ["local"], indirect=True)
 @pytest.mark.parametrize("fmt, content_type", [
     ("mp3", "audio/mpeg"), ("opus", "audio/ogg"), ("aac", "audio/aac"),
     ("flac", "audio/flac"), ("wav", "audio/wav"), ("pcm", "audio/pcm"),
@@ -139,6 +156,7 @@ def test_speech_in_every_format(client, short_wav, fmt, content_type, tmp_path):
     assert 0.3 < seconds < 3.0
 
 
+@pytest.mark.parametrize("client", ["local"], indirect=True)
 @pytest.mark.parametrize("fmt", ["pcm", "wav", "mp3", "opus", "aac", "flac"])
 def test_streamed_speech_matches_the_whole_response(client, short_wav, fmt, tmp_path):
     upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
@@ -166,6 +184,7 @@ def test_streaming_errors_keep_their_status(client, short_wav):
     assert_error(speak(client, input=" ", stream=True), 400, "empty_input")
 
 
+@pytest.mark.parametrize("client", ["local"], indirect=True)
 def test_openai_fields_and_f5_extensions_are_honoured(client, short_wav):
     upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
     body = dict(model="tts-1", response_format="pcm", seed=5, nfe_step=4, cfg_strength=1.5,
@@ -181,6 +200,7 @@ def test_overwrite(client, short_wav):
     assert_error(upload(client, "alice", short_wav, ref_text=SHORT_TEXT), 409, "voice_exists")
     r = upload(client, "alice", short_wav, ref_text="The quick brown fox jumps.", overwrite="true")
     assert r.status_code == 201 and r.json()["ref_text"] == "The quick brown fox jumps."
+    assert len(client.objects.list("voices/alice/")) == 2  # the record and its clip; the old clip went
 
 
 @pytest.mark.parametrize("name", ["../x", "a b", "x" * 65, ".."])
@@ -201,7 +221,7 @@ def test_bad_audio_uploads(client, tmp_path):
         r = client.post("/v1/voices", data={"name": "bad"}, files={"file": (filename, data)})
         assert_error(r, 400, code)
     assert client.get("/v1/voices").json()["voices"] == []
-    assert not list((tmp_path / "store" / "voices").glob("*/*"))  # nothing half-written
+    assert client.objects.list("") == []  # nothing half-written
 
 
 def test_oversized_upload(tmp_path, backends, long_wav):

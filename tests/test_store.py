@@ -1,7 +1,15 @@
+"""The voice store, the same on a local directory and on a real S3 server (SeaweedFS)."""
+
+import errno
+import json
+import threading
+
 import pytest
 
-from speech_service.errors import BadRequest, Conflict, NotFound
-from speech_service.store import LocalVoiceStore, VoiceRecord, now, sha256
+from speech_service import objects
+from speech_service.errors import BadRequest, Conflict, NotFound, StoreUnavailable
+from speech_service.objects import LocalObjectStore, S3ObjectStore
+from speech_service.store import VoiceRecord, VoiceStore, now, record_key, sha256
 
 
 def record(name="alice", wav=b"RIFF-one", text="Hello there."):
@@ -9,70 +17,191 @@ def record(name="alice", wav=b"RIFF-one", text="Hello there."):
                        original_duration_s=1.0, clipped=False, sha256=sha256(wav), created_at=now())
 
 
+@pytest.fixture(params=["local", "s3"])
+def objs(request, tmp_path):
+    if request.param == "local":
+        return LocalObjectStore(tmp_path / "store")
+    server = request.getfixturevalue("s3_server")
+    request.getfixturevalue("s3_env")
+    return S3ObjectStore(server.create_bucket(), endpoint_url=server.endpoint)
+
+
 @pytest.fixture
-def store(tmp_path):
-    return LocalVoiceStore(tmp_path)
+def store(objs):
+    return VoiceStore(objs)
 
 
-def test_put_get_list_delete(store, tmp_path):
+def clip_of(objs, name="alice"):
+    return json.loads(objs.get(record_key(name)).data)["clip"]
+
+
+def test_put_get_list_delete(store, objs):
     store.put(record(), b"RIFF-one", overwrite=False)
     assert store.get("alice").ref_text == "Hello there."
     assert store.reference("alice")[1] == b"RIFF-one"
     assert [r.name for r in store.list()] == ["alice"]
-    assert (tmp_path / "voices/alice/voice.json").is_file()
-    assert (tmp_path / "voices/alice/reference.wav").is_file()
+    clip = clip_of(objs)
+    assert clip.startswith(f"voices/alice/reference-{sha256(b'RIFF-one')[:16]}-") and clip.endswith(".wav")
+    assert objs.list("voices/") == sorted([clip, "voices/alice/voice.json"])
     store.delete("alice")
-    assert store.list() == [] and not (tmp_path / "voices/alice").exists()
+    assert store.list() == [] and objs.list("") == []
     with pytest.raises(NotFound):
         store.delete("alice")
+    with pytest.raises(NotFound):
+        store.reference("alice")
 
 
-def test_existing_voice_needs_overwrite(store):
+def test_local_delete_leaves_no_directory(tmp_path):
+    store = VoiceStore(LocalObjectStore(tmp_path))
     store.put(record(), b"RIFF-one", overwrite=False)
-    with pytest.raises(Conflict):
+    store.delete("alice")
+    assert not (tmp_path / "voices/alice").exists()
+
+
+def test_existing_voice_needs_overwrite(store, objs):
+    store.put(record(), b"RIFF-one", overwrite=False)
+    with pytest.raises(Conflict) as lost:
         store.put(record(wav=b"RIFF-two"), b"RIFF-two", overwrite=False)
+    assert lost.value.code == "voice_exists"
     assert store.reference("alice")[1] == b"RIFF-one"
+    assert len(objs.list("voices/alice/")) == 2  # the refused clip did not stay behind
     store.put(record(wav=b"RIFF-two", text="Second."), b"RIFF-two", overwrite=True)
-    assert store.reference("alice")[0].ref_text == "Second."
+    rec, wav = store.reference("alice")
+    assert (rec.ref_text, wav) == ("Second.", b"RIFF-two")
+    assert objs.list("voices/alice/") == sorted([clip_of(objs), "voices/alice/voice.json"])  # old clip gone
+
+
+def test_replacing_with_the_same_audio_keeps_a_clip(store, objs):
+    for text in ("One.", "Two.", "Three."):
+        store.put(record(text=text), b"RIFF-one", overwrite=True)
+    assert store.reference("alice")[0].ref_text == "Three."
+    assert objs.list("voices/alice/") == sorted([clip_of(objs), "voices/alice/voice.json"])
+
+
+def test_update_keeps_the_clip_and_applies_to_the_newest_record(store, objs):
+    store.put(record(), b"RIFF-one", overwrite=False)
+    clip = clip_of(objs)
+    updated = store.update("alice", lambda r: r.model_copy(update={"ref_text": "Fixed."}))
+    assert updated.ref_text == "Fixed." and store.reference("alice") == (updated, b"RIFF-one")
+    assert clip_of(objs) == clip
+    with pytest.raises(NotFound):
+        store.update("bob", lambda r: r)
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "", "x" * 65, "with space", "dot.name"])
-def test_rejects_unsafe_names(store, name, tmp_path):
+def test_rejects_unsafe_names(store, objs, name):
     with pytest.raises(BadRequest):
         store.get(name)
     with pytest.raises(BadRequest):
         store.put(record(name=name), b"RIFF", overwrite=True)
-    assert not (tmp_path.parent / "x").exists()
+    assert objs.list("") == []
 
 
-def test_a_clip_without_its_record_is_no_voice(store, tmp_path):
-    (tmp_path / "voices/ghost").mkdir(parents=True)
-    (tmp_path / "voices/ghost/reference.wav").write_bytes(b"orphan")
+def test_a_clip_without_its_record_is_no_voice(store, objs):
+    objs.put("voices/ghost/reference-0123456789abcdef-00000000.wav", b"orphan")
     assert store.list() == []
     with pytest.raises(NotFound):
         store.get("ghost")
 
 
-def test_record_and_clip_that_disagree_are_never_paired(store, tmp_path):
+def test_a_record_from_before_content_addressed_clips_still_reads(tmp_path):
+    objs = LocalObjectStore(tmp_path)
+    objs.put("voices/alice/reference.wav", b"RIFF-one")
+    objs.put("voices/alice/voice.json", record().model_dump_json().encode())
+    store = VoiceStore(objs)
+    assert store.reference("alice")[1] == b"RIFF-one"
+    store.put(record(wav=b"RIFF-two"), b"RIFF-two", overwrite=True)
+    assert store.reference("alice")[1] == b"RIFF-two" and "voices/alice/reference.wav" not in objs.list("")
+
+
+def test_record_and_clip_that_disagree_are_never_paired(store, objs):
     store.put(record(), b"RIFF-one", overwrite=False)
-    (tmp_path / "voices/alice/reference.wav").write_bytes(b"RIFF-other")  # e.g. a crash between writes
-    with pytest.raises(Conflict):
+    objs.put(clip_of(objs), b"RIFF-other")  # e.g. edited by hand
+    with pytest.raises(Conflict) as refused:
         store.reference("alice")
+    assert refused.value.code == "voice_changing"
 
 
-def test_failed_write_leaves_the_old_voice_whole(store, tmp_path, monkeypatch):
+def test_failed_record_write_leaves_the_old_voice_whole(tmp_path, monkeypatch):
+    objs = LocalObjectStore(tmp_path)
+    store = VoiceStore(objs)
     store.put(record(), b"RIFF-one", overwrite=False)
-    import speech_service.store as store_module
+    real = objects._write_atomic
 
-    real = store_module._write_atomic
-    def failing(path, data):
+    def disk_full_for_records(path, data):
         if path.name == "voice.json":
-            raise OSError("disk full")
+            raise OSError(errno.ENOSPC, "No space left on device")
         real(path, data)
-    monkeypatch.setattr(store_module, "_write_atomic", failing)
-    with pytest.raises(OSError):
+
+    monkeypatch.setattr(objects, "_write_atomic", disk_full_for_records)
+    with pytest.raises(StoreUnavailable):
         store.put(record(wav=b"RIFF-two", text="New."), b"RIFF-two", overwrite=True)
-    # The old voice stands whole: its record and its own clip.
     rec, wav = store.reference("alice")
     assert (rec.ref_text, wav) == ("Hello there.", b"RIFF-one")
-    assert not [p for p in (tmp_path / "voices/alice").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (tmp_path / "voices/alice").iterdir() if p.name.startswith(".") and p.name != ".lock"]
+
+
+def test_racing_creates_have_one_winner_and_leave_one_clip(store, objs):
+    for round_ in range(5):
+        name = f"v{round_}"
+        barrier, outcomes = threading.Barrier(3), []
+
+        def create(i, name=name, barrier=barrier, outcomes=outcomes):
+            wav = f"RIFF-{i}".encode()
+            barrier.wait()
+            try:
+                store.put(record(name=name, wav=wav, text=f"Text {i}."), wav, overwrite=False)
+                outcomes.append(("won", i))
+            except Conflict as exc:
+                outcomes.append((exc.code, i))
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(o for o, _ in outcomes) == ["voice_exists", "voice_exists", "won"]
+        winner = next(i for o, i in outcomes if o == "won")
+        rec, wav = store.reference(name)
+        assert (rec.ref_text, wav) == (f"Text {winner}.", f"RIFF-{winner}".encode())
+        assert objs.list(f"voices/{name}/") == sorted([clip_of(objs, name), f"voices/{name}/voice.json"])
+
+
+def test_racing_replaces_never_tear(store, objs):
+    """Two writers replace one voice at once, with readers beside them: every read pairs a record
+    with its own clip, and once quiet one clip is left, the one the record names."""
+    store.put(record(wav=b"RIFF-0", text="Text 0."), b"RIFF-0", overwrite=False)
+    clips = {i: f"RIFF-{i}".encode() for i in range(2)}
+    stop, problems = threading.Event(), []
+
+    def read():
+        while not stop.is_set():
+            try:
+                rec, wav = store.reference("alice")
+                if rec.sha256 != sha256(wav) or rec.ref_text != f"Text {wav.decode()[-1]}.":
+                    problems.append("torn")
+            except Conflict as exc:
+                problems.append(exc.code)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for _ in range(20):
+        barrier = threading.Barrier(2)
+
+        def write(i, barrier=barrier):
+            barrier.wait()
+            store.put(record(wav=clips[i], text=f"Text {i}."), clips[i], overwrite=True)
+
+        writers = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join()
+        rec, wav = store.reference("alice")
+        assert rec.sha256 == sha256(wav) and rec.ref_text == f"Text {wav.decode()[-1]}."
+        assert objs.list("voices/alice/") == sorted([clip_of(objs), "voices/alice/voice.json"])
+    stop.set()
+    for t in readers:
+        t.join()
+    assert problems == []
