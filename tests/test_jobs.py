@@ -19,7 +19,7 @@ from speech_service.jobs import JobRunner, JobStore, Superseded, join, split_seg
 from speech_service.objects import LocalObjectStore, S3ObjectStore
 from speech_service.schemas import JobProgress, SpeechRequest
 from speech_service.speech import SpeechService
-from speech_service.store import LocalVoiceStore, VoiceRecord, now, sha256
+from speech_service.store import VoiceRecord, VoiceStore, now, sha256
 
 TEXT = "First sentence here. Second one follows! Third is a question? Fourth ends it."
 
@@ -192,7 +192,7 @@ class Backends:
 def make_runner(tmp_path, backends, objects=None, **job_settings):
     settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")},
                                                "jobs": {"retry_delay_s": 0, **job_settings}})
-    voices = LocalVoiceStore(tmp_path / "store")
+    voices = VoiceStore(LocalObjectStore(tmp_path / "store"))
     wav = audio.to_wav_bytes(np.zeros(24000, np.float32) + 0.1)
     voices.put(VoiceRecord(name="alice", ref_text="Hello.", ref_text_source="user", duration_s=1.0,
                            original_duration_s=1.0, clipped=False, sha256=sha256(wav), created_at=now()),
