@@ -1,0 +1,99 @@
+"""Two Ray nodes on one machine (`ray.cluster_utils.Cluster`): a CPU-only head carrying `cpu_pool`, as
+cluster.yaml's head does, and a worker with one logical GPU. config/serve.cluster.yaml deployed on it,
+with the weights from the S3 mirror (SeaweedFS): a voice uploaded through the
+ingress is spoken by the Synthesizer on the GPU node, and no CPU deployment is placed there."""
+
+import io
+import os
+
+import httpx
+import pytest
+import soundfile as sf
+import yaml
+from ray import serve
+from ray.util.state import list_actors
+
+from speech_service.models import mirror
+
+from conftest import REPO, SHORT_TEXT, deployments, free_port, start_serve, stop_serve
+
+APP = "tts"
+
+
+@pytest.fixture(scope="module")
+def s3_vars(s3_server) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file written into the user's HOME
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # The dashboard serves the state API that `list_actors` reads.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 4, "num_gpus": 0, "resources": {"cpu_pool": 100}, "include_dashboard": True,
+        "dashboard_port": free_port(), "dashboard_agent_listen_port": free_port()})
+    gpu_node = cluster.add_node(num_cpus=2, num_gpus=1)
+    cluster.wait_for_nodes()
+    yield cluster, gpu_node.node_id
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def base_url(cluster, s3_server, s3_vars, offline_models, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in s3_vars.items():
+            env.setenv(key, value)
+        weights = s3_server.create_bucket()
+        mirror(str(offline_models["checkpoint"]), f"s3://{weights}/f5-tiny")
+        mirror(str(offline_models["vocoder"]), f"s3://{weights}/vocos-tiny")
+
+    config = yaml.safe_load((REPO / "config" / "serve.cluster.yaml").read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": free_port()}
+    app = config["applications"][0]
+    # The voice store cannot open S3 yet on this branch: the shared store is a local directory here,
+    # which every node of this one-machine cluster sees.
+    app["args"]["store"] = {"kind": "local", "path": str(tmp_path_factory.mktemp("shared-store"))}
+    app["runtime_env"] = {"env_vars": s3_vars}  # S3 credentials, as an instance role would give
+    d = deployments(config)
+    for deployment in d.values():
+        deployment["ray_actor_options"]["num_cpus"] = 0.5
+    d["Synthesizer"]["user_config"].update(
+        model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
+                                                      "text_dim": 32, "conv_layers": 1},
+        checkpoint=f"s3://{weights}/f5-tiny/{offline_models['checkpoint'].name}",
+        vocoder=f"s3://{weights}/vocos-tiny", cache_dir=str(tmp_path_factory.mktemp("gpu-node-cache")),
+        defaults={"nfe_step": 4})
+    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
+    d["Transcriber"]["autoscaling_config"].update(min_replicas=1, initial_replicas=1)  # to see where it lands
+    yield start_serve(config, address=cluster[0].address)
+    stop_serve()
+
+
+def test_voice_is_spoken_on_the_gpu_node_and_cpu_deployments_stay_off_it(cluster, base_url, short_wav):
+    _, gpu_node = cluster
+    with httpx.Client(base_url=base_url, timeout=300) as http:
+        with open(short_wav, "rb") as f:
+            r = http.post("/v1/voices", data={"name": "carol", "ref_text": SHORT_TEXT},
+                          files={"file": ("short.wav", f, "audio/wav")})
+        assert r.status_code == 201, r.text
+        r = http.post("/v1/audio/speech", json={"model": "f5-tts", "voice": "carol", "input": "Hello there.",
+                                                "response_format": "wav"})
+        assert r.status_code == 200, r.text
+        samples, rate = sf.read(io.BytesIO(r.content))
+        assert rate == 24000 and len(samples) > 0.3 * rate
+
+    info = serve.get_deployment_handle("Synthesizer", app_name=APP).info.remote().result(timeout_s=60)
+    assert info["node_id"] == gpu_node and info["model"] == "f5-tiny"
+
+    replicas = {}
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+        if actor.class_name.startswith(f"ServeReplica:{APP}:"):
+            replicas.setdefault(actor.class_name.rsplit(":", 1)[1], []).append(actor.node_id)
+    assert replicas.keys() == {"Ingress", "Synthesizer", "Transcriber"}, replicas
+    assert replicas["Synthesizer"] == [gpu_node]
+    for name in ("Ingress", "Transcriber"):
+        assert replicas[name] and gpu_node not in replicas[name], (name, replicas)
