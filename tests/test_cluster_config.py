@@ -34,7 +34,8 @@ def test_cluster_profile_is_the_production_profile_plus_placement_store_and_mirr
         e[name]["ray_actor_options"]["resources"] = {CPU_POOL: 1}
     for field in ("checkpoint", "vocoder"):
         e["Synthesizer"]["user_config"][field] = d["Synthesizer"]["user_config"][field]
-    assert cluster == expected, "config/serve.cluster.yaml drifted from config/serve.yaml"
+    assert cluster == expected, ("config/serve.cluster.yaml drifted from config/serve.yaml: make the same "
+                                 "change there (it differs only in placement, store and weights)")
 
 
 def test_cpu_deployments_ask_for_the_resource_only_the_cpu_head_has():
