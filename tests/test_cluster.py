@@ -1,11 +1,12 @@
 """Two Ray nodes on one machine (`ray.cluster_utils.Cluster`): a CPU-only head carrying `cpu_pool`, as
 cluster.yaml's head does, and a worker with one logical GPU. config/serve.cluster.yaml deployed on it,
-with the weights from the S3 mirror (SeaweedFS): a voice uploaded through the
+with voices in S3 (SeaweedFS) and the weights from the S3 mirror: a voice uploaded through the
 ingress is spoken by the Synthesizer on the GPU node, and no CPU deployment is placed there."""
 
 import io
 import os
 
+import boto3
 import httpx
 import pytest
 import soundfile as sf
@@ -43,7 +44,12 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def base_url(cluster, s3_server, s3_vars, offline_models, tmp_path_factory):
+def voice_bucket(s3_server) -> str:
+    return s3_server.create_bucket()
+
+
+@pytest.fixture(scope="module")
+def base_url(cluster, s3_server, s3_vars, voice_bucket, offline_models, tmp_path_factory):
     with pytest.MonkeyPatch.context() as env:
         for key, value in s3_vars.items():
             env.setenv(key, value)
@@ -54,9 +60,8 @@ def base_url(cluster, s3_server, s3_vars, offline_models, tmp_path_factory):
     config = yaml.safe_load((REPO / "config" / "serve.cluster.yaml").read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": free_port()}
     app = config["applications"][0]
-    # The voice store cannot open S3 yet on this branch: the shared store is a local directory here,
-    # which every node of this one-machine cluster sees.
-    app["args"]["store"] = {"kind": "local", "path": str(tmp_path_factory.mktemp("shared-store"))}
+    app["args"]["store"].update(bucket=voice_bucket, endpoint_url=s3_server.endpoint,
+                                region="us-east-1")
     app["runtime_env"] = {"env_vars": s3_vars}  # S3 credentials, as an instance role would give
     d = deployments(config)
     for deployment in d.values():
@@ -73,7 +78,8 @@ def base_url(cluster, s3_server, s3_vars, offline_models, tmp_path_factory):
     stop_serve()
 
 
-def test_voice_is_spoken_on_the_gpu_node_and_cpu_deployments_stay_off_it(cluster, base_url, short_wav):
+def test_voice_is_spoken_on_the_gpu_node_and_cpu_deployments_stay_off_it(cluster, base_url, s3_server,
+                                                                         voice_bucket, short_wav):
     _, gpu_node = cluster
     with httpx.Client(base_url=base_url, timeout=300) as http:
         with open(short_wav, "rb") as f:
@@ -88,6 +94,8 @@ def test_voice_is_spoken_on_the_gpu_node_and_cpu_deployments_stay_off_it(cluster
 
     info = serve.get_deployment_handle("Synthesizer", app_name=APP).info.remote().result(timeout_s=60)
     assert info["node_id"] == gpu_node and info["model"] == "f5-tiny"
+    voices = boto3.client("s3", **s3_server.client_kwargs()).list_objects_v2(Bucket=voice_bucket)
+    assert any(o["Key"].startswith("tts/voices/carol/") for o in voices.get("Contents", []))  # shared, in S3
 
     replicas = {}
     for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
