@@ -1,7 +1,8 @@
 """`f5voice`: the voice service from a shell, over its public HTTP API only.
 
 Exit codes: 0 done; 2 usage (bad arguments, bad --url); 3 the API refused the request (HTTP 4xx);
-4 the service failed or could not be reached (HTTP 5xx, connection, timeout, broken stream).
+4 the service failed or could not be reached (HTTP 5xx, connection, timeout, broken stream);
+5 a job ended failed or cancelled.
 Errors go to stderr with the API's own message and code.
 """
 
@@ -19,7 +20,8 @@ from typing import Any, BinaryIO
 
 import httpx
 
-EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED = 2, 3, 4
+EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED, EXIT_JOB_FAILED = 2, 3, 4, 5
+JOB_POLL_S = 0.5
 DEFAULT_URL = "http://127.0.0.1:8000"
 SUFFIX_FORMATS = {".mp3": "mp3", ".opus": "opus", ".ogg": "opus", ".aac": "aac", ".flac": "flac",
                   ".wav": "wav", ".pcm": "pcm", ".raw": "pcm"}
@@ -260,10 +262,131 @@ def add_connection_arguments(parser: argparse.ArgumentParser, defaults: bool) ->
                         help="print the API's JSON instead of a summary")
 
 
+def job_fraction(job: dict) -> float:
+    progress = job.get("progress") or {}
+    if job["status"] == "succeeded":
+        return 1.0
+    total = progress.get("segments_total") or 0
+    return progress.get("segments_done", 0) / total if total else 0.0
+
+
+def job_label(job: dict) -> str:
+    progress = job.get("progress") or {}
+    label = f"{job['id']} {job['status']}"
+    if progress.get("segments_total"):
+        label += f", {progress['segments_done']}/{progress['segments_total']} segments"
+    if progress.get("audio_seconds"):
+        label += f", {progress['audio_seconds']:.1f} s of audio"
+    return label
+
+
+def finished_job(job: dict) -> dict:
+    """`job` if it succeeded; its error (in the API's words) as a CliError if it failed or was cancelled."""
+    if job["status"] == "succeeded":
+        return job
+    error = job.get("error") or {}
+    message = error.get("message") or f"the job was {job['status']}"
+    raise CliError(f"job {job['id']} {job['status']}: {message} [{error.get('code') or job['status']}]",
+                   EXIT_JOB_FAILED)
+
+
+def wait_for_job(api: Api, job: dict) -> dict:
+    """Poll until the job ends, drawing its progress on stderr."""
+    bar = ProgressBar()
+    try:
+        while True:
+            bar.update(job_fraction(job), job_label(job))
+            if job["status"] not in ("queued", "running"):
+                return finished_job(job)
+            time.sleep(JOB_POLL_S)
+            job = api.json("GET", f"/v1/jobs/{job['id']}")
+    finally:
+        bar.close()
+
+
+def fetch_job_audio(api: Api, job_id: str, output: str) -> None:
+    with api.stream("GET", f"/v1/jobs/{job_id}/audio") as chunks:
+        size, _ = write_stream(chunks, output, api)
+    if output != "-":
+        say(f"wrote {output} ({size / 1024:.0f} KiB)")
+
+
+def jobs_submit(api: Api, args: argparse.Namespace) -> None:
+    fmt = output_format(args) if args.output else (args.format or "mp3")
+    job = api.json("POST", "/v1/jobs", json=speech_body(args, fmt))
+    print(job["id"], flush=True)
+    if args.output or args.wait:
+        job = wait_for_job(api, job)
+    if args.output:
+        fetch_job_audio(api, job["id"], args.output)
+
+
+def jobs_status(api: Api, args: argparse.Namespace) -> None:
+    job = api.json("GET", f"/v1/jobs/{args.id}")
+    if args.wait:
+        job = wait_for_job(api, job)
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return
+    print(job_label(job))
+    if job.get("error"):
+        print(f"error: {job['error']['message']} [{job['error']['code']}]")
+    if job["status"] in ("failed", "cancelled"):
+        finished_job(job)
+
+
+def jobs_fetch(api: Api, args: argparse.Namespace) -> None:
+    if args.wait:
+        wait_for_job(api, api.json("GET", f"/v1/jobs/{args.id}"))
+    fetch_job_audio(api, args.id, args.output)
+
+
+def jobs_list(api: Api, args: argparse.Namespace) -> None:
+    jobs = api.json("GET", "/v1/jobs", params={"limit": args.limit})["data"]
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return
+    for job in jobs:
+        print(f"{job_label(job)}  voice={job['voice']}  {job['response_format']}  {job['created_at']}")
+    if not jobs:
+        say("no jobs")
+
+
+def jobs_rm(api: Api, args: argparse.Namespace) -> None:
+    for job_id in args.ids:
+        response = api.call("DELETE", f"/v1/jobs/{job_id}")
+        say(f"removed {job_id}" if response.status_code == 204 else f"cancelled {job_id}")
+
+
+def add_jobs_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    jobs = commands.add_parser("jobs", help="long texts as asynchronous jobs, with a progress bar")
+    job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    submit = job_commands.add_parser("submit", parents=[common],
+                                     help="submit a job; prints its id (with -o: waits and fetches the audio)")
+    add_speech_arguments(submit, output_required=False)
+    submit.add_argument("--wait", action="store_true", help="wait for the job to end, showing its progress")
+    submit.set_defaults(run=jobs_submit)
+    status = job_commands.add_parser("status", parents=[common], help="a job's status and progress")
+    status.add_argument("id")
+    status.add_argument("--wait", action="store_true", help="wait for the job to end, showing its progress")
+    status.set_defaults(run=jobs_status)
+    fetch = job_commands.add_parser("fetch", parents=[common], help="write a finished job's audio")
+    fetch.add_argument("id")
+    fetch.add_argument("--output", "-o", required=True, help="audio file to write; '-' for stdout")
+    fetch.add_argument("--wait", action="store_true", help="wait for the job to end first")
+    fetch.set_defaults(run=jobs_fetch)
+    listing = job_commands.add_parser("list", parents=[common], help="recent jobs, newest first")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(run=jobs_list)
+    rm = job_commands.add_parser("rm", parents=[common], help="cancel a running job or remove a finished one")
+    rm.add_argument("ids", nargs="+", metavar="ID")
+    rm.set_defaults(run=jobs_rm)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="f5voice", description="Clone voices and speak text with an F5-TTS voice service.",
-        epilog="Exit codes: 2 usage, 3 refused by the API (4xx), 4 service failed or unreachable.")
+        epilog="Exit codes: 2 usage, 3 refused by the API (4xx), 4 service failed or unreachable, 5 job failed.")
     add_connection_arguments(parser, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
     add_connection_arguments(common, defaults=False)
@@ -293,13 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     speak = commands.add_parser("say", parents=[common], help="speak text in a voice, streamed to a file or stdout")
     add_speech_arguments(speak)
     speak.set_defaults(run=say_command)
+    add_jobs_commands(commands, common)
     return parser
 
 
-def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
+def add_speech_arguments(parser: argparse.ArgumentParser, output_required: bool = True) -> None:
     parser.add_argument("text", help="the text to speak; '-' reads it from stdin")
     parser.add_argument("--voice", "-v", required=True)
-    parser.add_argument("--output", "-o", required=True, help="audio file to write; '-' for stdout")
+    parser.add_argument("--output", "-o", required=output_required, help="audio file to write; '-' for stdout")
     parser.add_argument("--format", "-f", choices=FORMATS, help="default: from the output's suffix (mp3 for -)")
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--seed", type=int)

@@ -23,7 +23,7 @@ def served_app(store: Path, backends, **settings) -> Iterator[str]:
     settings = ServiceSettings.model_validate({"store": {"path": str(store)}, **settings})
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, backends), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -115,3 +115,40 @@ def test_the_api_key_comes_from_the_option_or_the_environment(backends, short_wa
         assert refused.returncode == 3 and "invalid_api_key" in refused.stderr.decode()
         assert f5voice("voices", "list", "--api-key", "sk-cli-test", url=keyed).returncode == 0
         assert f5voice("voices", "list", url=keyed, env={"F5VOICE_API_KEY": "sk-cli-test"}).returncode == 0
+
+
+def test_jobs_submit_status_and_fetch(url, short_wav, tmp_path):
+    assert f5voice("voices", "add", "carol", str(short_wav), "--ref-text", SHORT_TEXT, url=url).returncode == 0
+    text = "A longer text for a job. It has several sentences. Each one is a segment. The job reports them."
+
+    # Submit and wait: the id on stdout, a progress bar on stderr ending at 100 %, the audio in the file.
+    out = tmp_path / "job.wav"
+    submitted = f5voice("jobs", "submit", text, "--voice", "carol", "-o", str(out), "--seed", "2", url=url)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.decode().strip()
+    progress = submitted.stderr.decode().splitlines()
+    assert progress[-2].startswith("[####") and "100%" in progress[-2] and "succeeded" in progress[-2]
+    audio, rate = sf.read(out)
+    assert rate == 24000 and len(audio) / rate > 2
+
+    status = f5voice("jobs", "status", job_id, "--json", url=url)
+    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "succeeded"
+    fetched = f5voice("jobs", "fetch", job_id, "-o", "-", url=url)
+    assert fetched.returncode == 0 and fetched.stdout == out.read_bytes()
+
+    # Submit without waiting, then wait through `status --wait` and fetch.
+    queued = f5voice("jobs", "submit", text, "-v", "carol", "--format", "mp3", url=url)
+    second = queued.stdout.decode().strip()
+    assert queued.returncode == 0 and second.startswith("job_") and second != job_id
+    waited = f5voice("jobs", "status", second, "--wait", url=url)
+    assert waited.returncode == 0 and "succeeded" in waited.stdout.decode()
+    assert f5voice("jobs", "fetch", second, "-o", str(tmp_path / "second.mp3"), url=url).returncode == 0
+    assert len(sf.read(convert(tmp_path / "second.mp3", tmp_path / "second.wav"))[0]) > 2 * 24000
+    assert job_id in f5voice("jobs", "list", url=url).stdout.decode()
+
+    unknown = f5voice("jobs", "status", "job_00000000000000000000", url=url)
+    assert unknown.returncode == 3 and "HTTP 404" in unknown.stderr.decode()
+    # A job whose voice is gone fails; the command says why and exits 5.
+    assert f5voice("voices", "rm", "carol", url=url).returncode == 0
+    failed = f5voice("jobs", "submit", text, "-v", "carol", "--wait", url=url)
+    assert failed.returncode in (3, 5), failed.stderr

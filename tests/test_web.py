@@ -181,3 +181,21 @@ def test_page_asks_for_the_api_key_when_keys_are_configured(browser, backends, t
         until(browser, lambda: "No voices yet" in text(browser, "service-state"), 30)
         assert not visible(browser, "error")
         assert browser.execute_script("return localStorage.getItem('f5voice.apiKey')") == "sk-web-test"
+
+
+def test_page_runs_a_long_text_as_a_job_with_a_progress_bar(browser, backends, short_wav, tmp_path):
+    with served_app(tmp_path / "store", backends) as url:
+        with short_wav.open("rb") as f:
+            assert httpx.post(f"{url}/v1/voices", data={"name": "dora", "ref_text": SHORT_TEXT},
+                              files={"file": ("dora.wav", f)}, timeout=60).status_code == 201
+        browser.get(url)
+        until(browser, lambda: visible(browser, "submit-job") and text(browser, "detail-name") == "dora", 30)
+        fill(browser, "text", "A job for the page. It has four sentences. Each is a segment. The bar fills up.")
+        browser.find_element(By.CSS_SELECTOR, "#format option[value=wav]").click()
+        click(browser, "submit-job")
+        until(browser, lambda: "succeeded" in text(browser, "job-state"))
+        assert "4/4 segments" in text(browser, "job-state")
+        assert browser.execute_script("return document.getElementById('job-progress').value") == 1
+        until(browser, lambda: player_state(browser)["duration"] > 2, 30)
+        assert player_state(browser)["error"] is None and not visible(browser, "error")
+        browser.save_screenshot(str(tmp_path / "web-page-job.png"))

@@ -270,21 +270,22 @@ async function speak() {
 // ---- jobs (shown when the service has /v1/jobs) ----
 
 function jobFraction(job) {
-  const p = job.progress;
-  if (typeof p === "number") return p > 1 ? p / 100 : p;
-  if (p && typeof p === "object") {
-    if (typeof p.fraction === "number") return p.fraction;
-    const done = p.segments_done ?? p.done;
-    const total = p.segments_total ?? p.total;
-    if (total) return done / total;
-  }
-  return job.status === "succeeded" ? 1 : 0;
+  const p = job.progress || {};
+  if (job.status === "succeeded") return 1;
+  return p.segments_total ? p.segments_done / p.segments_total : 0;
+}
+
+function jobLabel(job) {
+  const p = job.progress || {};
+  let label = `Job ${job.id}: ${job.status}`;
+  if (p.segments_total) label += `, ${p.segments_done}/${p.segments_total} segments`;
+  if (p.audio_seconds) label += `, ${p.audio_seconds.toFixed(1)} s of audio`;
+  return label;
 }
 
 function jobErrorOf(job) {
-  const e = job.error;
-  if (e && typeof e === "object") return new ApiError(0, e.code || "job_failed", e.message || "The job failed.");
-  return new ApiError(0, "job_failed", e || "The job failed.");
+  const e = job.error || { code: `job_${job.status}`, message: `The job was ${job.status}.` };
+  return new ApiError(0, e.code, e.message);
 }
 
 async function runJob() {
@@ -295,15 +296,14 @@ async function runJob() {
   progress.value = 0;
   let job = await (await api("POST", "/v1/jobs", { json: body })).json();
   const path = `/v1/jobs/${encodeURIComponent(job.id)}`;
-  while (!["succeeded", "failed", "cancelled"].includes(job.status)) {
-    $("job-state").textContent = `Job ${job.id}: ${job.status}`;
+  for (;;) {
+    progress.value = jobFraction(job);
+    $("job-state").textContent = jobLabel(job);
+    if (!["queued", "running"].includes(job.status)) break;
     await new Promise((resolve) => setTimeout(resolve, 500));
     job = await (await api("GET", path)).json();
-    progress.value = jobFraction(job);
   }
-  $("job-state").textContent = `Job ${job.id}: ${job.status}`;
   if (job.status !== "succeeded") throw jobErrorOf(job);
-  progress.value = 1;
   const blob = await (await api("GET", `${path}/audio`)).blob();
   const player = $("player");
   player.src = setAudio(blob, body.response_format);
