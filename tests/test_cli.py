@@ -148,7 +148,15 @@ def test_jobs_submit_status_and_fetch(url, short_wav, tmp_path):
 
     unknown = f5voice("jobs", "status", "job_00000000000000000000", url=url)
     assert unknown.returncode == 3 and "HTTP 404" in unknown.stderr.decode()
-    # A job whose voice is gone fails; the command says why and exits 5.
+    # A job that ends cancelled: waiting on it exits 5 and says so.
+    long_text = " ".join(f"Sentence number {i} of a long text for a job." for i in range(60))
+    job = httpx.post(f"{url}/v1/jobs", json={"voice": "carol", "input": long_text}, timeout=60).json()
+    cancelled = httpx.delete(f"{url}/v1/jobs/{job['id']}", timeout=60)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    waited = f5voice("jobs", "status", job["id"], "--wait", url=url)
+    assert waited.returncode == 5 and f"job {job['id']} cancelled" in waited.stderr.decode()
+
+    # A job for a voice that is gone is refused at submission, in the API's words.
     assert f5voice("voices", "rm", "carol", url=url).returncode == 0
-    failed = f5voice("jobs", "submit", text, "-v", "carol", "--wait", url=url)
-    assert failed.returncode in (3, 5), failed.stderr
+    refused = f5voice("jobs", "submit", text, "-v", "carol", "--wait", url=url)
+    assert refused.returncode == 3 and "[voice_not_found, HTTP 404]" in refused.stderr.decode()
