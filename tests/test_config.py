@@ -10,7 +10,7 @@ from speech_service.config import ServiceSettings, SynthesizerSettings, Transcri
 
 from conftest import REPO, deployments
 
-PROFILES = ["serve.yaml", "serve.offline.yaml"]
+PROFILES = ["serve.yaml", "serve.offline.yaml", "serve.offline-s3.yaml"]
 
 
 def load(name: str) -> dict:

@@ -148,3 +148,16 @@ def test_local_disk_errors_are_store_unavailable(tmp_path, monkeypatch):
     with pytest.raises(StoreUnavailable, match="No space left"):
         store.put("voices/a/voice.json", b"new", if_match=store.get("voices/a/voice.json").etag)
     assert store.get("voices/a/voice.json").data == b"old"
+
+
+def test_the_s3_demo_profile_is_the_offline_profile_with_an_s3_store():
+    import yaml
+
+    from conftest import REPO
+
+    offline, s3 = (yaml.safe_load((REPO / "config" / name).read_text())
+                   for name in ("serve.offline.yaml", "serve.offline-s3.yaml"))
+    store = s3["applications"][0]["args"].pop("store")
+    offline["applications"][0]["args"].pop("store")
+    assert s3 == offline
+    assert StoreSettings.model_validate(store).kind == "s3" and store["endpoint_url"] == "http://127.0.0.1:8333"
