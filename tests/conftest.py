@@ -122,7 +122,8 @@ def start_serve(config: dict, num_gpus: int = 1, address: str | None = None) -> 
     if address:
         ray.init(address=address, namespace="serve", log_to_driver=False)
     else:
-        ray.init(num_cpus=8, num_gpus=num_gpus, namespace="serve", include_dashboard=False,
+        # "local": a cluster of our own, even when another test run's cluster is up on this machine
+        ray.init(address="local", num_cpus=8, num_gpus=num_gpus, namespace="serve", include_dashboard=False,
                  log_to_driver=False)
     client = serve_start(http_options=config["http_options"])
     client.deploy_apps(ServeDeploySchema.model_validate(config))
