@@ -308,6 +308,10 @@ def join(waves: list[np.ndarray], overlap: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def _seconds(waves: list[np.ndarray]) -> float:
+    return round(sum(len(w) for w in waves) / audio.SAMPLE_RATE, 2)
+
+
 class JobRunner:
     """Runs jobs in this process (the ingress replica's event loop): one task per job it holds, and
     a periodic sweep that removes expired jobs and picks up jobs whose runner was lost."""
@@ -321,6 +325,9 @@ class JobRunner:
         # Finished records never change again: the sweep remembers when they expire instead of
         # reading them every time (on S3 each read is a request).
         self._expiry: dict[str, datetime] = {}
+        # Audio of the segments finished so far, per job this process runs: a retry after a failed
+        # Synthesizer call resumes after them (same text, same seed, so the same audio).
+        self._segments: dict[str, tuple[str, list[np.ndarray]]] = {}  # job id -> (voice clip sha256, audio)
 
     async def submit(self, body: SpeechRequest) -> JobRecord:
         """Check the request as `/v1/audio/speech` would (a bad one is an error now, not a failed job
@@ -384,6 +391,8 @@ class JobRunner:
             raise
         except Exception:  # e.g. the store is unreachable: the lease runs out and a sweep retries
             logger.exception("job %s: runner error", job_id)
+        finally:
+            self._segments.pop(job_id, None)
 
     async def _attempt(self, record: JobRecord) -> bool:
         """One attempt; True when the job went back to the queue for another."""
@@ -421,12 +430,16 @@ class JobRunner:
     async def _synthesize(self, record: JobRecord) -> None:
         body, attempt = record.request, record.attempts
         segments = split_segments(body.input, self.settings.segment_chars)
-        await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(segments_total=len(segments)))
         voice, wav = await asyncio.to_thread(self.speech.store.reference, body.voice)
         reference = audio.read_wav_bytes(wav)
+        clip, waves = self._segments.get(record.id) or (voice.sha256, [])
+        if clip != voice.sha256:  # the voice was replaced since: start again in the new one
+            waves = []
+        self._segments[record.id] = (voice.sha256, waves)
+        await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
+            segments_done=len(waves), segments_total=len(segments), audio_seconds=_seconds(waves)))
         options = body.model_dump(include=SAMPLING_FIELDS)
-        waves: list[np.ndarray] = []
-        for done, text in enumerate(segments, 1):
+        for done, text in enumerate(segments[len(waves):], len(waves) + 1):
             try:
                 wave = await asyncio.wait_for(
                     self.speech.backends.synthesize(reference, voice.ref_text, text, options),
@@ -434,10 +447,9 @@ class JobRunner:
             except TimeoutError:
                 raise TimeoutError(f"A Synthesizer call took over {self.settings.segment_timeout_s:g} s.") from None
             waves.append(wave)
-            seconds = round(sum(len(w) for w in waves) / audio.SAMPLE_RATE, 2)
             # Also the check between segments: a cancelled job stops here.
             await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
-                segments_done=done, segments_total=len(segments), audio_seconds=seconds))
+                segments_done=done, segments_total=len(segments), audio_seconds=_seconds(waves)))
         fade = body.cross_fade_duration
         fade = SynthesisDefaults().cross_fade_duration if fade is None else fade
         speech = join(waves, int(fade * audio.SAMPLE_RATE))

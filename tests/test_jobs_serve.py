@@ -2,6 +2,7 @@
 to the end; a Synthesizer replica killed under a job and an Ingress replica killed under a job do
 not leave it stuck; records and audio outlive the ingress."""
 
+import logging
 import os
 import signal
 import time
@@ -12,6 +13,7 @@ from ray import serve
 
 from conftest import LONG_TEXT, SHORT_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
 
+logger = logging.getLogger(__name__)
 APP = "tts"
 LEASE_S = 4.0
 
@@ -101,8 +103,11 @@ def test_a_job_survives_its_synthesizer_replica_being_killed(http):
     job_id = long_job(http)
     wait_job(http, job_id, mid_job, 120, "the job to be mid-way")
     os.kill(before["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
 
     done = wait_job(http, job_id, finished, 300, "the job to end after the kill")
+    logger.info("Synthesizer killed: job %s %.1f s later; previous attempt: %s", done["status"],
+                time.monotonic() - killed_at, done["last_error"])
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2 and done["last_error"]["code"] == "synthesis_failed", done
     assert "died" in done["last_error"]["message"].lower() or "Actor" in done["last_error"]["message"], done
@@ -119,6 +124,7 @@ def test_jobs_survive_an_ingress_restart(http):
     wait_job(http, job_id, mid_job, 120, "the job to be mid-way")
     pid = ingress.info.remote().result(timeout_s=30)["pid"]
     os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
 
     deadline = time.monotonic() + 120  # until Serve has a new ingress replica answering
     while True:
@@ -135,6 +141,8 @@ def test_jobs_survive_an_ingress_restart(http):
         assert job(http, old["id"])["status"] == "succeeded"
         assert http.get(old["audio_url"]).status_code == 200
     # The running job lost its runner: the new ingress's sweep takes it over once the lease lapses.
+    logger.info("Ingress killed: serving again %.1f s later", time.monotonic() - killed_at)
     done = wait_job(http, job_id, finished, 300, "the orphaned job to end")
+    logger.info("Ingress killed: job %s %.1f s later", done["status"], time.monotonic() - killed_at)
     assert done["status"] == "succeeded" and done["attempts"] == 2, done
     assert http.get(done["audio_url"]).status_code == 200
