@@ -19,7 +19,6 @@ from . import audio
 from .config import ServiceSettings
 from .errors import PayloadTooLarge, ServiceError, Unauthorized, unwrap
 from .jobs import JobRunner, JobStore
-from .objects import open_object_store
 from .schemas import ErrorResponse, Job, JobList, SpeechRequest, VoiceCreated, VoiceList, VoicePatch
 from .speech import Backends, SpeechService
 from .store import VoiceRecord, VoiceStore, open_store
@@ -71,7 +70,7 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     store = store or open_store(settings.store)
     limits = settings.limits
     speech_service = SpeechService(settings, store, backends)
-    jobs = JobStore(open_object_store(settings.store), settings.jobs)
+    jobs = JobStore(store.objects, settings.jobs)  # beside the voices: same bucket or directory
     job_runner = JobRunner(jobs, speech_service, settings.jobs)
 
     @asynccontextmanager

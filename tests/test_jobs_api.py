@@ -20,10 +20,19 @@ def backends(synth_settings, whisper_settings):
     return InProcessBackends(SynthesisEngine.load(synth_settings), WhisperBackend(whisper_settings))
 
 
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path) -> dict:
+    """The `store` settings: a directory, or a bucket on a real S3 server (SeaweedFS)."""
+    if request.param == "local":
+        return {"path": str(tmp_path / "store")}
+    server = request.getfixturevalue("s3_server")
+    request.getfixturevalue("s3_env")
+    return {"kind": "s3", "bucket": server.create_bucket(), "endpoint_url": server.endpoint}
+
+
 @pytest.fixture
-def client(tmp_path, backends, short_wav):
-    settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")},
-                                               "jobs": {"segment_chars": 120}})
+def client(store, backends, short_wav):
+    settings = ServiceSettings.model_validate({"store": store, "jobs": {"segment_chars": 120}})
     with TestClient(create_app(settings, backends)) as client:  # `with`: the app's lifespan runs the jobs
         assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201
         yield client
@@ -101,8 +110,8 @@ def test_unknown_job_is_404(client):
     assert_error(client.delete("/v1/jobs/job_0123456789abcdef0123"), 404, "job_not_found")
 
 
-def test_jobs_outlive_the_app_that_ran_them(tmp_path, backends, short_wav):
-    settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")}})
+def test_jobs_outlive_the_app_that_ran_them(store, backends, short_wav):
+    settings = ServiceSettings.model_validate({"store": store})
     with TestClient(create_app(settings, backends)) as first:
         upload(first, "alice", short_wav, ref_text=SHORT_TEXT)
         job = first.post("/v1/jobs", json={"voice": "alice", "input": "Hello.", "response_format": "flac"}).json()
