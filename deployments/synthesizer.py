@@ -96,7 +96,9 @@ class Synthesizer:
         return {
             "replica": serve.get_replica_context().replica_id.unique_id,
             "node_id": ray.get_runtime_context().get_node_id(),
+            "actor_id": ray.get_runtime_context().get_actor_id(),
             "pid": os.getpid(),
+            "defaults": engine.defaults.model_dump() if engine else None,
             "model": engine.model_name if engine else None,
             "device": engine.device if engine else None,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

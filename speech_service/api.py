@@ -27,8 +27,9 @@ from .voices import correct_ref_text, register_voice
 logger = logging.getLogger(__name__)
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}},
+                        headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
@@ -45,7 +46,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError):
-        return error_response(exc.status_code, exc.code, exc.message)
+        return error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError):
@@ -61,7 +62,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected(_: Request, exc: Exception):
         cause = unwrap(exc)
         if isinstance(cause, ServiceError):  # raised inside a replica and carried back by Ray
-            return error_response(cause.status_code, cause.code, cause.message)
+            return error_response(cause.status_code, cause.code, cause.message, cause.headers)
         logger.exception("unhandled error")
         return error_response(500, "internal_error", "Internal error; see the service logs.")
 

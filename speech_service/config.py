@@ -95,6 +95,14 @@ class LimitSettings(_Strict):
     # Plausible speaking rate of a reference transcript, in characters per second of clip.
     min_ref_chars_per_second: float = 0.3
     max_ref_chars_per_second: float = 30.0
+    # How long a request may wait for the Synthesizer or Transcriber (for a stream: for its first
+    # audio) before it is answered 504 `request_timeout`. Includes a cold start from zero replicas.
+    request_timeout_s: float = Field(300.0, gt=0)
+    # How long a request waits for a model replica that no node can host before it is answered
+    # 503 `capacity_unavailable` (an autoscaler may add a fitting node within this time).
+    capacity_wait_s: float = Field(30.0, gt=0)
+    # `Retry-After` of our 503s when Serve's backpressure_config does not give one.
+    retry_after_s: float = Field(5.0, ge=1)
 
 
 class JobSettings(_Strict):

@@ -5,11 +5,19 @@ class ServiceError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: float | None = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries (`Retry-After` in whole seconds, for 503s that pass)."""
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
 
 
 class BadRequest(ServiceError):
@@ -51,7 +59,8 @@ class ModelUnavailable(ServiceError):
 
 def unwrap(exc: BaseException) -> BaseException:
     """Return the exception raised inside a Ray replica, not Ray's wrapper around it."""
-    while getattr(exc, "cause", None) is not None and exc.cause is not exc:
+    # Only exceptions count: some Ray errors keep a non-exception `cause` (e.g. a death context).
+    while isinstance(getattr(exc, "cause", None), BaseException) and exc.cause is not exc:
         exc = exc.cause
     return exc
 
@@ -61,3 +70,38 @@ class StoreUnavailable(ServiceError):
 
     status_code = 503
     code = "store_unavailable"
+
+
+class SynthesizerUnavailable(ServiceError):
+    """The Synthesizer replica died during the request (and during its one retry)."""
+
+    status_code = 503
+    code = "synthesizer_unavailable"
+
+
+class TranscriberUnavailable(ServiceError):
+    """The Transcriber replica died during the request (and during its one retry)."""
+
+    status_code = 503
+    code = "transcriber_unavailable"
+
+
+class Overloaded(ServiceError):
+    """A model deployment's queue (`max_queued_requests`) is full."""
+
+    status_code = 503
+    code = "overloaded"
+
+
+class CapacityUnavailable(ServiceError):
+    """A model deployment's replica cannot be placed on any node; the message names what it needs."""
+
+    status_code = 503
+    code = "capacity_unavailable"
+
+
+class RequestTimeout(ServiceError):
+    """The model did not answer (or send its first audio) within `limits.request_timeout_s`."""
+
+    status_code = 504
+    code = "request_timeout"

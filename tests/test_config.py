@@ -29,7 +29,10 @@ def test_profiles_validate_as_serve_configs_and_settings(profile):
     TranscriberSettings.model_validate(d["Transcriber"]["user_config"])
     for name in ("Synthesizer", "Transcriber"):
         scaling = d[name]["autoscaling_config"]
-        assert scaling["min_replicas"] == 0 and scaling["initial_replicas"] == 0
+        # Serve resets a deployment to `initial_replicas` on every config change; it must be absent
+        # so a user_config change reconfigures the warm replica instead of stopping it.
+        assert scaling["min_replicas"] == 0 and "initial_replicas" not in scaling
+        assert d[name]["max_queued_requests"] > 0 and d[name]["backpressure_config"]["retry_after_s"] > 0
     assert d["Ingress"]["autoscaling_config"]["min_replicas"] >= 1
 
 
