@@ -29,6 +29,9 @@ def test_cluster_profile_is_the_production_profile_plus_placement_store_and_mirr
 
     expected = copy.deepcopy(single)  # every other setting stays as the single-machine profile has it
     expected["applications"][0]["args"]["store"] = args["store"]
+    # Waits long enough for the autoscaler to boot a GPU node (a scale-up from zero is not refused).
+    for field in ("request_timeout_s", "capacity_wait_s"):
+        expected["applications"][0]["args"]["limits"][field] = args["limits"][field]
     e = deployments(expected)
     for name in ("Ingress", "Transcriber"):
         e[name]["ray_actor_options"]["resources"] = {CPU_POOL: 1}
