@@ -28,6 +28,7 @@ from speech_service.errors import (
     TranscriberUnavailable,
     unwrap,
 )
+from speech_service.logs import route_to_serve_logs
 from speech_service.objects import ObjectStore
 
 logger = logging.getLogger("ray.serve")
@@ -161,12 +162,14 @@ class _FirstPiece:
 @serve.ingress()
 class Ingress:
     def __init__(self, settings: dict[str, Any], synthesizer: DeploymentHandle, transcriber: DeploymentHandle):
+        route_to_serve_logs()
         self.settings = ServiceSettings.model_validate(settings)
         self.backends = ServeBackends(synthesizer, transcriber, open_status_store(self.settings.store),
                                       self.settings.limits, serve.get_replica_context().app_name)
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.settings, self.backends)
+        # Serve's proxy takes or makes X-Request-ID, returns it and carries it through the handles.
+        return create_app(self.settings, self.backends, echo_request_id=False)
 
     def info(self) -> dict[str, Any]:
         """Operator info: which replica, in which process."""

@@ -19,6 +19,7 @@ from ray import serve
 from deployments.replica import cold_start_clock, report_cold_start, threads
 from speech_service.config import SynthesizerSettings
 from speech_service.errors import ModelUnavailable
+from speech_service.logs import route_to_serve_logs
 
 if TYPE_CHECKING:
     from speech_service.engine import SynthesisEngine, SynthesisParams
@@ -38,6 +39,7 @@ class Synthesizer:
     def __init__(self, store: dict[str, Any] | None = None) -> None:
         self._clock = cold_start_clock("Synthesizer")  # first: the worker's start ends here
         self._store = store  # the app's StoreSettings, where the cold-start record goes
+        route_to_serve_logs()
         self._lock = threading.Lock()
         self._settings: SynthesizerSettings | None = None
         self._engine: SynthesisEngine | None = None

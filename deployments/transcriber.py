@@ -12,6 +12,7 @@ from ray import serve
 from deployments.replica import cold_start_clock, report_cold_start, threads
 from speech_service.config import TranscriberSettings
 from speech_service.errors import ModelUnavailable
+from speech_service.logs import route_to_serve_logs
 from speech_service.transcription import WhisperBackend
 
 logger = logging.getLogger("ray.serve")
@@ -25,6 +26,7 @@ class Transcriber:
     def __init__(self, store: dict[str, Any] | None = None) -> None:
         self._clock = cold_start_clock("Transcriber")  # first: the worker's start ends here
         self._store = store  # the app's StoreSettings, where the cold-start record goes
+        route_to_serve_logs()
         self._lock = threading.Lock()
         self._settings: TranscriberSettings | None = None
         self._backend: WhisperBackend | None = None

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -154,10 +155,14 @@ def encode(audio: np.ndarray, fmt: str) -> bytes:
     if fmt == "wav":
         return to_wav_bytes(audio)
     _, args = FORMATS[fmt]
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1",
-           "-i", "pipe:0", *args, "pipe:1"]
-    proc = subprocess.run(cmd, input=to_pcm16(audio), capture_output=True, check=True)
-    return proc.stdout
+    # A seekable file, not a pipe: when done, the muxer goes back to the header and writes the length
+    # (FLAC STREAMINFO's sample count, MP3's Xing/LAME frame count). Streams cannot; see encode_stream.
+    with tempfile.TemporaryDirectory(prefix="encode-") as directory:
+        out = Path(directory) / f"speech.{fmt}"
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1",
+               "-i", "pipe:0", *args, str(out)]
+        subprocess.run(cmd, input=to_pcm16(audio), capture_output=True, check=True)
+        return out.read_bytes()
 
 
 def _wav_header(data_bytes: int) -> bytes:

@@ -1,16 +1,35 @@
-"""Typed errors. Each carries the HTTP status and machine-readable code it maps to (once, in api.py)."""
+"""Typed errors. The class decides the HTTP status, OpenAI's error `type` and a machine-readable
+`code` (mapped to HTTP once, in api.py); `param` names the request field at fault, if there is one."""
+
+from __future__ import annotations
+
+# OpenAI's error `type` by HTTP status, for classes that do not name their own.
+_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error",
+          503: "service_unavailable", 504: "timeout_error"}
+
+
+def error_type_for(status: int) -> str:
+    default = "invalid_request_error" if status < 500 else "server_error"
+    return _TYPES.get(status, default)
 
 
 class ServiceError(Exception):
     status_code = 500
     code = "internal_error"
+    error_type: str | None = None  # None: derived from the status (see `type`)
 
-    def __init__(self, message: str, *, code: str | None = None, retry_after_s: float | None = None):
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
+                 retry_after_s: float | None = None):
         super().__init__(message)
         self.message = message
+        self.param = param
         if code:
             self.code = code
         self.retry_after_s = retry_after_s
+
+    @property
+    def type(self) -> str:
+        return self.error_type or error_type_for(self.status_code)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -33,6 +52,11 @@ class Unauthorized(ServiceError):
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status_code = 405
+    code = "method_not_allowed"
 
 
 class Conflict(ServiceError):

@@ -7,7 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .store import VoiceRecord
+from .store import NAME_RE, VoiceRecord
+
+VOICE_NAME_PATTERN = NAME_RE.pattern
+LANGUAGE_PATTERN = r"^([a-z]{2,3})?$"  # an ISO 639 code as Whisper names languages; empty = detect
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
@@ -15,11 +18,13 @@ ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 class SpeechRequest(BaseModel):
     """OpenAI's `POST /v1/audio/speech` body plus F5-TTS's sampling knobs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"model": "tts-1", "input": "Hello there.", "voice": "alice", "response_format": "wav", "nfe_step": 4},
+    ]})
 
     model: str = "f5-tts"
-    input: str = Field(..., description="Text to speak")
-    voice: str = Field(..., description="Name of a stored voice")
+    input: str = Field(..., pattern=r"\S", description="Text to speak (not only whitespace)")
+    voice: str = Field(..., pattern=VOICE_NAME_PATTERN, description="Name of a stored voice")
     response_format: ResponseFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
     # F5-TTS extensions; None = the Synthesizer's configured default.
@@ -49,8 +54,13 @@ class VoicePatch(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str
-    message: str
+    """OpenAI's error object."""
+
+    message: str = Field(..., description="What went wrong, ending with the request id")
+    type: str = Field(..., description="invalid_request_error, authentication_error, rate_limit_error, "
+                                       "server_error, service_unavailable or timeout_error")
+    param: str | None = Field(None, description="The request field at fault, if one is")
+    code: str = Field(..., description="Machine-readable reason, e.g. voice_not_found")
 
 
 class ErrorResponse(BaseModel):

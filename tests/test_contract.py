@@ -1,0 +1,157 @@
+"""The HTTP contract against its own OpenAPI document: schemathesis's engine (what its CLI runs:
+examples, coverage, fuzzing and stateful phases) sends valid and invalid requests to every route of
+the in-process app over the real tiny models and applies all of its checks."""
+
+import io
+import json
+import logging
+import pickle
+import subprocess
+from collections import Counter
+
+import pytest
+import schemathesis
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status, events, from_schema
+from test_api import backends, make_client, upload  # noqa: F401  (backends: the fixture)
+
+from speech_service.errors import Unprocessable
+from speech_service.logs import OUR_LOGGERS, configure_logging, valid_request_id
+
+from conftest import SHORT_TEXT
+
+# All checks, a bounded number of examples per operation. Uploaded audio and transcript plausibility
+# cannot be written in JSON Schema: a schema-valid upload of random bytes is rightly refused (400
+# undecodable_audio, 422 implausible_ref_text), so that operation also accepts those for valid data.
+CONFIG = """
+workers = 1
+seed = 7
+
+[checks]
+enabled = true
+
+[generation]
+max-examples = 20
+
+# 413 (input text over its limit) is a rejection too.
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+
+[[operations]]
+include-path = "/v1/voices"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "413", "422", "5xx"]
+"""
+
+
+def contract_failures(app) -> tuple[list[str], Counter]:
+    """Run schemathesis on `app`; return its failures (one line each) and how often each operation
+    answered each status."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=SchemathesisConfig.from_str(CONFIG))
+    failures, answers = [], Counter()
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            for case_id, interaction in event.recorder.interactions.items():
+                answers[event.label, interaction.response.status_code if interaction.response else None] += 1
+            for case_id, checks in event.recorder.checks.items():
+                for check in checks:
+                    if check.status == Status.FAILURE:
+                        case = event.recorder.cases[case_id].value
+                        failures.append(f"{event.label}: {check.name}: {check.failure_info.failure.title} "
+                                        f"[{case.method} {case.formatted_path} {case.body!r:.2000}]")
+        elif isinstance(event, (events.NonFatalError, events.FatalError)):
+            failures.append(f"error: {event.info if hasattr(event, 'info') else event.exception}")
+    return sorted(set(failures)), answers
+
+
+def test_every_route_keeps_its_documented_contract(tmp_path, backends, short_wav):  # noqa: F811
+    client = make_client(tmp_path, backends)
+    assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201  # a voice to speak in
+    failures, answers = contract_failures(client.app)
+    assert sum(answers.values()) > 200
+    assert answers["POST /v1/audio/speech", 200] > 0  # the documented example speaks
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture
+def client(tmp_path, backends, short_wav):  # noqa: F811
+    client = make_client(tmp_path, backends)
+    upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    return client
+
+
+def test_errors_name_their_type_and_field(client, tmp_path, backends):  # noqa: F811
+    r = client.post("/v1/audio/speech", json={"voice": "alice", "input": "Hi.", "speed": 10})
+    assert r.status_code == 422
+    assert r.json()["error"] | {"message": None} == {
+        "message": None, "type": "invalid_request_error", "param": "speed", "code": "invalid_request"}
+    assert client.get("/v1/voices/nobody").json()["error"]["type"] == "invalid_request_error"
+    secured = make_client(tmp_path / "secured", backends, api_keys=["sk-one"])
+    assert secured.get("/v1/voices").json()["error"]["type"] == "authentication_error"
+
+
+def test_unsupported_methods_answer_405_with_allow(client):
+    r = client.put("/v1/voices")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert set(r.headers["allow"].split(", ")) >= {"GET", "POST"}
+    r = client.post("/v1/voices/alice")
+    assert set(r.headers["allow"].split(", ")) >= {"GET", "PATCH", "DELETE"} and "POST" not in r.headers["allow"]
+
+
+def test_every_response_carries_a_request_id(client):
+    made = {client.get(path).headers["x-request-id"] for path in ("/healthz", "/v1/voices", "/v1/voices/x y")}
+    assert len(made) == 3 and all(valid_request_id(i) for i in made)  # one of ours for each
+    mine = {"X-Request-ID": "caller-id-42"}
+    speech = {"voice": "alice", "input": "Hello there.", "nfe_step": 2, "response_format": "pcm"}
+    assert client.post("/v1/audio/speech", json=speech, headers=mine).headers["x-request-id"] == "caller-id-42"
+    with client.stream("POST", "/v1/audio/speech", json={**speech, "stream": True}, headers=mine) as r:
+        assert r.status_code == 200 and r.headers["x-request-id"] == "caller-id-42"
+    error = client.post("/v1/audio/speech", json={**speech, "voice": "nobody"}, headers=mine)
+    assert error.headers["x-request-id"] == "caller-id-42"
+    assert error.json()["error"]["message"].endswith("(request id: caller-id-42)")
+    assert client.put("/v1/voices", headers=mine).headers["x-request-id"] == "caller-id-42"
+
+
+def test_a_malformed_request_id_is_refused(client):
+    r = client.get("/v1/voices", headers={"X-Request-ID": "x" * 129})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "X-Request-ID"
+    assert valid_request_id(r.headers["x-request-id"])  # one of ours, not the caller's
+
+
+def test_log_lines_carry_the_request_id(client):
+    lines = io.StringIO()
+    configure_logging(stream=lines)
+    try:
+        client.get("/v1/voices/nobody", headers={"X-Request-ID": "find-me-7"})
+    finally:
+        for name in OUR_LOGGERS:
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+    assert "[find-me-7] GET /v1/voices/nobody -> 404 voice_not_found" in lines.getvalue()
+
+
+def test_errors_keep_code_and_field_across_processes():
+    # Ray pickles an exception raised in a replica to re-raise it in the ingress.
+    error = pickle.loads(pickle.dumps(Unprocessable("too long", code="text_too_long", param="input")))
+    assert (error.status_code, error.type, error.code, error.param) == (422, "invalid_request_error",
+                                                                         "text_too_long", "input")
+
+
+def probe(path) -> tuple[float, float]:
+    """(duration, start time) in seconds as ffprobe reads them from the file's headers."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration,start_time", "-of", "json",
+                          str(path)], capture_output=True, text=True, check=True).stdout
+    fields = json.loads(out)["format"]
+    assert fields.get("duration") not in (None, "N/A"), f"{path.name} does not say how long it is"
+    return float(fields["duration"]), float(fields.get("start_time", 0))
+
+
+@pytest.mark.parametrize("fmt, frame_samples", [("flac", 4608), ("mp3", 576)])
+def test_whole_files_state_their_length(client, tmp_path, fmt, frame_samples):
+    body = {"voice": "alice", "input": "Hello there, how are you?", "nfe_step": 2, "seed": 4}
+    samples = len(client.post("/v1/audio/speech", json={**body, "response_format": "pcm"}).content) // 2
+    r = client.post("/v1/audio/speech", json={**body, "response_format": fmt})
+    path = tmp_path / f"speech.{fmt}"
+    path.write_bytes(r.content)
+    duration, start = probe(path)  # an MP3 starts after the encoder's delay, which its LAME header names
+    assert abs(duration - start - samples / 24000) <= frame_samples / 24000
