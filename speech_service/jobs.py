@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from . import audio
 from .config import JobSettings, SynthesisDefaults
-from .errors import Conflict, NotFound, ServiceError, unwrap
+from .errors import Conflict, NotFound, Overloaded, ServiceError, unwrap
 from .objects import ObjectStore, PreconditionFailed
 from .schemas import Job, JobError, JobProgress, JobStatus, SpeechRequest
 from .speech import SAMPLING_FIELDS, SpeechService
@@ -440,13 +440,7 @@ class JobRunner:
             segments_done=len(waves), segments_total=len(segments), audio_seconds=_seconds(waves)))
         options = body.model_dump(include=SAMPLING_FIELDS)
         for done, text in enumerate(segments[len(waves):], len(waves) + 1):
-            try:
-                wave = await asyncio.wait_for(
-                    self.speech.backends.synthesize(reference, voice.ref_text, text, options),
-                    self.settings.segment_timeout_s)
-            except TimeoutError:
-                raise TimeoutError(f"A Synthesizer call took over {self.settings.segment_timeout_s:g} s.") from None
-            waves.append(wave)
+            waves.append(await self._segment(reference, voice.ref_text, text, options))
             # Also the check between segments: a cancelled job stops here.
             await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
                 segments_done=done, segments_total=len(segments), audio_seconds=_seconds(waves)))
@@ -456,6 +450,23 @@ class JobRunner:
         data = await asyncio.to_thread(audio.encode, speech, body.response_format)
         await asyncio.to_thread(self.store.succeed, record.id, attempt, data)
         logger.info("job %s: succeeded on attempt %d", record.id, attempt)
+
+    async def _segment(self, reference: np.ndarray, ref_text: str, text: str, options: dict) -> np.ndarray:
+        """One Synthesizer call, within `segment_timeout_s`. A full queue (503 `overloaded`) is waited
+        out as its Retry-After says, within the same time: busy is not a failed attempt."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.segment_timeout_s
+        while True:
+            try:
+                return await asyncio.wait_for(self.speech.backends.synthesize(reference, ref_text, text, options),
+                                              max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                raise TimeoutError(f"A Synthesizer call took over {self.settings.segment_timeout_s:g} s.") from None
+            except Overloaded as exc:
+                wait = exc.retry_after_s or self.settings.retry_delay_s
+                if loop.time() + wait >= deadline:
+                    raise
+                await asyncio.sleep(wait)
 
     async def _failed(self, record: JobRecord, exc: Exception) -> bool:
         cause = unwrap(exc)

@@ -14,7 +14,7 @@ import soundfile as sf
 
 from speech_service import audio
 from speech_service.config import JobSettings, ServiceSettings
-from speech_service.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from speech_service.errors import BadRequest, Conflict, NotFound, Overloaded, PayloadTooLarge, Unprocessable
 from speech_service.jobs import JobRunner, JobStore, Superseded, join, split_segments
 from speech_service.objects import LocalObjectStore, S3ObjectStore
 from speech_service.schemas import JobProgress, SpeechRequest
@@ -238,6 +238,17 @@ def test_a_replica_death_is_retried(tmp_path):
     assert record.status == "succeeded" and record.attempts == 2 and backends.calls == 3
     assert record.progress == JobProgress(segments_done=2, segments_total=2, audio_seconds=1.0)
     assert record.last_error.code == "synthesis_failed" and "ReplicaDied" in record.last_error.message
+
+
+def test_a_full_synthesizer_queue_is_waited_out_without_spending_attempts(tmp_path):
+    backends = Backends(fail=lambda n: Overloaded("queue full", retry_after_s=0.1) if n <= 3 else None)
+    runner = make_runner(tmp_path, backends, max_attempts=1)
+
+    async def scenario():
+        return await finished(runner, (await runner.submit(request())).id)
+
+    record = asyncio.run(scenario())
+    assert record.status == "succeeded" and record.attempts == 1 and backends.calls == 4
 
 
 def test_repeated_deaths_fail_the_job_with_the_reason(tmp_path):

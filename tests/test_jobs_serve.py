@@ -109,8 +109,9 @@ def test_a_job_survives_its_synthesizer_replica_being_killed(http):
     logger.info("Synthesizer killed: job %s %.1f s later; previous attempt: %s", done["status"],
                 time.monotonic() - killed_at, done["last_error"])
     assert done["status"] == "succeeded", done
-    assert done["attempts"] == 2 and done["last_error"]["code"] == "synthesis_failed", done
-    assert "died" in done["last_error"]["message"].lower() or "Actor" in done["last_error"]["message"], done
+    # The call that died is sent again: by the ingress's handle wrapper (one retry, within the
+    # attempt), or, should the new replica die too, by the job as a second attempt.
+    assert done["attempts"] == 1 or done["last_error"]["code"] in ("synthesis_failed", "synthesizer_unavailable"), done
     assert synthesizer.info.remote().result(timeout_s=60)["pid"] != before["pid"]  # Serve replaced it
     r = http.get(done["audio_url"])
     assert r.status_code == 200 and len(r.content) > 44
