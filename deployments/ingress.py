@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -57,7 +58,8 @@ class ServeBackends:
 
     async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
         return await self._call("Synthesizer", SynthesizerUnavailable,
-                                lambda: self.synthesizer.synthesize.remote(reference, ref_text, text, options))
+                                lambda: self.synthesizer.synthesize.remote(reference, ref_text, text, options,
+                                                                                dispatched_at=time.time()))
 
     async def stream(self, reference: np.ndarray, ref_text: str, text: str,
                      options: dict[str, Any]) -> AsyncIterator[np.ndarray]:
@@ -66,7 +68,8 @@ class ServeBackends:
 
         def start() -> _FirstPiece:
             nonlocal current
-            current = _FirstPiece(handle.synthesize_stream.remote(reference, ref_text, text, options))
+            current = _FirstPiece(handle.synthesize_stream.remote(reference, ref_text, text, options,
+                                                                  dispatched_at=time.time()))
             return current
 
         # Until the first piece, the stream is a call like any other (retry, timeout, capacity).

@@ -8,7 +8,7 @@ import ray
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
-from speech_service import coldstart
+from speech_service import coldstart, metrics
 from speech_service.config import StoreSettings
 from speech_service.devices import cpu_threads
 
@@ -33,5 +33,6 @@ def cold_start_clock(deployment: str) -> coldstart.ColdStartClock:
 def report_cold_start(clock: coldstart.ColdStartClock, store: dict[str, Any] | None) -> None:
     """Log the finished start and, when the app gave us its store, keep it for `/v1/status`."""
     record = clock.record()
+    metrics.record_cold_start(record["total_s"])
     if store is not None:
         coldstart.save(coldstart.open_status_store(StoreSettings.model_validate(store)), record)

@@ -17,6 +17,7 @@ import ray
 from ray import serve
 
 from deployments.replica import cold_start_clock, report_cold_start, threads
+from speech_service import metrics
 from speech_service.config import SynthesizerSettings
 from speech_service.errors import ModelUnavailable
 from speech_service.logs import route_to_serve_logs
@@ -83,12 +84,15 @@ class Synthesizer:
 
         return engine, SynthesisParams.from_request(engine.defaults, **options)
 
-    def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
+    def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any],
+                   dispatched_at: float | None = None) -> np.ndarray:
+        metrics.record_queue_wait(dispatched_at)
         engine, params = self._ready(options)
         return engine.synthesize(reference, ref_text, text, params)
 
     def synthesize_stream(self, reference: np.ndarray, ref_text: str, text: str,
-                          options: dict[str, Any]) -> Iterator[np.ndarray]:
+                          options: dict[str, Any], dispatched_at: float | None = None) -> Iterator[np.ndarray]:
+        metrics.record_queue_wait(dispatched_at)
         engine, params = self._ready(options)
         yield from engine.stream(reference, ref_text, text, params)
 

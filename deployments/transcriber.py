@@ -10,6 +10,7 @@ import numpy as np
 from ray import serve
 
 from deployments.replica import cold_start_clock, report_cold_start, threads
+from speech_service import metrics
 from speech_service.config import TranscriberSettings
 from speech_service.errors import ModelUnavailable
 from speech_service.logs import route_to_serve_logs
@@ -58,8 +59,15 @@ class Transcriber:
         with self._lock:
             self._calls += 1
         if self._backend is None:
+            metrics.transcriptions().inc(1, tags={"outcome": "model_unavailable"})
             raise ModelUnavailable(self._load_error)
-        return self._backend.transcribe(audio, language)
+        try:
+            text = self._backend.transcribe(audio, language)
+        except Exception:
+            metrics.transcriptions().inc(1, tags={"outcome": "error"})
+            raise
+        metrics.transcriptions().inc(1, tags={"outcome": "ok"})
+        return text
 
     def stats(self) -> dict[str, Any]:
         """How many transcriptions this replica has served (the tests count them)."""

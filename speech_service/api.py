@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import audio
+from . import audio, metrics
 from .config import ServiceSettings
 from .errors import (
     BadRequest,
@@ -148,6 +148,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         else:
             logger.exception("unhandled error in %s %s", request.method, request.url.path)
             response = error_response(500, "internal_error", "Internal error; see the service logs.")
+        # Also outside the request counter.
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        metrics.record_request(route, request.method, response.status_code)
         if getattr(request.state, "echo_request_id", True):
             response.headers[REQUEST_ID_HEADER] = request_id
         return response
@@ -187,6 +190,26 @@ class RequestIdMiddleware:
                                code="invalid_request_id", param=REQUEST_ID_HEADER)
             return await service_error_response(error)(scope, receive, send_with_id)
         await self.app(scope, receive, send_with_id)
+
+
+class RequestCounter:
+    """Counts answered requests by route template (not the raw path, so the label set stays small),
+    method and status."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                metrics.record_request(route, scope["method"], message["status"])
+            await send(message)
+
+        await self.app(scope, receive, send_counted)
 
 
 def _document(app: FastAPI, settings: ServiceSettings) -> None:
@@ -264,6 +287,7 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
         return FileResponse(web / "index.html")
 
     app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
+    app.add_middleware(RequestCounter)
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import numpy as np
 
-from . import audio
+from . import audio, metrics
 from .config import ServiceSettings
 from .errors import BadRequest, PayloadTooLarge
 from .schemas import SpeechRequest
@@ -60,24 +61,32 @@ class SpeechService:
 
     async def synthesize(self, body: SpeechRequest) -> bytes:
         """The whole speech, encoded in the requested format."""
+        started = time.monotonic()
         self.check(body)
         ref_text, reference = await self._voice(body)
         options = body.model_dump(include=SAMPLING_FIELDS)
         speech = await self.backends.synthesize(reference, ref_text, body.input, options)
+        metrics.record_first_audio(started, stream=False)
+        metrics.record_speech(len(speech) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
         return await asyncio.to_thread(audio.encode, speech, body.response_format)
 
     async def stream(self, body: SpeechRequest) -> AsyncIterator[bytes]:
         """Encoded audio as segments are ready. The first piece is awaited before this returns, so
         errors surface here (and keep their HTTP status) rather than inside a started response."""
+        started = time.monotonic()
         self.check(body)
         ref_text, reference = await self._voice(body)
         options = body.model_dump(include=SAMPLING_FIELDS)
         pieces = self.backends.stream(reference, ref_text, body.input, options)
         first = await anext(pieces)
-        return audio.encode_stream(_prepend(first, pieces), body.response_format)
+        metrics.record_first_audio(started, stream=True)
+        return audio.encode_stream(_prepend(first, pieces, started), body.response_format)
 
 
-async def _prepend(first: np.ndarray, rest: AsyncIterator[np.ndarray]) -> AsyncIterator[np.ndarray]:
+async def _prepend(first: np.ndarray, rest: AsyncIterator[np.ndarray], started: float) -> AsyncIterator[np.ndarray]:
+    samples = len(first)
     yield first
     async for piece in rest:
+        samples += len(piece)
         yield piece
+    metrics.record_speech(samples / audio.SAMPLE_RATE, time.monotonic() - started, stream=True)

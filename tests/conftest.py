@@ -105,9 +105,9 @@ def deployments(config: dict) -> dict[str, dict]:
     return {d["name"]: d for d in config["applications"][0]["deployments"]}
 
 
-def start_serve(config: dict, num_gpus: int = 1, address: str | None = None) -> str:
-    """Start a local Ray cluster with `num_gpus` logical GPUs (or connect to the running cluster at
-    `address`) and deploy `config` the way `serve run` does; return the base URL once the
+def start_serve(config: dict, num_gpus: int = 1, address: str | None = None, **init_options) -> str:
+    """Start a local Ray cluster with `num_gpus` logical GPUs and `init_options` for `ray.init` (or
+    connect to the running cluster at `address`) and deploy `config` the way `serve run` does; return the base URL once the
     application is running."""
     import os
     import time
@@ -124,7 +124,7 @@ def start_serve(config: dict, num_gpus: int = 1, address: str | None = None) -> 
     else:
         # "local": a cluster of our own, even when another test run's cluster is up on this machine
         ray.init(address="local", num_cpus=8, num_gpus=num_gpus, namespace="serve", include_dashboard=False,
-                 log_to_driver=False)
+                 log_to_driver=False, **init_options)
     client = serve_start(http_options=config["http_options"])
     client.deploy_apps(ServeDeploySchema.model_validate(config))
     name = config["applications"][0]["name"]
