@@ -170,4 +170,4 @@ def test_jobs_submit_status_and_fetch(url, short_wav, tmp_path):
     # A job for a voice that is gone is refused at submission, in the API's words.
     assert f5voice("voices", "rm", "carol", url=url).returncode == 0
     refused = f5voice("jobs", "submit", text, "-v", "carol", "--wait", url=url)
-    assert refused.returncode == 3 and "[voice_not_found, HTTP 404]" in refused.stderr.decode()
+    assert refused.returncode == 3 and "[voice_not_found, HTTP 404" in refused.stderr.decode()
