@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -70,5 +71,6 @@ class Transcriber:
         return text
 
     def stats(self) -> dict[str, Any]:
-        """How many transcriptions this replica has served (the tests count them)."""
-        return {"calls": self._calls, "model": self._settings.model if self._settings else None}
+        """How many transcriptions this replica has served (the tests count them), in which process."""
+        return {"calls": self._calls, "model": self._settings.model if self._settings else None,
+                "pid": os.getpid()}

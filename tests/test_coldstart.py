@@ -26,6 +26,7 @@ def test_the_transcriber_imports_neither_torch_nor_f5():
     loaded = modules_after("import deployments.transcriber, speech_service.transcription")
     assert "faster_whisper" not in loaded  # imported when a replica loads, not with the module
     assert not {m for m in loaded if m.split(".")[0] in ("torch", "f5_tts", "transformers")}
+    assert "scipy.signal" not in loaded  # ~70 MB for one resampling call
 
 
 def test_the_engine_imports_f5_model_code_but_not_its_trainer():

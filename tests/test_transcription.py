@@ -2,7 +2,7 @@ import jiwer
 import pytest
 
 from speech_service import audio
-from speech_service.transcription import WhisperBackend
+from speech_service.transcription import WhisperBackend, resample_poly
 
 from conftest import LONG_TEXT, SHORT_TEXT, decode_file, espeak
 
@@ -29,3 +29,14 @@ def test_transcribes_the_clipped_clip_not_the_whole_recording(whisper, long_wav)
     words, all_words = normalise(text).split(), normalise(LONG_TEXT).split()
     assert 0.25 * len(all_words) < len(words) < 0.75 * len(all_words)
     assert jiwer.wer(" ".join(all_words[: len(words)]), " ".join(words)) <= 0.35
+
+
+@pytest.mark.parametrize("n", [1, 5, 101, 3 * 24000 + 7])
+def test_resampling_to_whisper_rate_matches_scipy(n):
+    import numpy as np
+    from scipy.signal import resample_poly as scipy_resample_poly
+
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    ours, theirs = resample_poly(x, 16000, 24000), scipy_resample_poly(x, 16000, 24000)
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 1e-5

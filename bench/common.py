@@ -1,0 +1,112 @@
+"""Shared by the benchmarks: which machine the numbers come from, percentiles, result files, and
+the offline profile deployed on a local Ray cluster of the benchmark's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+def machine(device: str = "cpu") -> str:
+    """A file-name-safe device tag, e.g. `cpu-2core-x86_64` or `cuda-nvidia-h100-80gb-hbm3`."""
+    if device.startswith("cuda"):
+        import torch
+
+        return "cuda-" + torch.cuda.get_device_name().lower().replace(" ", "-")
+    return f"cpu-{os.cpu_count()}core-{platform.machine()}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": round(percentile(values, 50), 4), "p95": round(percentile(values, 95), 4),
+            "min": round(min(values), 4), "max": round(max(values), 4)}
+
+
+def write_result(name: str, result: dict, markdown: str | None = None) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    if markdown is not None:
+        path.with_suffix(".md").write_text(markdown)
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def offline_config(models: dict[str, Path], store: Path, port: int, synth_threads: int | None) -> dict:
+    """config/serve.offline.yaml with the given models, store and port; model replicas go back to
+    zero a few seconds after their last request, so each cold start can be measured from zero."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "serve.offline.yaml").read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    app = config["applications"][0]
+    app["args"]["store"] = {"kind": "local", "path": str(store)}
+    for d in app["deployments"]:
+        if d["name"] == "Synthesizer":
+            d["user_config"].update(checkpoint=str(models["checkpoint"]), vocoder=str(models["vocoder"]))
+            if synth_threads:
+                d["user_config"]["cpu_threads"] = synth_threads
+        if d["name"] == "Transcriber":
+            d["user_config"]["model"] = str(models["whisper"])
+        if d["name"] in ("Synthesizer", "Transcriber"):
+            d["autoscaling_config"].update(upscale_delay_s=0, downscale_delay_s=2, downscale_to_zero_delay_s=10,
+                                           look_back_period_s=2)
+    return config
+
+
+def start_service(config: dict) -> str:
+    """A Ray cluster of our own with the application deployed as `serve run` would; its base URL."""
+    import ray
+    from ray import serve
+    from ray.serve.schema import ServeDeploySchema
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=os.cpu_count(), num_gpus=0, namespace="serve",
+             include_dashboard=False, log_to_driver=False)
+    from ray.serve._private.api import serve_start  # what `serve run` calls; no public equivalent
+
+    client = serve_start(http_options=config["http_options"])
+    client.deploy_apps(ServeDeploySchema.model_validate(config))
+    name = config["applications"][0]["name"]
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        app = serve.status().applications.get(name)
+        if app and app.status == "RUNNING":
+            return f"http://127.0.0.1:{config['http_options']['port']}"
+        time.sleep(0.5)
+    raise TimeoutError("the application did not start")
+
+
+def running_replicas(app: str, deployment: str) -> int:
+    from ray import serve
+
+    return serve.status().applications[app].deployments[deployment].replica_states.get("RUNNING", 0)
+
+
+def stop_service() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()

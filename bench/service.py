@@ -1,0 +1,209 @@
+"""Cold start, memory at rest and per-request overhead of the service, offline profile (tiny models).
+
+    python bench/service.py --runs 3 --overhead-runs 20 --threads 1
+
+Deploys config/serve.offline.yaml on a local Ray cluster of its own, with model replicas that go
+back to zero a few seconds after their last request, then:
+(a) cold starts, each from zero replicas: an upload without a transcript (Transcriber from zero to
+    a transcribed upload) and a streamed speech request (Synthesizer from zero to its first audio
+    byte), with the phases each replica recorded (read from GET /v1/status);
+(b) the resident memory (RSS and USS) of both replicas at rest after serving;
+(c) the median of a speech request through the service against `SynthesisEngine` called directly
+    in this process, at concurrency 1 with the same number of torch threads, alternating.
+Writes bench/results/<machine>-service.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (REPO, free_port, machine, offline_config, running_replicas, start_service, stop_service, summary,
+                          write_result)
+
+APP = "tts"
+REF_TEXT = "The quick brown fox jumps over the lazy dog."
+SPEECH = "Good morning. This is a short test of the service."
+
+
+def wait_until_idle(timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if running_replicas(APP, "Synthesizer") == 0 and running_replicas(APP, "Transcriber") == 0:
+            return
+        time.sleep(0.5)
+    raise TimeoutError("the model replicas did not go back to zero")
+
+
+def upload(http: httpx.Client, wav: Path, name: str) -> float:
+    start = time.perf_counter()
+    with open(wav, "rb") as f:
+        r = http.post("/v1/voices", data={"name": name, "overwrite": "true"},
+                      files={"file": ("ref.wav", f, "audio/wav")})
+    r.raise_for_status()
+    assert r.json()["ref_text_source"] == "asr"
+    return time.perf_counter() - start
+
+
+def first_audio(http: httpx.Client, voice: str) -> tuple[float, float]:
+    """Seconds to the first audio byte and to the end of a streamed speech response."""
+    body = {"voice": voice, "input": SPEECH, "response_format": "pcm", "stream": True, "seed": 0}
+    start = time.perf_counter()
+    first = None
+    with http.stream("POST", "/v1/audio/speech", json=body) as r:
+        r.raise_for_status()
+        for chunk in r.iter_bytes():
+            if chunk and first is None:
+                first = time.perf_counter() - start
+    return first, time.perf_counter() - start
+
+
+def cold_starts(http: httpx.Client, wav: Path, runs: int) -> list[dict]:
+    results = []
+    seen: set[str] = set()
+    for run in range(runs):
+        wait_until_idle()
+        transcriber_s = upload(http, wav, f"bench{run}")  # the Transcriber starts from zero
+        ttfa_s, total_s = first_audio(http, f"bench{run}")  # the Synthesizer starts from zero
+        warm_upload_s = upload(http, wav, f"bench{run}")
+        warm_ttfa_s, _ = first_audio(http, f"bench{run}")
+        records = http.get("/v1/status").json()["cold_starts"]
+        replicas = {name: rec["replica"] for name, rec in records.items()}
+        assert not set(replicas.values()) & seen, "a record of an earlier start: the replica did not restart"
+        seen |= set(replicas.values())
+        results.append({
+            "transcriber_zero_to_transcribed_upload_s": round(transcriber_s, 3),
+            "transcriber_warm_upload_s": round(warm_upload_s, 3),
+            "synthesizer_zero_to_first_audio_s": round(ttfa_s, 3),
+            "synthesizer_zero_to_last_audio_s": round(total_s, 3),
+            "synthesizer_warm_first_audio_s": round(warm_ttfa_s, 3),
+            "replica_records": records,
+        })
+        print(f"run {run}: transcriber {transcriber_s:.2f} s, synthesizer first audio {ttfa_s:.2f} s", flush=True)
+    return results
+
+
+def memory_at_rest(http: httpx.Client, wav: Path, rest_s: float = 2.0) -> dict:
+    import psutil
+    from ray import serve
+
+    pids = {"Synthesizer": serve.get_deployment_handle("Synthesizer", APP).info.remote().result()["pid"],
+            "Transcriber": serve.get_deployment_handle("Transcriber", APP).stats.remote().result()["pid"]}
+    upload(http, wav, "bench-rss")
+    first_audio(http, "bench-rss")
+    time.sleep(rest_s)  # well inside the replicas' downscale delay
+    memory = {}
+    for name, pid in pids.items():
+        info = psutil.Process(pid).memory_full_info()
+        memory[name] = {"rss_gb": round(info.rss / 1e9, 3), "uss_gb": round(info.uss / 1e9, 3)}
+    return memory
+
+
+def overhead(http: httpx.Client, config: dict, threads: int, runs: int) -> dict:
+    """Service p50 against the engine in this process, same voice, text, seed and thread count."""
+    import io
+
+    import soundfile as sf
+    import torch
+
+    from speech_service.config import SynthesizerSettings
+    from speech_service.engine import SynthesisEngine
+
+    try:
+        from speech_service.engine import SynthesisOptions as Options
+    except ImportError:  # before batching's options type
+        from speech_service.engine import SynthesisParams as Options
+
+    user_config = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Synthesizer")["user_config"]
+    engine = SynthesisEngine.load(SynthesizerSettings.model_validate({**user_config, "cpu_threads": threads}))
+    torch.set_num_threads(threads)
+    voice = http.get("/v1/voices/bench-rss").json()
+    reference, _ = sf.read(io.BytesIO(http.get("/v1/voices/bench-rss/audio").content), dtype="float32")
+    nfe = user_config["defaults"]["nfe_step"]
+    body = {"voice": "bench-rss", "input": SPEECH, "response_format": "pcm", "seed": 0}
+    service_s, engine_s = [], []
+    for i in range(runs + 1):  # the first pair warms both up and is not counted
+        start = time.perf_counter()
+        r = http.post("/v1/audio/speech", json=body)
+        r.raise_for_status()
+        took = time.perf_counter() - start
+        start = time.perf_counter()
+        wave = engine.synthesize(reference, voice["ref_text"], SPEECH, Options(nfe_step=nfe, seed=0))
+        took_engine = time.perf_counter() - start
+        if i:
+            service_s.append(took)
+            engine_s.append(took_engine)
+    return {"threads": threads, "nfe_step": nfe, "audio_s": round(len(wave) / 24000, 3),
+            "service_s": summary(service_s), "engine_s": summary(engine_s),
+            "p50_difference_ms": round(1000 * (statistics.median(service_s) - statistics.median(engine_s)), 1)}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Service benchmark on {result['machine']}", "",
+             f"Load average at start {result['load_average_at_start']}, at end {result['load_average_at_end']} "
+             "(other work shared the machine).", "",
+             "Offline profile (tiny F5 DiT, tiny Vocos, Whisper base); seconds measured by the client.", "",
+             "| run | Transcriber: zero to transcribed upload | warm upload | Synthesizer: zero to first audio "
+             "| warm first audio | Synthesizer phases (replica's record) | Transcriber phases |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for i, run in enumerate(result["cold_starts"]):
+        phases = {n: ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items()) for n, r in run["replica_records"].items()}
+        lines.append(f"| {i} | {run['transcriber_zero_to_transcribed_upload_s']:.2f} | "
+                     f"{run['transcriber_warm_upload_s']:.2f} | {run['synthesizer_zero_to_first_audio_s']:.2f} | "
+                     f"{run['synthesizer_warm_first_audio_s']:.2f} | {phases.get('Synthesizer', '')} | "
+                     f"{phases.get('Transcriber', '')} |")
+    lines += ["", "| replica | RSS at rest (GB) | USS (GB) |", "| --- | --- | --- |"]
+    lines += [f"| {n} | {m['rss_gb']} | {m['uss_gb']} |" for n, m in result["memory_at_rest"].items()]
+    o = result["overhead"]
+    lines += ["", f"Concurrency 1, {o['threads']} torch thread(s), NFE {o['nfe_step']}, {o['audio_s']} s of audio:",
+              "", "| path | p50 (s) | p95 (s) | n |", "| --- | --- | --- | --- |",
+              f"| service (HTTP, pcm) | {o['service_s']['p50']} | {o['service_s']['p95']} | {o['service_s']['n']} |",
+              f"| engine, direct | {o['engine_s']['p50']} | {o['engine_s']['p95']} | {o['engine_s']['n']} |",
+              "", f"p50 difference: {o['p50_difference_ms']} ms", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--overhead-runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, service and engine alike")
+    parser.add_argument("--models-dir", type=Path, default=REPO / "models" / "offline")
+    args = parser.parse_args()
+
+    from speech_service.offline_models import prepare
+
+    models = prepare(args.models_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "ref.wav"
+        subprocess.run(["espeak-ng", "-w", str(wav), REF_TEXT], check=True)
+        config = offline_config(models, Path(tmp) / "store", free_port(), args.threads)
+        base = start_service(config)
+        try:
+            with httpx.Client(base_url=base, timeout=300) as http:
+                result = {"machine": machine(), "load_average_at_start": os.getloadavg(), "cold_starts": cold_starts(http, wav, args.runs),
+                          "memory_at_rest": memory_at_rest(http, wav),
+                          "overhead": overhead(http, config, args.threads, args.overhead_runs)}
+        finally:
+            stop_service()
+    runs = result["cold_starts"]
+    result["load_average_at_end"] = os.getloadavg()
+    result["cold_start_summary_s"] = {
+        key: summary([r[key] for r in runs])
+        for key in ("transcriber_zero_to_transcribed_upload_s", "synthesizer_zero_to_first_audio_s")}
+    path = write_result(f"{result['machine']}-service", result, markdown(result))
+    print(path.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
