@@ -28,8 +28,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (REPO, free_port, machine, offline_config, running_replicas, start_service, stop_service, summary,
-                          write_result)
+from bench.common import (
+    REPO,
+    free_port,
+    machine,
+    offline_config,
+    running_replicas,
+    start_service,
+    stop_service,
+    summary,
+    write_result,
+)
 
 APP = "tts"
 REF_TEXT = "The quick brown fox jumps over the lazy dog."
@@ -124,7 +133,8 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int) -> dict:
     except ImportError:  # before batching's options type
         from speech_service.engine import SynthesisParams as Options
 
-    user_config = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Synthesizer")["user_config"]
+    deployments = config["applications"][0]["deployments"]
+    user_config = next(d for d in deployments if d["name"] == "Synthesizer")["user_config"]
     engine = SynthesisEngine.load(SynthesizerSettings.model_validate({**user_config, "cpu_threads": threads}))
     torch.set_num_threads(threads)
     voice = http.get("/v1/voices/bench-rss").json()
@@ -157,7 +167,8 @@ def markdown(result: dict) -> str:
              "| warm first audio | Synthesizer phases (replica's record) | Transcriber phases |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for i, run in enumerate(result["cold_starts"]):
-        phases = {n: ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items()) for n, r in run["replica_records"].items()}
+        phases = {n: ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items())
+                  for n, r in run["replica_records"].items()}
         lines.append(f"| {i} | {run['transcriber_zero_to_transcribed_upload_s']:.2f} | "
                      f"{run['transcriber_warm_upload_s']:.2f} | {run['synthesizer_zero_to_first_audio_s']:.2f} | "
                      f"{run['synthesizer_warm_first_audio_s']:.2f} | {phases.get('Synthesizer', '')} | "
@@ -191,7 +202,8 @@ def main() -> None:
         base = start_service(config)
         try:
             with httpx.Client(base_url=base, timeout=300) as http:
-                result = {"machine": machine(), "load_average_at_start": os.getloadavg(), "cold_starts": cold_starts(http, wav, args.runs),
+                result = {"machine": machine(), "load_average_at_start": os.getloadavg(),
+                          "cold_starts": cold_starts(http, wav, args.runs),
                           "memory_at_rest": memory_at_rest(http, wav),
                           "overhead": overhead(http, config, args.threads, args.overhead_runs)}
         finally:
