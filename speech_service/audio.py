@@ -26,7 +26,7 @@ FRAME_S = 0.01  # analysis frame for silence detection
 def decode(data: bytes, *, max_seconds: float) -> np.ndarray:
     """Decode bytes of any ffmpeg-readable format to mono float32 at 24 kHz."""
     if not data:
-        raise BadRequest("The uploaded file is empty.", code="empty_audio")
+        raise BadRequest("The uploaded file is empty.", code="empty_audio", param="file")
     # A temporary file, not a pipe: MP4/M4A keep their index at the end and need seeking.
     with tempfile.NamedTemporaryFile(suffix=".upload") as f:
         f.write(data)
@@ -36,10 +36,10 @@ def decode(data: bytes, *, max_seconds: float) -> np.ndarray:
         proc = subprocess.run(cmd, capture_output=True)
     samples = np.frombuffer(proc.stdout, dtype=np.float32)
     if proc.returncode != 0 or samples.size == 0:
-        raise BadRequest("The uploaded file is not audio that could be decoded.", code="undecodable_audio")
+        raise BadRequest("The uploaded file is not audio that could be decoded.", code="undecodable_audio", param="file")
     if samples.size > max_seconds * SAMPLE_RATE:
         raise Unprocessable(
-            f"The reference audio is longer than the {max_seconds:g} s limit.", code="audio_too_long"
+            f"The reference audio is longer than the {max_seconds:g} s limit.", code="audio_too_long", param="file"
         )
     return samples.copy()
 
@@ -100,7 +100,7 @@ def prepare_reference(audio: np.ndarray, *, max_clip_s: float = 12.0, min_s: flo
     original_s = len(audio) / SAMPLE_RATE
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak < 1e-3 or float(np.max(_frame_db(audio))) < -50:
-        raise BadRequest("The reference audio is silent.", code="silent_audio")
+        raise BadRequest("The reference audio is silent.", code="silent_audio", param="file")
 
     trimmed = _trim_edges(audio)
     clipped = False
@@ -114,7 +114,7 @@ def prepare_reference(audio: np.ndarray, *, max_clip_s: float = 12.0, min_s: flo
         trimmed = _trim_edges(trimmed[:end])
     if len(trimmed) < min_s * SAMPLE_RATE:
         raise BadRequest(
-            f"The reference audio holds less than {min_s:g} s of sound.", code="audio_too_short"
+            f"The reference audio holds less than {min_s:g} s of sound.", code="audio_too_short", param="file"
         )
     tail = np.zeros(int(0.05 * SAMPLE_RATE), dtype=np.float32)
     return PreparedReference(np.concatenate([trimmed, tail]).astype(np.float32), original_s, clipped)

@@ -47,13 +47,13 @@ class SpeechService:
         accepted = self.settings.accepted_models
         if body.model not in accepted:
             raise BadRequest(f"Unknown model '{body.model}'; use one of {json.dumps(accepted)}.",
-                             code="unknown_model")
+                             code="unknown_model", param="model")
         if not body.input.strip():
-            raise BadRequest("input is empty.", code="empty_input")
+            raise BadRequest("input is empty.", code="empty_input", param="input")
         limit = self.settings.limits.max_input_chars
         if len(body.input) > limit:
             raise PayloadTooLarge(f"input has {len(body.input)} characters; the limit is {limit}.",
-                                  code="input_too_long")
+                                  code="input_too_long", param="input")
 
     async def _voice(self, body: SpeechRequest) -> tuple[str, np.ndarray]:
         record, wav = await asyncio.to_thread(self.store.reference, body.voice)

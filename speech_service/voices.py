@@ -27,19 +27,19 @@ def check_ref_text(text: str, duration_s: float, limits: LimitSettings) -> str:
     """A transcript plausible for a clip of `duration_s`, or a 422 saying why not."""
     text = " ".join(text.split())
     if not text:
-        raise Unprocessable("ref_text is empty.", code="empty_ref_text")
+        raise Unprocessable("ref_text is empty.", code="empty_ref_text", param="ref_text")
     rate = len(text) / duration_s
     if rate > limits.max_ref_chars_per_second:
         raise Unprocessable(
             f"ref_text has {len(text)} characters for {duration_s:.1f} s of audio ({rate:.0f}/s, at "
             f"most {limits.max_ref_chars_per_second:g}/s is plausible): it describes more than the clip.",
-            code="implausible_ref_text",
+            code="implausible_ref_text", param="ref_text",
         )
     if rate < limits.min_ref_chars_per_second:
         raise Unprocessable(
             f"ref_text has {len(text)} characters for {duration_s:.1f} s of audio: too little for "
             "the clip; it describes less than what is spoken.",
-            code="implausible_ref_text",
+            code="implausible_ref_text", param="ref_text",
         )
     return text
 
@@ -50,7 +50,7 @@ async def register_voice(store: VoiceStore, transcribe: Transcribe, limits: Limi
     check_name(name)
     if language is not None and not LANGUAGE_RE.fullmatch(language):
         raise BadRequest(f"language must be an ISO 639 code such as 'en', not '{language}'.",
-                         code="invalid_language")
+                         code="invalid_language", param="language")
     if not overwrite and _exists(store, name):
         raise Conflict(f"Voice '{name}' already exists; send overwrite=true to replace it.", code="voice_exists")
     ref = await asyncio.to_thread(_prepare, data, limits)

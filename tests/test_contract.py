@@ -86,6 +86,10 @@ def test_errors_name_their_type_and_field(client, tmp_path, backends):  # noqa: 
     assert r.json()["error"] | {"message": None} == {
         "message": None, "type": "invalid_request_error", "param": "speed", "code": "invalid_request"}
     assert client.get("/v1/voices/nobody").json()["error"]["type"] == "invalid_request_error"
+    model = client.post("/v1/audio/speech", json={"voice": "alice", "input": "Hi.", "model": "whisper-1"})
+    assert model.status_code == 400 and model.json()["error"]["param"] == "model"
+    empty = client.post("/v1/voices", data={"name": "bob"}, files={"file": ("a.wav", b"")})
+    assert empty.json()["error"]["code"] == "empty_audio" and empty.json()["error"]["param"] == "file"
     secured = make_client(tmp_path / "secured", backends, api_keys=["sk-one"])
     assert secured.get("/v1/voices").json()["error"]["type"] == "authentication_error"
 
