@@ -102,8 +102,8 @@ class ServeBackends:
         for attempt in (1, 2):
             try:
                 return await self._await(deployment, start(), deadline, first_audio)
-            except ServiceError:
-                raise
+            except ServiceError as exc:  # ours, or one a replica chose (carried in Ray's wrapper)
+                raise unwrap(exc) from None
             except Exception as exc:  # noqa: BLE001 - sorted out below, the rest re-raised
                 cause = unwrap(exc)
                 if isinstance(cause, BackPressureError):
