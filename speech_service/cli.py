@@ -43,7 +43,8 @@ def refused_or_failed(response: httpx.Response) -> CliError:
     except (ValueError, KeyError, TypeError):
         pass
     detail = f"{code}, HTTP {response.status_code}"
-    if request_id := response.headers.get("x-request-id"):
+    request_id = response.headers.get("x-request-id")
+    if request_id and request_id not in message:
         detail += f", request {request_id}"
     return CliError(f"{message} [{detail}]", EXIT_REFUSED if response.status_code < 500 else EXIT_FAILED)
 

@@ -4,6 +4,7 @@ socket: the browser and the command-line client."""
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -36,3 +37,8 @@ def served_app(store: Path, backends, **settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def without_request_id(message: str) -> str:
+    """An API error message without the request id it may end with (it differs per request)."""
+    return re.sub(r"\s*\(request id: [^)]*\)$", "", message)

@@ -54,7 +54,8 @@ function showError(err) {
   const api = err instanceof ApiError;
   $("error-code").textContent = api ? err.code : "page_error";
   $("error-message").textContent = err.message;
-  $("error-request").textContent = api && err.requestId ? `request ${err.requestId}` : "";
+  const requestId = api && err.requestId && !err.message.includes(err.requestId) ? err.requestId : "";
+  $("error-request").textContent = requestId ? `request ${requestId}` : "";
   $("error").hidden = false;
   if (api && err.status === 401) showKeyForm();
 }
