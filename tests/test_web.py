@@ -137,6 +137,8 @@ def test_page_creates_a_voice_speaks_and_shows_api_errors(browser, backends, sho
         code, message = shown_error(browser)
         assert code == expected["code"] == "voice_not_found"
         assert without_request_id(message) == without_request_id(expected["message"]).replace("ghost", "alice")
+        until(browser, lambda: "No voices yet" in text(browser, "service-state"), 30)  # the list is refreshed
+        assert text(browser, "error-code") == "voice_not_found"  # and the error stays
         browser.save_screenshot(str(tmp_path / "web-page-error.png"))
 
         # An invalid name is refused with the API's message.

@@ -258,6 +258,7 @@ async function speak() {
     }
   } catch (err) {
     $("speak-state").textContent = "";
+    if (err.code === "voice_not_found") loadVoices().catch(() => {});  // it was deleted elsewhere
     throw err;
   }
   const url = setAudio(blob, body.response_format);
