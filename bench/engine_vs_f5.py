@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from speech_service import audio
-from speech_service.config import SynthesizerSettings
-from speech_service.engine import SynthesisEngine, SynthesisParams
+from speech_service.config import SynthesisOptions, SynthesizerSettings
+from speech_service.engine import SynthesisEngine
 from speech_service.offline_models import TINY_DIT, prepare, write_tiny_f5
 
 REF_TEXT = "The quick brown fox jumps over the lazy dog. Speech synthesis is fun to test."
@@ -91,7 +91,7 @@ def main() -> None:
         ref = audio.prepare_reference(audio.decode(wav.read_bytes(), max_seconds=600))
         ref_path = Path(tmp) / "ref24k.wav"
         ref_path.write_bytes(audio.to_wav_bytes(ref.audio))
-        params = SynthesisParams(nfe_step=args.nfe, seed=0)
+        params = SynthesisOptions(nfe_step=args.nfe, seed=0)
         out_len = len(engine.synthesize(ref.audio, REF_TEXT, GEN_TEXT, params)) / audio.SAMPLE_RATE
 
         from f5_tts.infer.utils_infer import infer_process

@@ -1,15 +1,22 @@
 """Synthesizer deployment: a thin shell around `SynthesisEngine` (one per replica, on a GPU when there is one).
 
+Every request is planned into segments (`BatchItem`s) and each segment goes through one `@serve.batch`
+queue, so segments of concurrent requests, and all segments of one non-streamed request, are sampled
+together (`SynthesisEngine.synthesize_batch`, which groups by sampling knobs and splits by the frame
+budget). A stream submits its segments one at a time, so its first piece leaves after its first
+sentence; when its client hangs up, Serve cancels the generator and no later segment is queued.
+
 The engine (torch, f5-tts, Vocos) is imported in `reconfigure`, not with this module, so the cold-start
 record shows the cost of the imports as its own phase.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,23 +25,24 @@ from ray import serve
 
 from deployments.replica import cold_start_clock, report_cold_start, threads
 from speech_service import metrics
-from speech_service.config import SynthesizerSettings
+from speech_service.config import SynthesisOptions, SynthesizerSettings
 from speech_service.errors import ModelUnavailable
 from speech_service.logs import route_to_serve_logs
 
 if TYPE_CHECKING:
-    from speech_service.engine import SynthesisEngine, SynthesisParams
+    from speech_service.engine import BatchItem, SynthesisEngine
 
 logger = logging.getLogger("ray.serve")
 
-# Fields whose change means new weights; the rest (sampling defaults) apply to the loaded engine.
-_RELOAD_FIELDS = set(SynthesizerSettings.model_fields) - {"defaults"}
+# Fields whose change means new weights; the rest (sampling defaults, batching) apply to the loaded engine.
+_LIVE_FIELDS = {"defaults", "max_batch_size", "batch_wait_timeout_s", "max_batch_frames"}
+_RELOAD_FIELDS = set(SynthesizerSettings.model_fields) - _LIVE_FIELDS
 
 
 @serve.deployment(
     ray_actor_options={"num_gpus": 1},
     autoscaling_config={"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1},
-    max_ongoing_requests=8,
+    max_ongoing_requests=16,  # >= max_batch_size: a full batch must be able to be in flight
 )
 class Synthesizer:
     def __init__(self, store: dict[str, Any] | None = None) -> None:
@@ -54,7 +62,12 @@ class Synthesizer:
                 self._load(settings)
             elif self._engine is not None:
                 self._engine.defaults = settings.defaults
+            if self._engine is not None:
+                self._engine.max_batch_size = settings.max_batch_size
+                self._engine.max_batch_frames = settings.max_batch_frames
             self._settings = settings
+        self._sample.set_max_batch_size(settings.max_batch_size)
+        self._sample.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
     def _load(self, settings: SynthesizerSettings) -> None:
         cold, self._clock = self._clock, None  # only the first load is a cold start
@@ -64,6 +77,7 @@ class Synthesizer:
                 from speech_service.engine import SynthesisEngine
             settings = settings.model_copy(update={"cpu_threads": threads(settings.cpu_threads)})
             self._engine = SynthesisEngine.load(settings, clock)
+            self._engine.on_batch = metrics.batch_size().observe  # segments per model call
             if cold:
                 report_cold_start(cold, self._store)
         except Exception as exc:  # stay up: /healthz works and synthesis explains what is missing
@@ -76,25 +90,46 @@ class Synthesizer:
                 "the offline profile."
             )
 
-    def _ready(self, options: dict[str, Any]) -> tuple[SynthesisEngine, SynthesisParams]:
+    def _ready(self) -> SynthesisEngine:
         engine = self._engine
         if engine is None:
             raise ModelUnavailable(self._load_error)
-        from speech_service.engine import SynthesisParams
+        return engine
 
-        return engine, SynthesisParams.from_request(engine.defaults, **options)
+    def _items(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> list[BatchItem]:
+        return self._ready().items(reference, ref_text, text, SynthesisOptions.model_validate(options))
 
-    def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any],
-                   dispatched_at: float | None = None) -> np.ndarray:
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # set from user_config in reconfigure
+    async def _sample(self, items: list[BatchItem]) -> list[np.ndarray]:
+        """One waveform per segment; segments of concurrent callers arrive here together."""
+        return await asyncio.to_thread(self._ready().synthesize_batch, items)
+
+    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any],
+                         dispatched_at: float | None = None) -> np.ndarray:
+        from speech_service.engine import cross_fade_samples, join
+
         metrics.record_queue_wait(dispatched_at)
-        engine, params = self._ready(options)
-        return engine.synthesize(reference, ref_text, text, params)
+        items = await asyncio.to_thread(self._items, reference, ref_text, text, options)
+        waves = await asyncio.gather(*(self._sample(item) for item in items))
+        return join(waves, cross_fade_samples(items))
 
-    def synthesize_stream(self, reference: np.ndarray, ref_text: str, text: str,
-                          options: dict[str, Any], dispatched_at: float | None = None) -> Iterator[np.ndarray]:
+    async def synthesize_stream(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any],
+                                dispatched_at: float | None = None) -> AsyncIterator[np.ndarray]:
+        from speech_service.engine import CrossFade, cross_fade_samples
+
         metrics.record_queue_wait(dispatched_at)
-        engine, params = self._ready(options)
-        yield from engine.stream(reference, ref_text, text, params)
+        items = await asyncio.to_thread(self._items, reference, ref_text, text, options)
+        seams = CrossFade(cross_fade_samples(items))
+        for item in items:
+            if (piece := seams.push(await self._sample(item))) is not None:
+                yield piece
+        if (piece := seams.finish()) is not None:
+            yield piece
+
+    def batch_sizes(self) -> dict[int, int]:
+        """Model calls by number of segments sampled together, since this replica started; for operators."""
+        engine = self._engine
+        return dict(engine.batch_sizes) if engine else {}
 
     def info(self) -> dict[str, Any]:
         """Operator info: which replica on which Ray node, which model on which device."""
@@ -109,6 +144,7 @@ class Synthesizer:
             "device": engine.device if engine else None,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "cpu_threads": _torch_threads() if engine else None,
+            "batch_sizes": self.batch_sizes(),
             "load_error": None if engine else self._load_error,
         }
 

@@ -19,13 +19,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SynthesisDefaults(_Strict):
-    """Defaults for the F5 sampling knobs a request may override."""
+class SynthesisOptions(_Strict):
+    """The F5 sampling knobs of a request: the engine and the Synthesizer take this model, and
+    `SynthesizerSettings.defaults` fills what a request leaves unset (None), then `F5_DEFAULTS`."""
 
-    nfe_step: int = Field(32, ge=1, le=128)
-    cfg_strength: float = Field(2.0, ge=0.0, le=10.0)
-    sway_sampling_coef: float = Field(-1.0, ge=-1.0, le=1.0)
-    cross_fade_duration: float = Field(0.15, ge=0.0, le=1.0)
+    nfe_step: int | None = Field(None, ge=1, le=128)
+    cfg_strength: float | None = Field(None, ge=0.0, le=10.0)
+    sway_sampling_coef: float | None = Field(None, ge=-1.0, le=1.0)
+    cross_fade_duration: float | None = Field(None, ge=0.0, le=1.0)
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+
+    def over(self, defaults: SynthesisOptions) -> SynthesisOptions:
+        """These options, the unset ones taken from `defaults`."""
+        return defaults.model_copy(update=self.model_dump(exclude_none=True))
+
+    def sampling_key(self) -> tuple:
+        """What items of one batch must share: everything but the seed and the text's pace."""
+        return (self.nfe_step, self.cfg_strength, self.sway_sampling_coef)
+
+
+# f5-tts's own inference defaults; below operator defaults and request options.
+F5_DEFAULTS = SynthesisOptions(nfe_step=32, cfg_strength=2.0, sway_sampling_coef=-1.0, cross_fade_duration=0.15,
+                               speed=1.0)
 
 
 class SynthesizerSettings(_Strict):
@@ -43,13 +59,20 @@ class SynthesizerSettings(_Strict):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     use_ema: bool = True
-    defaults: SynthesisDefaults = Field(default_factory=SynthesisDefaults)
+    defaults: SynthesisOptions = Field(default_factory=SynthesisOptions)  # over F5_DEFAULTS
     # Span (reference + generated speech) one model call aims at; text is split to fit it, as
     # f5-tts's own inference does with 22 s. A segment estimated at over 1.5x this (or over the
     # 8192 frames of F5's text position table) is refused rather than sent to the model.
     max_segment_seconds: float = Field(22.0, gt=1.0, le=60.0)
     # torch threads; None = the CPUs Ray gave the replica, rounded up (see speech_service.devices).
     cpu_threads: int | None = Field(None, ge=1, le=256)
+    # Batching: segments of concurrent requests (and of one long request) that share sampling knobs
+    # run as one model call. A batch closes at `max_batch_size` segments or `batch_wait_timeout_s`
+    # after its first; `max_batch_frames` bounds the padded frames (items x longest) of one model
+    # call, which is what GPU memory grows with (more so with the attention mask batches need).
+    max_batch_size: int = Field(8, ge=1, le=64)
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=1.0)
+    max_batch_frames: int = Field(16384, ge=1024)
 
 
 class TranscriberSettings(_Strict):

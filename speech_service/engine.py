@@ -1,9 +1,11 @@
 """The synthesis engine: F5-TTS + Vocos through the `f5-tts` package's own loaders, no Ray.
 
-`SynthesisEngine.load(settings)` builds the model the way `f5_tts.api.F5TTS` does; `synthesize`
-splits text into sentence-sized segments that fit beside the reference clip, guards that no
-segment asks the model for more text than it has mel frames to fill, samples each segment with
-`CFM.sample`, vocodes, and cross-fades.
+`SynthesisEngine.load(settings)` builds the model the way `f5_tts.api.F5TTS` does. `plan` splits
+text into segments that fit beside the reference clip (the first about one sentence, for streaming)
+and guards that no segment asks the model for more text than it has mel frames to fill.
+`synthesize_batch` samples segments of any requests together, one model call per group of equal
+sampling knobs (`sampling.sample_batch`, each item exactly its solo result), and vocodes each;
+`synthesize` and `stream` are one request's speech, cross-faded.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import groupby
 from importlib.resources import files
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from omegaconf import OmegaConf
 
 from . import f5_modules
 from .audio import SAMPLE_RATE
-from .config import SynthesisDefaults, SynthesizerSettings
+from .config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
 from .devices import torch_device
 from .errors import BadRequest, Unprocessable
 from .model_source import fetch_dir, fetch_file
@@ -37,22 +41,6 @@ VOCODER_FILES = ["config.yaml", "pytorch_model.bin"]
 
 
 @dataclass(frozen=True)
-class SynthesisParams:
-    nfe_step: int = 32
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float = -1.0
-    cross_fade_duration: float = 0.15
-    speed: float = 1.0
-    seed: int | None = None
-
-    @classmethod
-    def from_request(cls, defaults: SynthesisDefaults, **overrides) -> SynthesisParams:
-        values = defaults.model_dump()
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-
-@dataclass(frozen=True)
 class Segment:
     text: str
     duration_frames: int  # reference + generated frames the model fills
@@ -63,46 +51,81 @@ class _NoClock:
         return nullcontext()
 
 
+@dataclass(frozen=True)
+class Clip:
+    """A reference clip made ready for the model once (replicas cache these by the clip's sha256)."""
+
+    mel: torch.Tensor  # frames x n_mels, on the model's device
+    samples: int
+    rms: float  # before loudness normalisation; the speech is scaled back to it
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One segment of one request: what `synthesize_batch` needs to make its audio."""
+
+    clip: Clip
+    ref_text: str  # normalised (`normalize_ref_text`)
+    segment: Segment
+    options: SynthesisOptions  # every knob set
+    seed: int
+
+
 def _dtype(setting: str, device: str) -> torch.dtype:
     if setting == "auto":
         return torch.float16 if device.startswith("cuda") else torch.float32
     return getattr(torch, setting)
 
 
-def chunk_text(text: str, max_chars: int = 135) -> list[str]:
-    """Sentences joined into chunks of at most `max_chars` UTF-8 bytes: f5-tts's own chunking
-    (`f5_tts.infer.utils_infer.chunk_text`, f5-tts 1.1), copied because importing that module costs
-    6-9 s of cold start (it imports transformers' pipelines)."""
-    chunks = []
-    current = ""
-    for sentence in re.split(r"(?<=[;:,.!?])\s+|(?<=[；：，。！？])", text):
-        if not sentence:
-            continue
-        spaced = sentence + " " if len(sentence[-1].encode("utf-8")) == 1 else sentence
-        if len(current.encode("utf-8")) + len(sentence.encode("utf-8")) <= max_chars:
-            current += spaced
-        else:
-            if current:
-                chunks.append(current.strip())
-            current = spaced
-    if current:
-        chunks.append(current.strip())
-    return chunks
+# f5-tts's clause boundaries (`utils_infer.chunk_text`): after , ; : . ! ? and their CJK forms.
+_CLAUSE_END = re.compile(r"(?<=[;:,.!?])\s+|(?<=[；：，。！？])")
+_SENTENCE_END = re.compile(r"[.!?。！？][\"')\]]*$")
+
+
+def _clauses(text: str, max_bytes: int) -> list[str]:
+    """Clauses of at most `max_bytes` UTF-8 bytes; a longer clause is split between words."""
+    pieces: list[str] = []
+    for clause in _CLAUSE_END.split(text):
+        clause = clause.strip()
+        while len(clause.encode()) > max_bytes:  # no punctuation to split at: split between words
+            head = clause.encode()[:max_bytes].decode(errors="ignore")
+            cut = head.rfind(" ")
+            cut = cut if cut > 0 else len(head)
+            pieces.append(clause[:cut].strip())
+            clause = clause[cut:].strip()
+        if clause:
+            pieces.append(clause)
+    return pieces
 
 
 def split_text(text: str, max_bytes: int) -> list[str]:
-    """Sentence-sized pieces of at most `max_bytes` UTF-8 bytes (f5-tts's chunking, then words)."""
-    pieces: list[str] = []
-    for chunk in chunk_text(text, max_chars=max_bytes):
-        while len(chunk.encode()) > max_bytes:  # no punctuation to split at: split between words
-            head = chunk.encode()[:max_bytes].decode(errors="ignore")
-            cut = head.rfind(" ")
-            cut = cut if cut > 0 else len(head)
-            pieces.append(chunk[:cut].strip())
-            chunk = chunk[cut:].strip()
-        if chunk:
-            pieces.append(chunk)
-    return pieces
+    """Segments of at most `max_bytes` UTF-8 bytes, the first about one sentence, then growing.
+
+    The first segment ends at the first sentence end, so streamed speech starts after one sentence
+    is synthesized; the next may hold twice its bytes, each later one twice the one before, up to
+    `max_bytes`, so long inputs soon get long segments (fewer seams, fewer model calls). Segments
+    end at a sentence end where one fits, else at a clause end, else between words.
+    """
+    segments: list[str] = []
+    current: list[str] = []
+    budget = max_bytes
+
+    def close(upto: int) -> None:
+        nonlocal budget, current
+        segments.append(" ".join(current[:upto]))
+        budget = min(max_bytes, 2 * (len(segments[0].encode()) if len(segments) == 1 else budget))
+        current = current[upto:]
+
+    for clause in _clauses(text, max_bytes):
+        while current and len(" ".join([*current, clause]).encode()) > budget:
+            ends = [i + 1 for i, c in enumerate(current) if _SENTENCE_END.search(c)]
+            close(ends[-1] if ends else len(current))
+        current.append(clause)
+        if not segments and _SENTENCE_END.search(clause):
+            close(len(current))
+    if current:
+        close(len(current))
+    return segments
 
 
 def normalize_ref_text(ref_text: str) -> str:
@@ -115,14 +138,21 @@ def normalize_ref_text(ref_text: str) -> str:
 
 class SynthesisEngine:
     def __init__(self, model, vocoder, *, device: str, model_name: str, max_segment_seconds: float,
-                 defaults: SynthesisDefaults | None = None):
+                 defaults: SynthesisOptions | None = None, max_batch_size: int = 8,
+                 max_batch_frames: int = 16384):
+        # No engine-wide lock: the DiT keeps its between-step text cache per thread (f5-tts 1.1.22)
+        # and `sample_batch` clears it around each call, so calls from several threads are safe.
         self.model = model
         self.vocoder = vocoder
-        self._lock = threading.Lock()  # the DiT caches text features between ODE steps: one call at a time
         self.device = device
         self.model_name = model_name
-        self.defaults = defaults or SynthesisDefaults()
+        self.defaults = defaults or SynthesisOptions()
         self.max_segment_seconds = max_segment_seconds
+        self.max_batch_size = max_batch_size
+        self.max_batch_frames = max_batch_frames
+        self.batch_sizes: Counter[int] = Counter()  # model calls by number of segments; for operators
+        self.on_batch: Callable[[int], object] | None = None  # also told each call's size (metrics)
+        self._stats_lock = threading.Lock()
         # F5's text position table is finite: longer segments fail deep inside the model.
         position_table = getattr(getattr(model.transformer, "text_embed", None), "precompute_max_pos", 8192)
         self.max_frames = min(position_table, int(max_segment_seconds * 1.5 * FRAMES_PER_SECOND))
@@ -150,11 +180,15 @@ class SynthesisEngine:
             logger.info("loading %s from %s on %s, %d threads", settings.model_name, checkpoint, device,
                         torch.get_num_threads())
             arch = {**OmegaConf.to_container(cfg.model.arch), **settings.architecture_overrides}
+            # Batched items must not attend to each other's padding (see sampling.py); a solo call
+            # passes no mask, so this changes nothing for it.
+            arch["attn_mask_enabled"] = True
             model = load_f5(backbone, arch, OmegaConf.to_container(cfg.model.mel_spec), checkpoint, vocab,
                             settings.use_ema, device, _dtype(settings.dtype, device))
             vocoder = load_vocos(Vocos, vocoder_dir, device)
         engine = cls(model, vocoder, device=device, model_name=settings.model_name,
-                     max_segment_seconds=settings.max_segment_seconds, defaults=settings.defaults)
+                     max_segment_seconds=settings.max_segment_seconds, defaults=settings.defaults,
+                     max_batch_size=settings.max_batch_size, max_batch_frames=settings.max_batch_frames)
         with clock.phase("warm_up"):
             engine.warm_up()
         return engine
@@ -164,7 +198,11 @@ class SynthesisEngine:
         (the text front end's dictionaries, kernels chosen on first use)."""
         t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
         reference = 0.1 * np.sin(2 * np.pi * 220 * t)
-        self.synthesize(reference, "Warm up.", "Hello.", SynthesisParams(nfe_step=2, seed=0))
+        self.synthesize(reference, "Warm up.", "Hello.", SynthesisOptions(nfe_step=2, seed=0))
+
+    def resolve(self, options: SynthesisOptions | None) -> SynthesisOptions:
+        """Every knob set: the request's, else the configured default, else F5's."""
+        return (options or SynthesisOptions()).over(self.defaults).over(F5_DEFAULTS)
 
     # -- planning (pure, cheap) ------------------------------------------------------------
     def plan(self, ref_samples: int, ref_text: str, text: str, speed: float = 1.0) -> list[Segment]:
@@ -200,44 +238,115 @@ class SynthesisEngine:
             segments.append(Segment(piece, duration))
         return segments
 
-    # -- synthesis ------------------------------------------------------------------------
-    def synthesize_segments(self, reference: np.ndarray, ref_text: str, text: str,
-                            params: SynthesisParams) -> Iterator[np.ndarray]:
-        """Yield one waveform (float32, 24 kHz) per text segment, in order."""
-        convert_char_to_pinyin = f5_modules.submodule("utils").convert_char_to_pinyin
-        segments = self.plan(len(reference), ref_text, text, params.speed)
-        ref_text = normalize_ref_text(ref_text)
+    def prepare(self, reference: np.ndarray | Clip) -> Clip:
+        """The clip's mel, computed as `CFM.sample` would from the loudness-normalised wave."""
+        if isinstance(reference, Clip):
+            return reference
         audio = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)).unsqueeze(0)
         rms = float(torch.sqrt(torch.mean(torch.square(audio))))
         if rms < TARGET_RMS:
             audio = audio * TARGET_RMS / max(rms, 1e-8)
-        audio = audio.to(self.device)
-        ref_frames = len(reference) // HOP_LENGTH
-        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
-        for segment in segments:
-            with self._lock, torch.inference_mode():
-                mel, _ = self.model.sample(
-                    cond=audio,
-                    text=convert_char_to_pinyin([ref_text + segment.text]),
-                    duration=segment.duration_frames,
-                    steps=params.nfe_step,
-                    cfg_strength=params.cfg_strength,
-                    sway_sampling_coef=params.sway_sampling_coef,
-                    seed=seed,
-                )
-                mel = mel.to(torch.float32)[:, ref_frames:, :].permute(0, 2, 1)
-                wave = self.vocoder.decode(mel)
-            if rms < TARGET_RMS:
-                wave = wave * rms / TARGET_RMS
-            yield wave.squeeze().float().cpu().numpy().astype(np.float32)
+        with torch.inference_mode():
+            mel = self.model.mel_spec(audio.to(self.device)).permute(0, 2, 1)[0]
+        return Clip(mel=mel, samples=len(reference), rms=rms)
 
-    def stream(self, reference: np.ndarray, ref_text: str, text: str, params: SynthesisParams) -> Iterator[np.ndarray]:
+    def items(self, reference: np.ndarray | Clip, ref_text: str, text: str,
+              options: SynthesisOptions | None = None) -> list[BatchItem]:
+        """One request as batch items, one per segment; raises the planning errors."""
+        options = self.resolve(options)
+        clip = self.prepare(reference)
+        segments = self.plan(clip.samples, ref_text, text, options.speed)
+        seed = options.seed if options.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+        ref_text = normalize_ref_text(ref_text)
+        return [BatchItem(clip, ref_text, segment, options, seed) for segment in segments]
+
+    # -- synthesis ------------------------------------------------------------------------
+    def synthesize_batch(self, items: list[BatchItem]) -> list[np.ndarray]:
+        """One waveform (float32, 24 kHz) per item, in order, each exactly as if sampled alone.
+
+        Items sharing sampling knobs run as one model call, split so that no call exceeds
+        `max_batch_size` items or `max_batch_frames` padded frames."""
+        waves: list[np.ndarray | None] = [None] * len(items)
+        order = sorted(range(len(items)), key=lambda i: (items[i].options.sampling_key(),
+                                                         -items[i].segment.duration_frames))
+        for _, same_knobs in groupby(order, key=lambda i: items[i].options.sampling_key()):
+            for chunk in self._chunks(list(same_knobs), items):
+                for i, wave in zip(chunk, self._sample([items[i] for i in chunk])):
+                    waves[i] = wave
+        return waves
+
+    def _chunks(self, indices: list[int], items: list[BatchItem]) -> Iterator[list[int]]:
+        """Consecutive runs (longest first) within the batch size and the frame budget."""
+        chunk: list[int] = []
+        for i in indices:
+            longest = items[chunk[0]].segment.duration_frames if chunk else items[i].segment.duration_frames
+            if chunk and (len(chunk) == self.max_batch_size or (len(chunk) + 1) * longest > self.max_batch_frames):
+                yield chunk
+                chunk = []
+            chunk.append(i)
+        if chunk:
+            yield chunk
+
+    def _sample(self, items: list[BatchItem]) -> list[np.ndarray]:
+        from .sampling import sample_batch
+
+        convert_char_to_pinyin = f5_modules.submodule("utils").convert_char_to_pinyin
+
+        options = items[0].options
+        with torch.inference_mode():
+            mels = sample_batch(
+                self.model,
+                conds=[item.clip.mel for item in items],
+                texts=[convert_char_to_pinyin([item.ref_text + item.segment.text])[0] for item in items],
+                durations=[item.segment.duration_frames for item in items],
+                seeds=[item.seed for item in items],
+                steps=options.nfe_step,
+                cfg_strength=options.cfg_strength,
+                sway_sampling_coef=options.sway_sampling_coef,
+            )
+            waves = []
+            for item, mel in zip(items, mels):
+                ref_frames = item.clip.samples // HOP_LENGTH
+                wave = self.vocoder.decode(mel.to(torch.float32)[ref_frames:, :].T.unsqueeze(0))
+                if item.clip.rms < TARGET_RMS:
+                    wave = wave * item.clip.rms / TARGET_RMS
+                waves.append(wave.squeeze().float().cpu().numpy().astype(np.float32))
+        self._record(len(items), len(items) * max(item.segment.duration_frames for item in items))
+        return waves
+
+    def _record(self, size: int, frames: int) -> None:
+        with self._stats_lock:
+            self.batch_sizes[size] += 1
+        if self.on_batch is not None:
+            self.on_batch(size)
+        logger.info("sampled %d segment(s) in one model call, %d padded frames", size, frames)
+
+    def synthesize_segments(self, reference: np.ndarray | Clip, ref_text: str, text: str,
+                            options: SynthesisOptions | None = None) -> Iterator[np.ndarray]:
+        """Yield one waveform per text segment, each synthesized only when asked for."""
+        for item in self.items(reference, ref_text, text, options):
+            yield self.synthesize_batch([item])[0]
+
+    def stream(self, reference: np.ndarray | Clip, ref_text: str, text: str,
+               options: SynthesisOptions | None = None) -> Iterator[np.ndarray]:
         """The speech, cross-faded, in pieces that can be played as they come."""
-        waves = self.synthesize_segments(reference, ref_text, text, params)
-        return cross_fade(waves, int(params.cross_fade_duration * SAMPLE_RATE))
+        items = self.items(reference, ref_text, text, options)  # planning errors before the first piece
+        waves = (self.synthesize_batch([item])[0] for item in items)
+        return cross_fade(waves, cross_fade_samples(items))
 
-    def synthesize(self, reference: np.ndarray, ref_text: str, text: str, params: SynthesisParams) -> np.ndarray:
-        return np.concatenate(list(self.stream(reference, ref_text, text, params)))
+    def synthesize(self, reference: np.ndarray | Clip, ref_text: str, text: str,
+                   options: SynthesisOptions | None = None) -> np.ndarray:
+        """The whole speech; all its segments sampled as one batch."""
+        items = self.items(reference, ref_text, text, options)
+        return join(self.synthesize_batch(items), cross_fade_samples(items))
+
+
+def cross_fade_samples(items: list[BatchItem]) -> int:
+    return int(items[0].options.cross_fade_duration * SAMPLE_RATE)
+
+
+def join(waves: Iterable[np.ndarray], overlap: int) -> np.ndarray:
+    return np.concatenate(list(cross_fade(waves, overlap)))
 
 
 def load_f5(backbone: type, arch: dict, mel_spec: dict, checkpoint: Path, vocab: str, use_ema: bool,
@@ -290,8 +399,24 @@ def cross_fade(waves: Iterable[np.ndarray], overlap: int) -> Iterator[np.ndarray
     Yields as soon as a piece is final: each wave's last `overlap` samples are held back until the
     next wave arrives to blend with.
     """
-    held = np.zeros(0, dtype=np.float32)
+    seams = CrossFade(overlap)
     for wave in waves:
+        if (piece := seams.push(wave)) is not None:
+            yield piece
+    if (piece := seams.finish()) is not None:
+        yield piece
+
+
+class CrossFade:
+    """`cross_fade` one wave at a time, for callers that get their waves asynchronously."""
+
+    def __init__(self, overlap: int):
+        self.overlap = overlap
+        self.held = np.zeros(0, dtype=np.float32)
+
+    def push(self, wave: np.ndarray) -> np.ndarray | None:
+        """The part of the speech so far that is final, or None if all of it waits for the seam."""
+        held = self.held
         n = min(len(held), len(wave))
         if n:
             fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
@@ -299,9 +424,10 @@ def cross_fade(waves: Iterable[np.ndarray], overlap: int) -> Iterator[np.ndarray
             wave = np.concatenate([held[: len(held) - n], seam, wave[n:]])
         elif len(held):
             wave = np.concatenate([held, wave])
-        keep = min(overlap, len(wave))
-        if len(wave) > keep:
-            yield wave[: len(wave) - keep].astype(np.float32)
-        held = wave[len(wave) - keep :]
-    if len(held):
-        yield held.astype(np.float32)
+        keep = min(self.overlap, len(wave))
+        self.held = wave[len(wave) - keep :]
+        return wave[: len(wave) - keep].astype(np.float32) if len(wave) > keep else None
+
+    def finish(self) -> np.ndarray | None:
+        held, self.held = self.held, np.zeros(0, dtype=np.float32)
+        return held.astype(np.float32) if len(held) else None

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from . import audio
-from .config import JobSettings, SynthesisDefaults
+from .config import F5_DEFAULTS, JobSettings
 from .errors import Conflict, NotFound, Overloaded, ServiceError, unwrap
 from .objects import ObjectStore, PreconditionFailed
 from .schemas import Job, JobError, JobProgress, JobStatus, SpeechRequest
@@ -445,7 +445,7 @@ class JobRunner:
             await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
                 segments_done=done, segments_total=len(segments), audio_seconds=_seconds(waves)))
         fade = body.cross_fade_duration
-        fade = SynthesisDefaults().cross_fade_duration if fade is None else fade
+        fade = F5_DEFAULTS.cross_fade_duration if fade is None else fade
         speech = join(waves, int(fade * audio.SAMPLE_RATE))
         data = await asyncio.to_thread(audio.encode, speech, body.response_format)
         await asyncio.to_thread(self.store.succeed, record.id, attempt, data)
