@@ -17,8 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
-from itertools import groupby
 from importlib.resources import files
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np

@@ -9,8 +9,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from speech_service.api import create_app
-from speech_service.config import ServiceSettings
-from speech_service.config import SynthesisOptions
+from speech_service.config import ServiceSettings, SynthesisOptions
 from speech_service.engine import SynthesisEngine
 from speech_service.objects import open_object_store
 from speech_service.transcription import WhisperBackend

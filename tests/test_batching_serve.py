@@ -71,11 +71,9 @@ def test_streamed_speech_arrives_in_pieces_and_matches_the_whole(http):
     body = {"voice": "bob", "input": "One sentence first. Then a second one. A third to end it all.",
             "response_format": "pcm", "seed": 5}
     whole = np.frombuffer(http.post("/v1/audio/speech", json=body).content, dtype=np.int16).astype(np.int32)
-    chunks = []
     with http.stream("POST", "/v1/audio/speech", json={**body, "stream": True}) as r:
         assert r.status_code == 200
-        for chunk in r.iter_raw():
-            chunks.append(chunk)
+        chunks = list(r.iter_raw())
     streamed = np.frombuffer(b"".join(chunks), dtype=np.int16).astype(np.int32)
     assert len(chunks) >= 2 and len(streamed) == len(whole)
     assert np.abs(streamed - whole).max() <= 2
