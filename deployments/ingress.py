@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from deployments.serve_state import capacity_problem, deployment_status
 from speech_service.api import create_app
 from speech_service.coldstart import last_cold_starts, open_status_store
-from speech_service.config import LimitSettings, ServiceSettings
+from speech_service.config import LimitSettings, ServiceSettings, SynthesisOptions
 from speech_service.errors import (
     CapacityUnavailable,
     Overloaded,
@@ -56,13 +56,13 @@ class ServeBackends:
         self.limits = limits
         self.app_name = app_name
 
-    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
+    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions) -> np.ndarray:
         return await self._call("Synthesizer", SynthesizerUnavailable,
                                 lambda: self.synthesizer.synthesize.remote(reference, ref_text, text, options,
                                                                                 dispatched_at=time.time()))
 
     async def stream(self, reference: np.ndarray, ref_text: str, text: str,
-                     options: dict[str, Any]) -> AsyncIterator[np.ndarray]:
+                     options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
         handle = self.synthesizer.options(stream=True)
         current: _FirstPiece | None = None
 

@@ -96,7 +96,7 @@ class Synthesizer:
             raise ModelUnavailable(self._load_error)
         return engine
 
-    def _items(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> list[BatchItem]:
+    def _items(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions) -> list[BatchItem]:
         return self._ready().items(reference, ref_text, text, SynthesisOptions.model_validate(options))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # set from user_config in reconfigure
@@ -104,7 +104,7 @@ class Synthesizer:
         """One waveform per segment; segments of concurrent callers arrive here together."""
         return await asyncio.to_thread(self._ready().synthesize_batch, items)
 
-    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any],
+    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions,
                          dispatched_at: float | None = None) -> np.ndarray:
         from speech_service.engine import cross_fade_samples, join
 
@@ -113,7 +113,7 @@ class Synthesizer:
         waves = await asyncio.gather(*(self._sample(item) for item in items))
         return join(waves, cross_fade_samples(items))
 
-    async def synthesize_stream(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any],
+    async def synthesize_stream(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions,
                                 dispatched_at: float | None = None) -> AsyncIterator[np.ndarray]:
         from speech_service.engine import CrossFade, cross_fade_samples
 

@@ -20,8 +20,9 @@ class _Strict(BaseModel):
 
 
 class SynthesisOptions(_Strict):
-    """The F5 sampling knobs of a request: the engine and the Synthesizer take this model, and
-    `SynthesizerSettings.defaults` fills what a request leaves unset (None), then `F5_DEFAULTS`."""
+    """The F5 sampling knobs, declared once: the speech request body (`SpeechRequest`) derives from
+    it, the Synthesizer handle call carries it and the engine takes it; `SynthesizerSettings.defaults`
+    fills what a request leaves unset (None), then `F5_DEFAULTS`. A new knob is one line here."""
 
     nfe_step: int | None = Field(None, ge=1, le=128)
     cfg_strength: float | None = Field(None, ge=0.0, le=10.0)

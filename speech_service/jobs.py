@@ -27,7 +27,7 @@ from .config import F5_DEFAULTS, JobSettings
 from .errors import Conflict, NotFound, Overloaded, ServiceError, unwrap
 from .objects import ObjectStore, PreconditionFailed
 from .schemas import Job, JobError, JobProgress, JobStatus, SpeechRequest
-from .speech import SAMPLING_FIELDS, SpeechService
+from .speech import SpeechService
 
 logger = logging.getLogger(__name__)
 
@@ -438,7 +438,7 @@ class JobRunner:
         self._segments[record.id] = (voice.sha256, waves)
         await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
             segments_done=len(waves), segments_total=len(segments), audio_seconds=_seconds(waves)))
-        options = body.model_dump(include=SAMPLING_FIELDS)
+        options = body.options()
         for done, text in enumerate(segments[len(waves):], len(waves) + 1):
             waves.append(await self._segment(reference, voice.ref_text, text, options))
             # Also the check between segments: a cancelled job stops here.

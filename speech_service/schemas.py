@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .config import SynthesisOptions
 from .store import NAME_RE, VoiceRecord
 
 VOICE_NAME_PATTERN = NAME_RE.pattern
@@ -15,8 +16,10 @@ LANGUAGE_PATTERN = r"^([a-z]{2,3})?$"  # an ISO 639 code as Whisper names langua
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 
-class SpeechRequest(BaseModel):
-    """OpenAI's `POST /v1/audio/speech` body plus F5-TTS's sampling knobs."""
+class SpeechRequest(SynthesisOptions):
+    """OpenAI's `POST /v1/audio/speech` body plus F5-TTS's sampling knobs (`SynthesisOptions`: `speed`,
+    `nfe_step`, `cfg_strength`, `sway_sampling_coef`, `seed`, `cross_fade_duration`; unset = the
+    Synthesizer's configured default)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"model": "tts-1", "input": "Hello there.", "voice": "alice", "response_format": "wav", "nfe_step": 4},
@@ -26,17 +29,14 @@ class SpeechRequest(BaseModel):
     input: str = Field(..., pattern=r"\S", description="Text to speak (not only whitespace)")
     voice: str = Field(..., pattern=VOICE_NAME_PATTERN, description="Name of a stored voice")
     response_format: ResponseFormat = "mp3"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
-    # F5-TTS extensions; None = the Synthesizer's configured default.
-    nfe_step: int | None = Field(None, ge=1, le=128)
-    cfg_strength: float | None = Field(None, ge=0.0, le=10.0)
-    sway_sampling_coef: float | None = Field(None, ge=-1.0, le=1.0)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    cross_fade_duration: float | None = Field(None, ge=0.0, le=1.0)
     stream: bool = False
     # Sent by some OpenAI clients; accepted and ignored.
     instructions: str | None = None
     stream_format: Literal["audio"] | None = None
+
+    def options(self) -> SynthesisOptions:
+        """The sampling knobs alone: what travels to the Synthesizer."""
+        return SynthesisOptions.model_validate(self.model_dump(include=set(SynthesisOptions.model_fields)))
 
 
 class VoiceCreated(VoiceRecord):

@@ -12,23 +12,20 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import audio, metrics
-from .config import ServiceSettings
+from .config import ServiceSettings, SynthesisOptions
 from .errors import BadRequest, PayloadTooLarge
 from .schemas import SpeechRequest
 from .store import VoiceStore
-
-# The request fields that travel to the Synthesizer as sampling options.
-SAMPLING_FIELDS = {"nfe_step", "cfg_strength", "sway_sampling_coef", "seed", "cross_fade_duration", "speed"}
 
 
 class Backends(Protocol):
     """The model side of the service, as the API sees it."""
 
-    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: dict[str, Any]) -> np.ndarray:
+    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions) -> np.ndarray:
         """24 kHz mono float32 speech; `options` are the request's sampling overrides."""
 
     def stream(self, reference: np.ndarray, ref_text: str, text: str,
-               options: dict[str, Any]) -> AsyncIterator[np.ndarray]:
+               options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
         """The same speech as `synthesize`, one piece per text segment as each is ready."""
 
     async def transcribe(self, audio: np.ndarray, language: str | None) -> str: ...
@@ -64,7 +61,7 @@ class SpeechService:
         started = time.monotonic()
         self.check(body)
         ref_text, reference = await self._voice(body)
-        options = body.model_dump(include=SAMPLING_FIELDS)
+        options = body.options()
         speech = await self.backends.synthesize(reference, ref_text, body.input, options)
         metrics.record_first_audio(started, stream=False)
         metrics.record_speech(len(speech) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
@@ -76,7 +73,7 @@ class SpeechService:
         started = time.monotonic()
         self.check(body)
         ref_text, reference = await self._voice(body)
-        options = body.model_dump(include=SAMPLING_FIELDS)
+        options = body.options()
         pieces = self.backends.stream(reference, ref_text, body.input, options)
         first = await anext(pieces)
         metrics.record_first_audio(started, stream=True)

@@ -9,7 +9,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from speech_service.api import create_app
-from speech_service.config import ServiceSettings, SynthesisOptions
+from speech_service.config import ServiceSettings
 from speech_service.engine import SynthesisEngine
 from speech_service.objects import open_object_store
 from speech_service.transcription import WhisperBackend
@@ -27,11 +27,11 @@ class InProcessBackends:
 
     async def synthesize(self, reference, ref_text, text, options):
         self.syntheses += 1
-        return await asyncio.to_thread(self.engine.synthesize, reference, ref_text, text, SynthesisOptions(**options))
+        return await asyncio.to_thread(self.engine.synthesize, reference, ref_text, text, options)
 
     async def stream(self, reference, ref_text, text, options):
         self.syntheses += 1
-        pieces = self.engine.stream(reference, ref_text, text, SynthesisOptions(**options))
+        pieces = self.engine.stream(reference, ref_text, text, options)
         while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
             yield piece
 
