@@ -106,7 +106,8 @@ class Synthesizer:
 
     async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions,
                          dispatched_at: float | None = None) -> np.ndarray:
-        from speech_service.engine import cross_fade_samples, join
+        from speech_service.audio import join
+        from speech_service.engine import cross_fade_samples
 
         metrics.record_queue_wait(dispatched_at)
         items = await asyncio.to_thread(self._items, reference, ref_text, text, options)
@@ -115,7 +116,8 @@ class Synthesizer:
 
     async def synthesize_stream(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions,
                                 dispatched_at: float | None = None) -> AsyncIterator[np.ndarray]:
-        from speech_service.engine import CrossFade, cross_fade_samples
+        from speech_service.audio import CrossFade
+        from speech_service.engine import cross_fade_samples
 
         metrics.record_queue_wait(dispatched_at)
         items = await asyncio.to_thread(self._items, reference, ref_text, text, options)

@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.resources import files
@@ -26,7 +26,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import f5_modules
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, cross_fade, join
 from .config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
 from .devices import torch_device
 from .errors import BadRequest, Unprocessable
@@ -345,10 +345,6 @@ def cross_fade_samples(items: list[BatchItem]) -> int:
     return int(items[0].options.cross_fade_duration * SAMPLE_RATE)
 
 
-def join(waves: Iterable[np.ndarray], overlap: int) -> np.ndarray:
-    return np.concatenate(list(cross_fade(waves, overlap)))
-
-
 def load_f5(backbone: type, arch: dict, mel_spec: dict, checkpoint: Path, vocab: str, use_ema: bool,
             device: str, dtype: torch.dtype):
     """The CFM model as `f5_tts.infer.utils_infer.load_model` + `load_checkpoint` build it (f5-tts 1.1),
@@ -391,43 +387,3 @@ def load_vocos(vocos_class: type, directory: Path, device: str):
     state = torch.load(str(directory / "pytorch_model.bin"), map_location=device, weights_only=True)
     vocoder.load_state_dict(state)
     return vocoder.eval()
-
-
-def cross_fade(waves: Iterable[np.ndarray], overlap: int) -> Iterator[np.ndarray]:
-    """Join waveforms, blending up to `overlap` samples linearly at each seam.
-
-    Yields as soon as a piece is final: each wave's last `overlap` samples are held back until the
-    next wave arrives to blend with.
-    """
-    seams = CrossFade(overlap)
-    for wave in waves:
-        if (piece := seams.push(wave)) is not None:
-            yield piece
-    if (piece := seams.finish()) is not None:
-        yield piece
-
-
-class CrossFade:
-    """`cross_fade` one wave at a time, for callers that get their waves asynchronously."""
-
-    def __init__(self, overlap: int):
-        self.overlap = overlap
-        self.held = np.zeros(0, dtype=np.float32)
-
-    def push(self, wave: np.ndarray) -> np.ndarray | None:
-        """The part of the speech so far that is final, or None if all of it waits for the seam."""
-        held = self.held
-        n = min(len(held), len(wave))
-        if n:
-            fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
-            seam = held[len(held) - n :] * (1 - fade) + wave[:n] * fade
-            wave = np.concatenate([held[: len(held) - n], seam, wave[n:]])
-        elif len(held):
-            wave = np.concatenate([held, wave])
-        keep = min(self.overlap, len(wave))
-        self.held = wave[len(wave) - keep :]
-        return wave[: len(wave) - keep].astype(np.float32) if len(wave) > keep else None
-
-    def finish(self) -> np.ndarray | None:
-        held, self.held = self.held, np.zeros(0, dtype=np.float32)
-        return held.astype(np.float32) if len(held) else None

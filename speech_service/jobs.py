@@ -296,18 +296,6 @@ def split_segments(text: str, max_chars: int) -> list[str]:
     return segments
 
 
-def join(waves: list[np.ndarray], overlap: int) -> np.ndarray:
-    """Concatenate, blending up to `overlap` samples linearly at each seam."""
-    out = [waves[0]]
-    for wave in waves[1:]:
-        n = min(overlap, len(out[-1]), len(wave))
-        if n:
-            fade = np.linspace(0.0, 1.0, n, dtype=np.float32)
-            out[-1], wave = out[-1][:-n], np.concatenate([out[-1][-n:] * (1 - fade) + wave[:n] * fade, wave[n:]])
-        out.append(wave)
-    return np.concatenate(out).astype(np.float32)
-
-
 def _seconds(waves: list[np.ndarray]) -> float:
     return round(sum(len(w) for w in waves) / audio.SAMPLE_RATE, 2)
 
@@ -446,7 +434,7 @@ class JobRunner:
                 segments_done=done, segments_total=len(segments), audio_seconds=_seconds(waves)))
         fade = body.cross_fade_duration
         fade = F5_DEFAULTS.cross_fade_duration if fade is None else fade
-        speech = join(waves, int(fade * audio.SAMPLE_RATE))
+        speech = audio.join(waves, int(fade * audio.SAMPLE_RATE))
         data = await asyncio.to_thread(audio.encode, speech, body.response_format)
         await asyncio.to_thread(self.store.succeed, record.id, attempt, data)
         logger.info("job %s: succeeded on attempt %d", record.id, attempt)

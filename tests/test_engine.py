@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from speech_service import audio
+from speech_service.audio import cross_fade
 from speech_service.config import SynthesisOptions
-from speech_service.engine import SynthesisEngine, cross_fade, split_text
+from speech_service.engine import SynthesisEngine, split_text
 from speech_service.errors import BadRequest, Unprocessable
 
 from conftest import SHORT_TEXT, decode_file

@@ -13,9 +13,10 @@ import pytest
 import soundfile as sf
 
 from speech_service import audio
+from speech_service.audio import join
 from speech_service.config import JobSettings, ServiceSettings
 from speech_service.errors import BadRequest, Conflict, NotFound, Overloaded, PayloadTooLarge, Unprocessable
-from speech_service.jobs import JobRunner, JobStore, Superseded, join, split_segments
+from speech_service.jobs import JobRunner, JobStore, Superseded, split_segments
 from speech_service.objects import LocalObjectStore, S3ObjectStore
 from speech_service.schemas import JobProgress, SpeechRequest
 from speech_service.speech import SpeechService
