@@ -105,6 +105,18 @@ def deployments(config: dict) -> dict[str, dict]:
     return {d["name"]: d for d in config["applications"][0]["deployments"]}
 
 
+def use_tiny_models(config: dict, offline_models: dict, **synthesizer) -> dict[str, dict]:
+    """Point the config's Synthesizer and Transcriber at the offline models (tiny F5 and Vocos, Whisper
+    base on the CPU); `synthesizer` overrides further Synthesizer user_config fields. Returns the
+    deployments by name, for further changes."""
+    d = deployments(config)
+    d["Synthesizer"]["user_config"].update({
+        "model_name": "f5-tiny", "architecture_overrides": TINY_DIT, "checkpoint": str(offline_models["checkpoint"]),
+        "vocoder": str(offline_models["vocoder"]), "defaults": {"nfe_step": 4}, **synthesizer})
+    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
+    return d
+
+
 def start_serve(config: dict, num_gpus: int = 1, address: str | None = None, **init_options) -> str:
     """Start a local Ray cluster with `num_gpus` logical GPUs and `init_options` for `ray.init` (or
     connect to the running cluster at `address`) and deploy `config` the way `serve run` does; return the base URL once the

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ray import serve
 
-from conftest import SHORT_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
+from conftest import SHORT_TEXT, free_port, serve_config, start_serve, stop_serve, use_tiny_models
 
 APP = "tts"
 TEXTS = ["Good morning to you.", "A longer sentence, with a pause or two, to fill more frames.", "Yes.",
@@ -18,16 +18,8 @@ TEXTS = ["Good morning to you.", "A longer sentence, with a pause or two, to fil
 @pytest.fixture(scope="module")
 def base_url(offline_models, tmp_path_factory):
     config = serve_config(tmp_path_factory.mktemp("batching-store"), free_port())
-    d = deployments(config)
-    d["Synthesizer"]["user_config"].update(
-        model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
-                                                      "text_dim": 32, "conv_layers": 1},
-        checkpoint=str(offline_models["checkpoint"]), vocoder=str(offline_models["vocoder"]),
-        defaults={"nfe_step": 4}, cpu_threads=2,
-        # Wide enough that requests sent together on a busy test machine meet in one batch.
-        max_batch_size=8, batch_wait_timeout_s=0.5,
-    )
-    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
+    # Wide enough that requests sent together on a busy test machine meet in one batch.
+    use_tiny_models(config, offline_models, cpu_threads=2, max_batch_size=8, batch_wait_timeout_s=0.5)
     yield start_serve(config, num_gpus=1)
     stop_serve()
 

@@ -16,7 +16,7 @@ from ray.util.state import list_actors
 
 from speech_service.models import mirror
 
-from conftest import REPO, SHORT_TEXT, deployments, free_port, start_serve, stop_serve
+from conftest import REPO, SHORT_TEXT, deployments, free_port, start_serve, stop_serve, use_tiny_models
 
 APP = "tts"
 
@@ -66,13 +66,8 @@ def base_url(cluster, s3_server, s3_vars, voice_bucket, offline_models, tmp_path
     d = deployments(config)
     for deployment in d.values():
         deployment["ray_actor_options"]["num_cpus"] = 0.5
-    d["Synthesizer"]["user_config"].update(
-        model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
-                                                      "text_dim": 32, "conv_layers": 1},
-        checkpoint=f"s3://{weights}/f5-tiny/{offline_models['checkpoint'].name}",
-        vocoder=f"s3://{weights}/vocos-tiny", cache_dir=str(tmp_path_factory.mktemp("gpu-node-cache")),
-        defaults={"nfe_step": 4})
-    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
+    use_tiny_models(config, offline_models, checkpoint=f"s3://{weights}/f5-tiny/{offline_models['checkpoint'].name}",
+                    vocoder=f"s3://{weights}/vocos-tiny", cache_dir=str(tmp_path_factory.mktemp("gpu-node-cache")))
     d["Transcriber"]["autoscaling_config"].update(min_replicas=1, initial_replicas=1)  # to see where it lands
     yield start_serve(config, address=cluster[0].address)
     stop_serve()

@@ -13,12 +13,12 @@ import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events, from_schema
-from test_api import backends, make_client, upload  # noqa: F401  (backends: the fixture)
 
 from speech_service.errors import Unprocessable
 from speech_service.logs import OUR_LOGGERS, configure_logging, valid_request_id
 
 from conftest import SHORT_TEXT
+from test_api import backends, make_client, upload  # noqa: F401  (backends: the fixture)
 
 # All checks, a bounded number of examples per operation. Uploaded audio and transcript plausibility
 # cannot be written in JSON Schema: a schema-valid upload of random bytes is rightly refused (400

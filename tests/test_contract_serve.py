@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from conftest import deployments, free_port, serve_config, start_serve, stop_serve
+from conftest import free_port, serve_config, start_serve, stop_serve, use_tiny_models
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +15,7 @@ def served(offline_models, tmp_path_factory):
     config = serve_config(tmp_path_factory.mktemp("serve-store"), free_port())
     logs = tmp_path_factory.mktemp("serve-logs")
     config["applications"][0]["logging_config"] = {"logs_dir": str(logs), "encoding": "TEXT"}
-    d = deployments(config)
-    d["Synthesizer"]["user_config"].update(
-        model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
-                                                      "text_dim": 32, "conv_layers": 1},
-        checkpoint=str(offline_models["checkpoint"]), vocoder=str(offline_models["vocoder"]),
-        defaults={"nfe_step": 4},
-    )
-    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
+    use_tiny_models(config, offline_models)
     metrics_port = free_port()
     base_url = start_serve(config, num_gpus=1, _metrics_export_port=metrics_port)
     with httpx.Client(base_url=base_url, timeout=300) as client:

@@ -11,7 +11,15 @@ import httpx
 import pytest
 from ray import serve
 
-from conftest import LONG_TEXT, SHORT_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
+from conftest import (
+    LONG_TEXT,
+    SHORT_TEXT,
+    free_port,
+    serve_config,
+    start_serve,
+    stop_serve,
+    use_tiny_models,
+)
 
 logger = logging.getLogger(__name__)
 APP = "tts"
@@ -23,15 +31,8 @@ def base_url(offline_models, tmp_path_factory):
     config = serve_config(tmp_path_factory.mktemp("jobs-store"), free_port())
     config["applications"][0]["args"]["jobs"] = {
         "lease_s": LEASE_S, "sweep_interval_s": 1, "retry_delay_s": 1, "max_attempts": 3, "segment_chars": 120}
-    d = deployments(config)
-    d["Synthesizer"]["user_config"].update(
-        model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
-                                                      "text_dim": 32, "conv_layers": 1},
-        checkpoint=str(offline_models["checkpoint"]), vocoder=str(offline_models["vocoder"]),
-        defaults={"nfe_step": 4},
-    )
+    d = use_tiny_models(config, offline_models)
     d["Synthesizer"]["autoscaling_config"].update(downscale_delay_s=600, downscale_to_zero_delay_s=600)
-    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
     yield start_serve(config, num_gpus=1)
     stop_serve()
 

@@ -15,7 +15,7 @@ from ray import serve
 
 from speech_service.model_source import pulled_record
 
-from conftest import SHORT_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
+from conftest import SHORT_TEXT, free_port, serve_config, start_serve, stop_serve, use_tiny_models
 
 APP = "tts"
 BUCKET = "mirrored-weights"
@@ -49,14 +49,9 @@ def base_url(mirrored, s3_vars, cache_dir, offline_models, tmp_path_factory):
     config = serve_config(tmp_path_factory.mktemp("mirror-store"), free_port())
     # boto3 in the replicas finds the S3 server the way it would on a cluster: its environment.
     config["applications"][0]["runtime_env"] = {"env_vars": s3_vars}
-    d = deployments(config)
-    d["Synthesizer"]["user_config"].update(
-        model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
-                                                      "text_dim": 32, "conv_layers": 1},
-        checkpoint=mirrored["checkpoint"], vocoder=mirrored["vocoder"], cache_dir=str(cache_dir),
-        defaults={"nfe_step": 4})
+    d = use_tiny_models(config, offline_models, checkpoint=mirrored["checkpoint"], vocoder=mirrored["vocoder"],
+                        cache_dir=str(cache_dir))
     d["Synthesizer"]["autoscaling_config"].update(min_replicas=2, initial_replicas=2, max_replicas=2)
-    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
     assert not any(cache_dir.iterdir())
     yield start_serve(config, num_gpus=2)
     stop_serve()

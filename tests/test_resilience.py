@@ -18,9 +18,17 @@ from ray import serve
 
 from deployments.serve_state import unmet_demand
 from speech_service.errors import Overloaded
-from speech_service.offline_models import TINY_DIT
 
-from conftest import LONG_TEXT, SHORT_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
+from conftest import (
+    LONG_TEXT,
+    SHORT_TEXT,
+    deployments,
+    free_port,
+    serve_config,
+    start_serve,
+    stop_serve,
+    use_tiny_models,
+)
 
 MEDIUM_TEXT = ("The morning train left the station at seven. Passengers read newspapers and drank coffee. "
                "Outside the window, fields of wheat moved in the wind.")
@@ -38,11 +46,7 @@ def app_copy(base: dict, name: str, limits: dict | None = None) -> dict:
 def config(offline_models, tmp_path_factory):
     config = serve_config(tmp_path_factory.mktemp("resilience-store"), free_port())
     base = config["applications"][0]
-    d = deployments(config)
-    d["Synthesizer"]["user_config"].update(
-        model_name="f5-tiny", architecture_overrides=TINY_DIT, checkpoint=str(offline_models["checkpoint"]),
-        vocoder=str(offline_models["vocoder"]), defaults={"nfe_step": 4})
-    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
+    use_tiny_models(config, offline_models)
 
     tight = app_copy(base, "tight")
     synth = {x["name"]: x for x in tight["deployments"]}["Synthesizer"]

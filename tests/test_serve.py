@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from ray import serve
 
-from conftest import LONG_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
+from conftest import LONG_TEXT, free_port, serve_config, start_serve, stop_serve, use_tiny_models
 
 APP = "tts"
 
@@ -19,18 +19,11 @@ APP = "tts"
 @pytest.fixture(scope="module")
 def base_url(offline_models, tmp_path_factory):
     config = serve_config(tmp_path_factory.mktemp("serve-store"), free_port())
-    d = deployments(config)
-    d["Synthesizer"]["user_config"].update(
-        model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
-                                                      "text_dim": 32, "conv_layers": 1},
-        checkpoint=str(offline_models["checkpoint"]), vocoder=str(offline_models["vocoder"]),
-        defaults={"nfe_step": 4}, cpu_threads=2,  # the replica's 0.5 CPU would give 1
-    )
+    d = use_tiny_models(config, offline_models, cpu_threads=2)  # the replica's 0.5 CPU would give 1
     # Short delays so the test sees the Synthesizer rest at zero; the Transcriber stays up so its
     # call counter is one replica's.
     d["Synthesizer"]["autoscaling_config"].update(
         upscale_delay_s=0, downscale_delay_s=2, downscale_to_zero_delay_s=3, look_back_period_s=2)
-    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
     d["Transcriber"]["autoscaling_config"].update(downscale_delay_s=600, downscale_to_zero_delay_s=600)
     yield start_serve(config, num_gpus=1)
     stop_serve()

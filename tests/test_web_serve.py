@@ -7,7 +7,7 @@ import httpx
 import pytest
 import soundfile as sf
 
-from conftest import SHORT_TEXT, convert, deployments, free_port, serve_config, start_serve, stop_serve
+from conftest import SHORT_TEXT, convert, free_port, serve_config, start_serve, stop_serve, use_tiny_models
 from test_cli import f5voice
 from test_web import browser, click, fill, player_state, text, until  # noqa: F401 (browser is a fixture)
 
@@ -15,13 +15,7 @@ from test_web import browser, click, fill, player_state, text, until  # noqa: F4
 @pytest.fixture(scope="module")
 def url(offline_models, tmp_path_factory):
     config = serve_config(tmp_path_factory.mktemp("serve-store"), free_port())
-    d = deployments(config)
-    d["Synthesizer"]["user_config"].update(
-        model_name="f5-tiny", architecture_overrides={"dim": 64, "depth": 2, "heads": 2, "ff_mult": 2,
-                                                      "text_dim": 32, "conv_layers": 1},
-        checkpoint=str(offline_models["checkpoint"]), vocoder=str(offline_models["vocoder"]),
-        defaults={"nfe_step": 4}, cpu_threads=2)
-    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
+    use_tiny_models(config, offline_models, cpu_threads=2)
     yield start_serve(config, num_gpus=1)
     stop_serve()
 
