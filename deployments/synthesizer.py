@@ -41,7 +41,8 @@ _RELOAD_FIELDS = set(SynthesizerSettings.model_fields) - _LIVE_FIELDS
 
 @serve.deployment(
     ray_actor_options={"num_gpus": 1},
-    autoscaling_config={"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1},
+    # The same as config/serve.yaml (which overrides these); no `initial_replicas`: see its comment.
+    autoscaling_config={"min_replicas": 0, "max_replicas": 4, "target_ongoing_requests": 8},
     max_ongoing_requests=16,  # >= max_batch_size: a full batch must be able to be in flight
 )
 class Synthesizer:

@@ -21,7 +21,8 @@ logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(
-    autoscaling_config={"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1},
+    # The same as config/serve.yaml (which overrides these); no `initial_replicas`: see its comment.
+    autoscaling_config={"min_replicas": 0, "max_replicas": 2, "target_ongoing_requests": 2},
     max_ongoing_requests=4,
 )
 class Transcriber:

@@ -46,10 +46,15 @@ def test_production_profile_asks_for_a_gpu_and_the_real_models():
 
 
 def test_decorators_agree_with_the_production_profile():
-    """`serve.run(serve_app.build({}))` without the YAML keeps the same GPU and scale-to-zero shape."""
-    assert Synthesizer._deployment_config.autoscaling_config.min_replicas == 0
+    """`serve.run(serve_app.build({}))` without the YAML keeps the same GPU and scaling shape."""
     assert Synthesizer.ray_actor_options["num_gpus"] == 1
-    assert Transcriber._deployment_config.autoscaling_config.min_replicas == 0
+    d = deployments(load("serve.yaml"))
+    for deployment in (Synthesizer, Transcriber):
+        options = deployment._deployment_config.autoscaling_config
+        shipped = d[deployment.name]["autoscaling_config"]
+        for key in ("min_replicas", "max_replicas", "target_ongoing_requests"):
+            assert getattr(options, key) == shipped[key], (deployment.name, key)
+        assert "initial_replicas" not in options.model_fields_set
 
 
 def test_cluster_yaml_passes_the_launchers_own_validation():
@@ -63,3 +68,4 @@ def test_cluster_yaml_passes_the_launchers_own_validation():
     assert "GPU" not in head.get("resources", {})
     assert workers and all(w["min_workers"] == 0 for w in workers)
     assert any(w["node_config"]["InstanceType"].startswith(("g", "p")) for w in workers)
+
