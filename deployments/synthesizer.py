@@ -25,7 +25,7 @@ from ray import serve
 
 from deployments.replica import cold_start_clock, report_cold_start, threads
 from speech_service import metrics
-from speech_service.config import SynthesisOptions, SynthesizerSettings
+from speech_service.config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
 from speech_service.errors import ModelUnavailable
 from speech_service.logs import route_to_serve_logs
 
@@ -142,7 +142,7 @@ class Synthesizer:
             "node_id": ray.get_runtime_context().get_node_id(),
             "actor_id": ray.get_runtime_context().get_actor_id(),
             "pid": os.getpid(),
-            "defaults": engine.defaults.model_dump() if engine else None,
+            "defaults": engine.defaults.over(F5_DEFAULTS).model_dump() if engine else None,  # in effect
             "model": engine.model_name if engine else None,
             "device": engine.device if engine else None,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
