@@ -237,10 +237,16 @@ def s3_endpoint(s3_server) -> str:
     return s3_server.endpoint
 
 
+@pytest.fixture(scope="session")
+def s3_vars(s3_server) -> dict[str, str]:
+    """boto3's standard environment variables for the test server (for this process or a replica's)."""
+    return {"AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
 @pytest.fixture
-def s3_env(s3_endpoint, monkeypatch):
+def s3_env(s3_endpoint, s3_vars, monkeypatch):
     """boto3 pointed at the test server through its standard environment variables."""
-    for key, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test",
-                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in s3_vars.items():
         monkeypatch.setenv(key, value)
     return s3_endpoint

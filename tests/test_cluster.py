@@ -22,12 +22,6 @@ APP = "tts"
 
 
 @pytest.fixture(scope="module")
-def s3_vars(s3_server) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
 def cluster():
     from ray.cluster_utils import Cluster
 

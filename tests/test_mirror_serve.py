@@ -22,12 +22,6 @@ BUCKET = "mirrored-weights"
 
 
 @pytest.fixture(scope="module")
-def s3_vars(s3_server) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
 def mirrored(s3_server, s3_vars, offline_models) -> dict[str, str]:
     import boto3
 
