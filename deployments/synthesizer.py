@@ -1,10 +1,12 @@
 """Synthesizer deployment: a thin shell around `SynthesisEngine` (one per replica, on a GPU when there is one).
 
-Every request is planned into segments (`BatchItem`s) and each segment goes through one `@serve.batch`
-queue, so segments of concurrent requests, and all segments of one non-streamed request, are sampled
-together (`SynthesisEngine.synthesize_batch`, which groups by sampling knobs and splits by the frame
-budget). A stream submits its segments one at a time, so its first piece leaves after its first
-sentence; when its client hangs up, Serve cancels the generator and no later segment is queued.
+Every request is planned into segments (`BatchItem`s) and each segment goes through the replica's
+`ContinuousBatcher`: the model starts on a segment as soon as it is free, and segments that arrive
+while it is busy are sampled together in its next call (`SynthesisEngine.synthesize_batch`, which
+groups by sampling knobs and splits by the frame budget). So segments of concurrent requests, and all
+segments of one non-streamed request, share model calls. A stream submits its segments one at a time,
+so its first piece leaves after its first sentence; when its client hangs up, Serve cancels the
+generator, its queued segment is dropped and no later one is queued.
 
 The engine (torch, f5-tts, Vocos) is imported in `reconfigure`, not with this module, so the cold-start
 record shows the cost of the imports as its own phase.
@@ -25,6 +27,7 @@ from ray import serve
 
 from deployments.replica import cold_start_clock, report_cold_start, threads
 from speech_service import metrics
+from speech_service.batcher import ContinuousBatcher
 from speech_service.config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
 from speech_service.errors import ModelUnavailable
 from speech_service.logs import route_to_serve_logs
@@ -43,7 +46,9 @@ _RELOAD_FIELDS = set(SynthesizerSettings.model_fields) - _LIVE_FIELDS
     ray_actor_options={"num_gpus": 1},
     # The same as config/serve.yaml (which overrides these); no `initial_replicas`: see its comment.
     autoscaling_config={"min_replicas": 0, "max_replicas": 4, "target_ongoing_requests": 8},
-    max_ongoing_requests=16,  # >= max_batch_size: a full batch must be able to be in flight
+    # >= max_batch_size, or no call could be full (a stream has one segment in the batcher at a
+    # time); 2 x: one full call running while the next one's segments queue.
+    max_ongoing_requests=16,
 )
 class Synthesizer:
     def __init__(self, store: dict[str, Any] | None = None) -> None:
@@ -54,6 +59,8 @@ class Synthesizer:
         self._settings: SynthesizerSettings | None = None
         self._engine: SynthesisEngine | None = None
         self._load_error = "the Synthesizer has no user_config yet"
+        # Knobs are set from user_config in reconfigure; one model call at a time on this replica.
+        self._batcher: ContinuousBatcher[BatchItem, np.ndarray] = ContinuousBatcher(self._sample_batch)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         settings = SynthesizerSettings.model_validate(config or {})
@@ -67,8 +74,8 @@ class Synthesizer:
                 self._engine.max_batch_size = settings.max_batch_size
                 self._engine.max_batch_frames = settings.max_batch_frames
             self._settings = settings
-        self._sample.set_max_batch_size(settings.max_batch_size)
-        self._sample.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self._batcher.max_batch_size = settings.max_batch_size
+        self._batcher.wait_s = settings.batch_wait_timeout_s  # how long an idle model waits for company
 
     def _load(self, settings: SynthesizerSettings) -> None:
         cold, self._clock = self._clock, None  # only the first load is a cold start
@@ -100,10 +107,12 @@ class Synthesizer:
     def _items(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions) -> list[BatchItem]:
         return self._ready().items(reference, ref_text, text, SynthesisOptions.model_validate(options))
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # set from user_config in reconfigure
-    async def _sample(self, items: list[BatchItem]) -> list[np.ndarray]:
-        """One waveform per segment; segments of concurrent callers arrive here together."""
-        return await asyncio.to_thread(self._ready().synthesize_batch, items)
+    async def _sample(self, item: BatchItem) -> np.ndarray:
+        """One segment's waveform, sampled together with whatever else is queued."""
+        return await self._batcher.submit(item)
+
+    async def _sample_batch(self, items: list[BatchItem]) -> list[np.ndarray]:
+        return await asyncio.to_thread(self._ready().synthesize_batch, items)  # the engine call blocks
 
     async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions,
                          dispatched_at: float | None = None) -> np.ndarray:

@@ -67,12 +67,15 @@ class SynthesizerSettings(_Strict):
     max_segment_seconds: float = Field(22.0, gt=1.0, le=60.0)
     # torch threads; None = the CPUs Ray gave the replica, rounded up (see speech_service.devices).
     cpu_threads: int | None = Field(None, ge=1, le=256)
-    # Batching: segments of concurrent requests (and of one long request) that share sampling knobs
-    # run as one model call. A batch closes at `max_batch_size` segments or `batch_wait_timeout_s`
-    # after its first; `max_batch_frames` bounds the padded frames (items x longest) of one model
-    # call, which is what GPU memory grows with (more so with the attention mask batches need).
+    # Batching (continuous): a free model starts on the segments queued for it, up to
+    # `max_batch_size`; segments arriving while it runs queue for its next call, so concurrent
+    # requests (and the segments of one long request) that share sampling knobs run as one model
+    # call. `batch_wait_timeout_s` is how long an idle model waits for company before starting (0:
+    # it starts at once; a busy model never waits). `max_batch_frames` bounds the padded frames
+    # (items x longest) of one model call, which is what GPU memory grows with (more so with the
+    # attention mask batches need).
     max_batch_size: int = Field(8, ge=1, le=64)
-    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=1.0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
     max_batch_frames: int = Field(16384, ge=1024)
 
 

@@ -1,6 +1,7 @@
 """Batching through Ray Serve: concurrent requests share model calls, and each still gets exactly
 its own speech. config/serve.yaml on a local cluster, the tiny offline models."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -18,8 +19,8 @@ TEXTS = ["Good morning to you.", "A longer sentence, with a pause or two, to fil
 @pytest.fixture(scope="module")
 def base_url(offline_models, tmp_path_factory):
     config = serve_config(tmp_path_factory.mktemp("batching-store"), free_port())
-    # Wide enough that requests sent together on a busy test machine meet in one batch.
-    use_tiny_models(config, offline_models, cpu_threads=2, max_batch_size=8, batch_wait_timeout_s=0.5)
+    # No wait for company: requests meet because they queue while the model is busy.
+    use_tiny_models(config, offline_models, cpu_threads=2, max_batch_size=8, batch_wait_timeout_s=0)
     yield start_serve(config, num_gpus=1)
     stop_serve()
 
@@ -38,8 +39,9 @@ def batch_sizes() -> dict[int, int]:
     return serve.get_deployment_handle("Synthesizer", APP).batch_sizes.remote().result()
 
 
-def speak(http, text, seed):
-    r = http.post("/v1/audio/speech", json={"voice": "bob", "input": text, "seed": seed, "response_format": "pcm"})
+def speak(http, text, seed, **knobs):
+    r = http.post("/v1/audio/speech", json={"voice": "bob", "input": text, "seed": seed, "response_format": "pcm",
+                                            **knobs})
     assert r.status_code == 200, r.text
     return np.frombuffer(r.content, dtype=np.int16).astype(np.int32)
 
@@ -48,11 +50,20 @@ def test_concurrent_requests_share_model_calls_and_each_gets_its_own_speech(http
     alone = [speak(http, text, seed) for seed, text in enumerate(TEXTS)]  # one at a time: batches of 1
     before = batch_sizes()
     assert set(before) == {1}
-    with ThreadPoolExecutor(len(TEXTS)) as pool:
+    with ThreadPoolExecutor(len(TEXTS) + 1) as pool:
+        # A slow one-segment request (seconds on this CPU, other knobs: always a model call of its
+        # own) keeps the model busy while the others arrive, however slowly this machine sends them.
+        # They queue and its next call takes them together; with no wait for company, that is the
+        # only way they can meet. Arriving before it starts, they share its batch instead, in a
+        # model call of their own knobs: the sizes seen are the same.
+        busy = pool.submit(speak, http, "A slow sentence that keeps the model busy for a while.", 0,
+                           nfe_step=128, speed=0.5)
+        time.sleep(0.5)
         together = list(pool.map(lambda job: speak(http, job[1], job[0]), enumerate(TEXTS)))
+        busy.result()
     seen = {size: n - before.get(size, 0) for size, n in batch_sizes().items() if n > before.get(size, 0)}
     assert max(seen) > 1, seen  # batched: some model call sampled several requests' segments
-    assert sum(size * n for size, n in seen.items()) == len(TEXTS)  # one single-segment request each
+    assert sum(size * n for size, n in seen.items()) == len(TEXTS) + 1  # one single-segment request each
     for solo, batched in zip(alone, together):
         assert len(batched) == len(solo)
         assert np.abs(batched - solo).max() <= 2  # 16-bit samples: float rounding at most
