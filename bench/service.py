@@ -6,7 +6,8 @@ Deploys config/serve.offline.yaml on a local Ray cluster of its own, with model 
 back to zero a few seconds after their last request, then:
 (a) cold starts, each from zero replicas: an upload without a transcript (Transcriber from zero to
     a transcribed upload) and a streamed speech request (Synthesizer from zero to its first audio
-    byte), with the phases each replica recorded (read from GET /v1/status);
+    byte), with the phases each replica recorded (read from GET /v1/status) and the client's time
+    outside them (before the replica's process starts, routing, the request's own work);
 (b) the resident memory (RSS and USS) of both replicas at rest after serving;
 (c) the median of a speech request through the service against `SynthesisEngine` called directly
     in this process, at concurrency 1 with the same number of torch threads, alternating.
@@ -83,19 +84,27 @@ def cold_starts(http: httpx.Client, wav: Path, runs: int) -> list[dict]:
     for run in range(runs):
         wait_until_idle()
         transcriber_s = upload(http, wav, f"bench{run}")  # the Transcriber starts from zero
-        ttfa_s, total_s = first_audio(http, f"bench{run}")  # the Synthesizer starts from zero
+        # Warm right after its cold start: a slow Synthesizer start could outlast the Transcriber's
+        # short downscale_to_zero_delay_s and turn a later "warm" upload into another cold start.
         warm_upload_s = upload(http, wav, f"bench{run}")
+        ttfa_s, total_s = first_audio(http, f"bench{run}")  # the Synthesizer starts from zero
         warm_ttfa_s, _ = first_audio(http, f"bench{run}")
         records = http.get("/v1/status").json()["cold_starts"]
         replicas = {name: rec["replica"] for name, rec in records.items()}
         assert not set(replicas.values()) & seen, "a record of an earlier start: the replica did not restart"
         seen |= set(replicas.values())
+        # What the client waited beyond the replica's own start: the scale-up decision before the
+        # process starts, routing, and the request's own work once the replica is ready.
+        outside = {"Transcriber": transcriber_s, "Synthesizer": ttfa_s}
+        outside = {name: round(seconds - records[name]["total_s"], 3)
+                   for name, seconds in outside.items() if name in records}
         results.append({
             "transcriber_zero_to_transcribed_upload_s": round(transcriber_s, 3),
             "transcriber_warm_upload_s": round(warm_upload_s, 3),
             "synthesizer_zero_to_first_audio_s": round(ttfa_s, 3),
             "synthesizer_zero_to_last_audio_s": round(total_s, 3),
             "synthesizer_warm_first_audio_s": round(warm_ttfa_s, 3),
+            "outside_replica_start_s": outside,
             "replica_records": records,
         })
         print(f"run {run}: transcriber {transcriber_s:.2f} s, synthesizer first audio {ttfa_s:.2f} s", flush=True)
@@ -158,21 +167,28 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int) -> dict:
             "p50_difference_ms": round(1000 * (statistics.median(service_s) - statistics.median(engine_s)), 1)}
 
 
+def outside(run: dict, deployment: str) -> str:
+    seconds = run.get("outside_replica_start_s", {}).get(deployment)
+    return "" if seconds is None else f"{seconds:.2f}"
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Service benchmark on {result['machine']}", "",
              f"Load average at start {result['load_average_at_start']}, at end {result['load_average_at_end']} "
              "(other work shared the machine).", "",
              "Offline profile (tiny F5 DiT, tiny Vocos, Whisper base); seconds measured by the client.", "",
              "| run | Transcriber: zero to transcribed upload | warm upload | Synthesizer: zero to first audio "
-             "| warm first audio | Synthesizer phases (replica's record) | Transcriber phases |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| warm first audio | Synthesizer phases (replica's record) | Transcriber phases "
+             "| outside the replica's start: Transcriber / Synthesizer |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i, run in enumerate(result["cold_starts"]):
         phases = {n: ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items())
                   for n, r in run["replica_records"].items()}
         lines.append(f"| {i} | {run['transcriber_zero_to_transcribed_upload_s']:.2f} | "
                      f"{run['transcriber_warm_upload_s']:.2f} | {run['synthesizer_zero_to_first_audio_s']:.2f} | "
                      f"{run['synthesizer_warm_first_audio_s']:.2f} | {phases.get('Synthesizer', '')} | "
-                     f"{phases.get('Transcriber', '')} |")
+                     f"{phases.get('Transcriber', '')} | {outside(run, 'Transcriber')} / "
+                     f"{outside(run, 'Synthesizer')} |")
     lines += ["", "| replica | RSS at rest (GB) | USS (GB) |", "| --- | --- | --- |"]
     lines += [f"| {n} | {m['rss_gb']} | {m['uss_gb']} |" for n, m in result["memory_at_rest"].items()]
     o = result["overhead"]

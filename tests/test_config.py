@@ -32,6 +32,10 @@ def test_profiles_validate_as_serve_configs_and_settings(profile):
         # Serve resets a deployment to `initial_replicas` on every config change; it must be absent
         # so a user_config change reconfigures the warm replica instead of stopping it.
         assert scaling["min_replicas"] == 0 and "initial_replicas" not in scaling
+        # A request waiting at zero replicas starts one only at its handle's next periodic report
+        # (Ray 2.60's immediate report carries queue samples taken before the request): keep it short.
+        assert scaling["metrics_interval_s"] <= 1
+        assert scaling.get("look_back_period_s", 30) > scaling["metrics_interval_s"]
         assert d[name]["max_queued_requests"] > 0 and d[name]["backpressure_config"]["retry_after_s"] > 0
     assert d["Ingress"]["autoscaling_config"]["min_replicas"] >= 1
 
@@ -52,7 +56,7 @@ def test_decorators_agree_with_the_production_profile():
     for deployment in (Synthesizer, Transcriber):
         options = deployment._deployment_config.autoscaling_config
         shipped = d[deployment.name]["autoscaling_config"]
-        for key in ("min_replicas", "max_replicas", "target_ongoing_requests"):
+        for key in ("min_replicas", "max_replicas", "target_ongoing_requests", "metrics_interval_s"):
             assert getattr(options, key) == shipped[key], (deployment.name, key)
         assert "initial_replicas" not in options.model_fields_set
 
