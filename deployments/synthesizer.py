@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("ray.serve")
 
 # Fields whose change means new weights; the rest (sampling defaults, batching) apply to the loaded engine.
-_LIVE_FIELDS = {"defaults", "max_batch_size", "batch_wait_timeout_s", "max_batch_frames"}
+_LIVE_FIELDS = {"defaults", "max_batch_size", "batch_wait_timeout_s", "max_batch_frames", "normalize_text"}
 _RELOAD_FIELDS = set(SynthesizerSettings.model_fields) - _LIVE_FIELDS
 
 
@@ -74,6 +74,7 @@ class Synthesizer:
             if self._engine is not None:
                 self._engine.max_batch_size = settings.max_batch_size
                 self._engine.max_batch_frames = settings.max_batch_frames
+                self._engine.normalize_text = settings.normalize_text
             self._settings = settings
         self._batcher.max_batch_size = settings.max_batch_size
         self._batcher.wait_s = settings.batch_wait_timeout_s  # how long an idle model waits for company

@@ -77,6 +77,9 @@ class SynthesizerSettings(_Strict):
     max_batch_size: int = Field(8, ge=1, le=64)
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
     max_batch_frames: int = Field(16384, ge=1024)
+    # Numbers, amounts, times and symbols of English text spelled out as words before the model reads
+    # them (request text and the voice's transcript alike; `speech_service.spoken_text`).
+    normalize_text: bool = True
 
 
 class TranscriberSettings(_Strict):

@@ -5,7 +5,9 @@ text into segments that fit beside the reference clip (the first about one sente
 and guards that no segment asks the model for more text than it has mel frames to fill.
 `synthesize_batch` samples segments of any requests together, one model call per group of equal
 sampling knobs (`sampling.sample_batch`, each item exactly its solo result), and vocodes each;
-`synthesize` and `stream` are one request's speech, cross-faded.
+`synthesize` and `stream` are one request's speech, cross-faded. `items` first writes numbers and
+symbols of the text and of the voice's transcript as words (`spoken_text`), so the plan and its guard
+see what the model reads.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
 from .devices import torch_device
 from .errors import BadRequest, Unprocessable
 from .model_source import fetch_dir, fetch_file
+from .spoken_text import normalize_for_speech
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +155,7 @@ class SynthesisEngine:
         self.max_batch_frames = max_batch_frames
         self.batch_sizes: Counter[int] = Counter()  # model calls by number of segments; for operators
         self.on_batch: Callable[[int], object] | None = None  # also told each call's size (metrics)
+        self.normalize_text = True  # numbers and symbols as words (`spoken_text`); a live setting
         self._stats_lock = threading.Lock()
         # F5's text position table is finite: longer segments fail deep inside the model.
         position_table = getattr(getattr(model.transformer, "text_embed", None), "precompute_max_pos", 8192)
@@ -189,6 +193,7 @@ class SynthesisEngine:
         engine = cls(model, vocoder, device=device, model_name=settings.model_name,
                      max_segment_seconds=settings.max_segment_seconds, defaults=settings.defaults,
                      max_batch_size=settings.max_batch_size, max_batch_frames=settings.max_batch_frames)
+        engine.normalize_text = settings.normalize_text
         with clock.phase("warm_up"):
             engine.warm_up()
         return engine
@@ -255,6 +260,8 @@ class SynthesisEngine:
         """One request as batch items, one per segment; raises the planning errors."""
         options = self.resolve(options)
         clip = self.prepare(reference)
+        if self.normalize_text:  # what the model reads, never what is stored
+            ref_text, text = normalize_for_speech(ref_text), normalize_for_speech(text)
         segments = self.plan(clip.samples, ref_text, text, options.speed)
         seed = options.seed if options.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         ref_text = normalize_ref_text(ref_text)

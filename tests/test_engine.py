@@ -143,3 +143,27 @@ def test_the_tiny_model_listens_to_text_reference_and_seed(engine, reference, lo
     for variant in variants:
         assert len(variant) == len(base)
         assert np.abs(variant - base).max() > 1e-3 * np.abs(base).max()
+
+
+def test_the_model_reads_numbers_as_words_unless_switched_off(engine, reference):
+    """With normalisation on, "3" reaches the model as "three": the same audio, seed for seed. Off,
+    the digit reaches the model and the speech differs."""
+    params = SynthesisOptions(nfe_step=4, seed=5)
+    words = engine.synthesize(reference, SHORT_TEXT, "I have three apples.", params)
+    assert np.array_equal(engine.synthesize(reference, SHORT_TEXT, "I have 3 apples.", params), words)
+    engine.normalize_text = False
+    try:
+        digit = engine.synthesize(reference, SHORT_TEXT, "I have 3 apples.", params)
+    finally:
+        engine.normalize_text = True
+    assert len(digit) != len(words) or np.abs(digit - words).max() > 1e-3 * np.abs(words).max()
+
+
+def test_the_voice_transcript_is_read_as_words_too(engine, reference):
+    """A transcript saying "1984" where the clip says "nineteen eighty-four": the model sees the words
+    (the stored transcript is not the engine's to change; it only gets the string)."""
+    params = SynthesisOptions(nfe_step=4, seed=6)
+    transcript = "In nineteen eighty-four, we moved."
+    as_words = engine.synthesize(reference, transcript, "Hello there, friend.", params)
+    as_digits = engine.synthesize(reference, "In 1984, we moved.", "Hello there, friend.", params)
+    assert np.array_equal(as_digits, as_words)

@@ -1,0 +1,260 @@
+"""Text as F5-TTS should read it: numbers, amounts, times and symbols written out as English words.
+
+F5-TTS learned from transcripts that mostly write numbers as words; given digits it mumbles or spells
+them. `normalize_for_speech` rewrites English text before the engine plans it. Text holding letters of
+any other script (Chinese, Japanese, Cyrillic, ...) is returned unchanged: F5 reads Chinese through
+pinyin, num2words (0.5) has no Chinese, and English words there would be wrong.
+
+The rules run in order, each on what the ones before left (their output holds no digits):
+money, dates, years, decades, times, ordinals, percentages, ranges, digit chains, symbols, and last
+any other number. A four-digit number from 1100 to 2099 is read as a year ("nineteen eighty-four",
+"two thousand five") after a word that sets a year ("in", "since", "by", "from", "until", "between",
+"during", "before", "after", "year", a month, ...), before AD/BC, in a range of two such numbers,
+and as a decade ("1990s"); elsewhere it is a cardinal ("1984 people"). Every digit of Latin-script
+text becomes a word; a number's own punctuation ("5.20", "10:30", "1,000") never survives as a
+clause or sentence break, and the text's own punctuation is kept.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+
+from num2words import num2words
+
+_MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December")
+_YEAR = r"(?:1[1-9]\d\d|20\d\d)"
+# A number: grouped thousands, or plain digits with decimals (several dots: a version, "1.5.3").
+_NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)*|\.\d+)"
+_NOT_MORE = r"(?![\w%]|[.,:]\d)"  # the number ends here (no suffix, no more digits)
+_MINUS = r"(?:(?<![\w.,)\]])(?P<neg>[-−]))?"  # a sign, not a hyphen inside a word
+_TO = r"(?:-|\s?–\s?)"  # a range's dash: "5-10", "5 – 10" (not "5 - 10", which may be a subtraction)
+_SCALES = {"thousand": "thousand", "million": "million", "billion": "billion", "trillion": "trillion",
+           "k": "thousand", "K": "thousand", "m": "million", "M": "million", "mn": "million",
+           "B": "billion", "bn": "billion"}
+# symbol: (unit, units, subunit, subunits); yen has no subunit in use.
+_CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
+               "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", None, None)}
+_YEAR_WORDS = (rf"in|since|by|from|until|till|between|during|before|after|circa|year|early|late|mid|"
+               rf"spring|summer|autumn|fall|winter|{_MONTHS}")
+
+
+def _words(n: int) -> str:
+    """num2words' English, American style: no "and" inside a number, no commas (they would be
+    clause breaks for the engine's splitter)."""
+    return num2words(n, lang="en").replace(",", "").replace(" and ", " ")
+
+
+def _ordinal(n: int) -> str:
+    return num2words(n, lang="en", to="ordinal").replace(",", "").replace(" and ", " ")
+
+
+def _year(n: int) -> str:
+    return num2words(n, lang="en", to="year").replace(" and ", " ")
+
+
+def _digits(digits: str) -> str:
+    return " ".join(_words(int(d)) for d in digits)
+
+
+def _integer(digits: str) -> str:
+    if (len(digits) > 1 and digits.startswith("0")) or len(digits) > 15:  # "007", an id: digit by digit
+        return _digits(digits)
+    return _words(int(digits))
+
+
+def _number(text: str) -> str:
+    """ "1,000" → one thousand, "3.14" → three point one four, "1.5.3" → one point five point three."""
+    text = text.replace(",", "")
+    parts = text.split(".")
+    if len(parts) > 2:
+        return " point ".join(_integer(p) for p in parts if p)
+    whole, fraction = parts[0], parts[1] if len(parts) == 2 else ""
+    spoken = _integer(whole) if whole else ""
+    return f"{spoken} point {_digits(fraction)}".strip() if fraction else spoken
+
+
+def _plural(words: str) -> str:
+    """nineteen ninety → nineteen nineties, twenty → twenties, nineteen hundred → nineteen hundreds."""
+    if words.endswith("y"):
+        return words[:-1] + "ies"
+    return words + ("es" if words.endswith(("x", "s")) else "s")
+
+
+def _is_year(digits: str) -> bool:
+    return re.fullmatch(_YEAR, digits) is not None
+
+
+def _minus(m: re.Match) -> str:
+    return "minus " if m.group("neg") else ""
+
+
+# -- the rules ------------------------------------------------------------------------------------
+
+def _money(m: re.Match) -> str:
+    unit, units, subunit, subunits = _CURRENCIES[m["sym"]]
+    amount, upper = m["a"].replace(",", ""), m["b"]
+    scale = _SCALES.get(m["scale"] or m["abbr"] or "")
+    whole, _, cents = amount.partition(".")
+    if upper or scale or len(cents) > 2 or (cents and not subunit) or amount.count(".") > 1:
+        spoken = _number(amount) + (f" to {_number(upper)}" if upper else "") + (f" {scale}" if scale else "")
+        single = not upper and not scale and amount in ("1", "1.0", "1.00")
+        return _minus(m) + f"{spoken} {unit if single else units}"
+    main, sub = int(whole or 0), int(cents.ljust(2, "0")) if cents else 0
+    parts = []
+    if main or not sub:
+        parts.append(f"{_integer(whole or '0')} {unit if main == 1 else units}")
+    if sub:
+        parts.append(f"{_words(sub)} {subunit if sub == 1 else subunits}")
+    return _minus(m) + " and ".join(parts)
+
+
+def _iso_date(m: re.Match) -> str:
+    month = _MONTHS.split("|")[int(m["month"]) - 1]
+    return f"{month} {_ordinal(int(m['day']))} {_year(int(m['year']))}"
+
+
+def _month_day(m: re.Match) -> str:
+    year = f"{m['sep']}{_year(int(m['year']))}" if m["year"] else ""
+    return f"{m['month']} {_ordinal(int(m['day']))}{year}"
+
+
+def _day_month(m: re.Match) -> str:
+    return f"{_ordinal(int(m['day']))} "
+
+
+def _years(m: re.Match) -> str:
+    spoken = m["lead"] + _year(int(m["y1"]))
+    if m["y2"]:
+        spoken += m["sep"] + _year(int(m["y2"]))
+    return spoken
+
+
+def _era(m: re.Match) -> str:
+    return f"{_year(int(m['y']))} {m['era']}"
+
+
+def _decade(m: re.Match) -> str:
+    if m["y"]:
+        return _plural(_year(int(m["y"])))
+    return _plural(_words(int(m["d"])))
+
+
+def _clock(hour: str, minute: str | None, meridiem: str | None) -> str:
+    spoken = _words(int(hour))
+    if minute and minute != "00":
+        spoken += f" oh {_words(int(minute))}" if minute.startswith("0") else f" {_words(int(minute))}"
+    elif minute and not meridiem:
+        spoken += " o'clock"
+    return spoken + (f" {meridiem.upper()}M" if meridiem else "")
+
+
+def _time(m: re.Match) -> str:
+    spoken = _clock(m["h"], m["m"], m["ap"])
+    if m["h2"]:
+        spoken += " to " + _clock(m["h2"], m["m2"], m["ap2"])
+    # "p.m." took a final dot: keep it where it ends a sentence (end of text, or a capital follows).
+    if m.group(0).endswith(".") and re.match(r"\s*$|\s+[A-Z\"'(]", m.string[m.end():]):
+        spoken += "."
+    return spoken
+
+
+def _ordinal_rule(m: re.Match) -> str:
+    return _ordinal(int(m["n"].replace(",", "")))
+
+
+def _percent(m: re.Match) -> str:
+    upper = f" to {_number(m['b'])}" if m["b"] else ""
+    return f"{_minus(m)}{_number(m['a'])}{upper} percent"
+
+
+def _range(m: re.Match) -> str:
+    a, b = m["a"], m["b"]
+    if _is_year(a) and _is_year(b) and int(b) > int(a):
+        return f"{_year(int(a))} to {_year(int(b))}"
+    return f"{_number(a)} to {_number(b)}"
+
+
+def _digit_chain(m: re.Match) -> str:
+    """A phone number or code: "555-123-4567" digit by digit."""
+    return " ".join(_digits(group) for group in re.split(r"[-–]", m.group(0)))
+
+
+def _padded(word: str) -> Callable[[re.Match], str]:
+    """`word` with a space on each side that has text (R&D → R and D)."""
+    def replace(m: re.Match) -> str:
+        before = " " if m.start() > 0 and not m.string[m.start() - 1].isspace() else ""
+        after = " " if m.end() < len(m.string) and not m.string[m.end()].isspace() else ""
+        return f"{before}{word}{after}"
+    return replace
+
+
+def _cardinal(m: re.Match) -> str:
+    spoken = _minus(m) + _number(m["n"])
+    # "MP3" → "MP three", "5kg" → "five kg": a word beside the number stays a word of its own.
+    if m.start() > 0 and m.string[m.start() - 1].isalpha():
+        spoken = " " + spoken
+    if m.end() < len(m.string) and m.string[m.end()].isalpha():
+        spoken += " "
+    return spoken
+
+
+def _hour_with_meridiem(m: re.Match) -> str:
+    """ "7pm" → seven PM; "9-11am" → nine to eleven AM."""
+    spoken = _words(int(m["h"])) + (f" to {_words(int(m['h2']))}" if m["h2"] else "")
+    spoken += f" {m['ap'].upper()}M"
+    if m.group(0).endswith(".") and re.match(r"\s*$|\s+[A-Z\"'(]", m.string[m.end():]):
+        spoken += "."
+    return spoken
+
+
+_AMPM = r"\s?(?P<{}>[AaPp])(?:\.\s?[Mm]\.|\s?[Mm]\b)"  # am, PM, p.m. (its dot handled by the rule)
+_HH_MM = r"(?P<{}>[01]?\d|2[0-3]):(?P<{}>[0-5]\d)(?!:?\d)"
+_HOUR = r"(?P<{}>1[0-2]|0?[1-9])"
+
+_RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f) for p, f in [
+    ((rf"{_MINUS}(?P<sym>[$€£¥])\s?(?P<a>{_NUM})(?:{_TO}[$€£¥]?(?P<b>{_NUM}))?"
+      rf"(?:\s(?P<scale>thousand|million|billion|trillion)\b|(?P<abbr>bn|mn|[kKmMB])\b)?"), _money),
+    (r"(?<![\w-])(?P<year>\d{4})-(?P<month>0[1-9]|1[0-2])-(?P<day>0[1-9]|[12]\d|3[01])(?![\w-])", _iso_date),
+    ((rf"\b(?P<month>{_MONTHS})\s+(?P<day>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?{_NOT_MORE}"
+      rf"(?:(?P<sep>,?\s+)(?P<year>\d{{4}}){_NOT_MORE})?"), _month_day),
+    (rf"(?<![\w.,])(?P<day>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?\s+(?:of\s+)?(?=(?:{_MONTHS})\b)", _day_month),
+    ((rf"(?P<lead>\b(?i:{_YEAR_WORDS})(?:\s+the\s+year)?(?:\s+|-))(?P<y1>{_YEAR})"
+      rf"(?:(?P<sep>\s*[-–]\s*|\s+(?:to|and|or|through|until)\s+)(?P<y2>{_YEAR}))?{_NOT_MORE}"), _years),
+    (r"(?<![\w.,])(?P<y>\d{1,4})\s?(?P<era>AD|BC|BCE|CE)\b", _era),
+    (r"(?<![\w.,'’])(?:(?P<y>1[1-9]\d0|20\d0)|['’]?(?P<d>[1-9]0))['’]?s\b", _decade),
+    (r"(?<![\w.,:])" + _HH_MM.format("h", "m") + "(?:" + _AMPM.format("ap") + ")?"
+     r"(?:\s?[-–]\s?" + _HH_MM.format("h2", "m2") + "(?:" + _AMPM.format("ap2") + ")?)?", _time),
+    (r"(?<![\w.,:])" + _HOUR.format("h") + r"(?:\s?[-–]\s?" + _HOUR.format("h2") + ")?" + _AMPM.format("ap"),
+     _hour_with_meridiem),
+    (r"(?<![\w.,])(?P<n>\d{1,3}(?:,\d{3})+|\d+)(?:st|nd|rd|th|ST|ND|RD|TH)\b", _ordinal_rule),
+    (rf"{_MINUS}(?<![\w.,])(?P<a>{_NUM})(?:{_TO}(?P<b>{_NUM}))?\s?%", _percent),
+    (rf"(?<![\w.,:/–-])(?P<a>{_NUM}){_TO}(?P<b>{_NUM})(?![\w]|[-–/]\d|[.,:]\d)", _range),
+    (r"(?<![\w.,])\d+(?:[-–]\d+){2,}(?!\w)", _digit_chain),
+    (r"\s*&\s*", _padded("and")),
+    (r"(?<=\d)\s*\+\s*(?=[\d.])|(?<=\s)\+(?=\s)|(?<![\w+])\+(?=\d)|(?<=\d)\+(?![\w+])", _padded("plus")),
+    (r"(?<=\d)\s*=\s*(?=\d)|(?<=\s)=(?=\s)", _padded("equals")),
+    (r"(?<![\w&])#(?=\d)", lambda m: "number "),
+    (r"(?<![\w~])~(?=\d)", lambda m: "about "),
+    (r"(?<=\d)\s?°\s?C\b", lambda m: " degrees Celsius"),
+    (r"(?<=\d)\s?°\s?F\b", lambda m: " degrees Fahrenheit"),
+    (r"(?<=\d)\s?°", lambda m: " degrees"),
+    (r"(?<=\s)@(?=\s)", lambda m: "at"),
+    (rf"{_MINUS}(?P<n>{_NUM})", _cardinal),
+]]
+_SPOKEN_SYMBOLS = re.compile(r"[\d$€£¥&+=#~°@%]")
+
+
+def _latin_only(text: str) -> bool:
+    return all(not c.isalpha() or c < "\u0250" or unicodedata.name(c, "").startswith("LATIN") for c in text)
+
+
+def normalize_for_speech(text: str) -> str:
+    """`text` with its numbers and spoken symbols as English words; unchanged if it has none, or if it
+    holds letters of a script other than Latin."""
+    if not _SPOKEN_SYMBOLS.search(text) or not _latin_only(text):
+        return text
+    for pattern, rule in _RULES:
+        text = pattern.sub(rule, text)
+    return text

@@ -1,0 +1,119 @@
+"""What the model reads: numbers, amounts, times and symbols written out as words."""
+
+import pytest
+
+from speech_service.engine import split_text
+from speech_service.spoken_text import normalize_for_speech
+
+SPOKEN = [
+    # cardinals, negatives, decimals
+    ("I have 3 apples.", "I have three apples."),
+    ("1,000,000 people", "one million people"),
+    ("1234567", "one million two hundred thirty-four thousand five hundred sixty-seven"),
+    ("It was -5 degrees (-12 at night).", "It was minus five degrees (minus twelve at night)."),
+    ("pi is 3.14.", "pi is three point one four."),
+    ("-3.5 and 0.05", "minus three point five and zero point zero five"),
+    ("version 1.5.3", "version one point five point three"),
+    ("agent 007", "agent zero zero seven"),
+    # ordinals
+    ("the 1st, 22nd, 3rd and 101st", "the first, twenty-second, third and one hundred first"),
+    ("11th and 1,000th", "eleventh and one thousandth"),
+    # years: after a year word, in ranges, as decades; a bare number stays a cardinal
+    ("in 1984", "in nineteen eighty-four"),
+    ("Since 2005 and by 2010.", "Since two thousand five and by twenty ten."),
+    ("in 1905", "in nineteen oh-five"),
+    ("from 1990 to 2000", "from nineteen ninety to two thousand"),
+    ("between 1939 and 1945", "between nineteen thirty-nine and nineteen forty-five"),
+    ("1990-2000", "nineteen ninety to two thousand"),
+    ("the 1990s", "the nineteen nineties"),
+    ("the '80s, in her 50s", "the eighties, in her fifties"),
+    ("2005", "two thousand five"),
+    ("1984 people", "one thousand nine hundred eighty-four people"),
+    ("44 BC", "forty-four BC"),
+    ("July 4, 1776", "July fourth, seventeen seventy-six"),
+    ("on May 3rd", "on May third"),
+    ("5 May 2024", "fifth May twenty twenty-four"),
+    ("2024-05-01", "May first twenty twenty-four"),
+    # currency
+    ("$5.20", "five dollars and twenty cents"),
+    ("$1", "one dollar"),
+    ("$0.05", "five cents"),
+    ("$5.00", "five dollars"),
+    ("$1,250.75", "one thousand two hundred fifty dollars and seventy-five cents"),
+    ("€3", "three euros"),
+    ("£1.50", "one pound and fifty pence"),
+    ("¥100", "one hundred yen"),
+    ("$1 million", "one million dollars"),
+    ("$2.5 billion", "two point five billion dollars"),
+    ("$3M", "three million dollars"),
+    ("$5-10", "five to ten dollars"),
+    ("-$4.50", "minus four dollars and fifty cents"),
+    # percentages
+    ("50%", "fifty percent"),
+    ("3.5% and -2%", "three point five percent and minus two percent"),
+    ("5-10%", "five to ten percent"),
+    # times
+    ("at 10:30", "at ten thirty"),
+    ("7:05 pm", "seven oh five PM"),
+    ("10:00", "ten o'clock"),
+    ("7:00 PM", "seven PM"),
+    ("9am", "nine AM"),
+    ("23:59", "twenty-three fifty-nine"),
+    ("10:30-11:45", "ten thirty to eleven forty-five"),
+    ("9-11am", "nine to eleven AM"),
+    ("at 7 p.m. Then we left.", "at seven PM. Then we left."),
+    ("at 7 p.m. we left.", "at seven PM we left."),
+    # ranges; a dash with spaces may be a subtraction, a chain is a phone number
+    ("5-10 pages", "five to ten pages"),
+    ("pages 5 – 10", "pages five to ten"),
+    ("555-123-4567", "five five five one two three four five six seven"),
+    # symbols
+    ("R&D, you & me", "R and D, you and me"),
+    ("2+2=4", "two plus two equals four"),
+    ("18+ only", "eighteen plus only"),
+    ("#1 hit, ~5 minutes", "number one hit, about five minutes"),
+    ("20°C and 70°F", "twenty degrees Celsius and seventy degrees Fahrenheit"),
+    ("MP3 and 5kg", "MP three and five kg"),
+    ("In 1984 it cost $5.20, 50% more than the 3rd one at 10:30.",
+     ("In nineteen eighty-four it cost five dollars and twenty cents, fifty percent more than the third one "
+      "at ten thirty.")),
+]
+
+UNCHANGED = [
+    "Plain words, nothing to spell.",
+    "Three hundred and twelve, the twenty-first of May.",
+    "C++ and Disney+ are names; so is A+.",
+    "Wait... what?! (Yes; really: no.)",
+    "  spaces   kept  ",
+    "你好，今天是2024年5月1日。",  # CJK: F5 reads pinyin there; no Chinese numbers in num2words
+    "日本語 3 つ",
+    "Привет, 5 минут.",  # another script: the English words would be wrong
+    "",
+]
+
+
+@pytest.mark.parametrize("text, spoken", SPOKEN)
+def test_numbers_and_symbols_are_spoken_as_words(text, spoken):
+    assert normalize_for_speech(text) == spoken
+
+
+@pytest.mark.parametrize("text", UNCHANGED)
+def test_text_without_numbers_or_in_another_script_is_unchanged(text):
+    assert normalize_for_speech(text) == text
+
+
+@pytest.mark.parametrize("text", [t for t, _ in SPOKEN])
+def test_no_digit_reaches_the_model_and_spelling_again_changes_nothing(text):
+    spoken = normalize_for_speech(text)
+    assert not any(c.isdigit() for c in spoken)
+    assert normalize_for_speech(spoken) == spoken
+
+
+def test_numbers_keep_the_sentences_the_splitter_finds():
+    """"5.20" and "10:30" were never split points; their words must not become any, and the
+    sentence ends stay where they were."""
+    spoken = normalize_for_speech("It costs $5.20. Then 10:30.")
+    assert split_text(spoken, 40) == ["It costs five dollars and twenty cents.", "Then ten thirty."]
+    long = normalize_for_speech("We met at 7:05 pm on July 4, 1776 and paid $1,250,000.75 for 1,234,567 tickets.")
+    assert split_text(long, 1000) == [long]  # one sentence: no comma or full stop came from a number
+    assert long.count(",") == 1  # the date's own
