@@ -31,6 +31,7 @@ from speech_service.errors import (
 )
 from speech_service.logs import route_to_serve_logs
 from speech_service.objects import ObjectStore
+from speech_service.references import Reference
 
 logger = logging.getLogger("ray.serve")
 
@@ -56,19 +57,18 @@ class ServeBackends:
         self.limits = limits
         self.app_name = app_name
 
-    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions) -> np.ndarray:
+    async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> np.ndarray:
         return await self._call("Synthesizer", SynthesizerUnavailable,
-                                lambda: self.synthesizer.synthesize.remote(reference, ref_text, text, options,
-                                                                                dispatched_at=time.time()))
+                                lambda: self.synthesizer.synthesize.remote(reference, text, options,
+                                                                           dispatched_at=time.time()))
 
-    async def stream(self, reference: np.ndarray, ref_text: str, text: str,
-                     options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
+    async def stream(self, reference: Reference, text: str, options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
         handle = self.synthesizer.options(stream=True)
         current: _FirstPiece | None = None
 
         def start() -> _FirstPiece:
             nonlocal current
-            current = _FirstPiece(handle.synthesize_stream.remote(reference, ref_text, text, options,
+            current = _FirstPiece(handle.synthesize_stream.remote(reference, text, options,
                                                                   dispatched_at=time.time()))
             return current
 

@@ -31,6 +31,7 @@ from speech_service.batcher import ContinuousBatcher
 from speech_service.config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
 from speech_service.errors import ModelUnavailable
 from speech_service.logs import route_to_serve_logs
+from speech_service.references import Reference
 
 if TYPE_CHECKING:
     from speech_service.engine import BatchItem, SynthesisEngine
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("ray.serve")
 
 # Fields whose change means new weights; the rest (sampling defaults, batching) apply to the loaded engine.
-_LIVE_FIELDS = {"defaults", "max_batch_size", "batch_wait_timeout_s", "max_batch_frames", "normalize_text"}
+_LIVE_FIELDS = {"defaults", "max_batch_size", "batch_wait_timeout_s", "max_batch_frames", "normalize_text",
+                "reference_cache_size"}
 _RELOAD_FIELDS = set(SynthesizerSettings.model_fields) - _LIVE_FIELDS
 
 
@@ -75,6 +77,7 @@ class Synthesizer:
                 self._engine.max_batch_size = settings.max_batch_size
                 self._engine.max_batch_frames = settings.max_batch_frames
                 self._engine.normalize_text = settings.normalize_text
+                self._engine.clips.size = settings.reference_cache_size
             self._settings = settings
         self._batcher.max_batch_size = settings.max_batch_size
         self._batcher.wait_s = settings.batch_wait_timeout_s  # how long an idle model waits for company
@@ -106,8 +109,10 @@ class Synthesizer:
             raise ModelUnavailable(self._load_error)
         return engine
 
-    def _items(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions) -> list[BatchItem]:
-        return self._ready().items(reference, ref_text, text, SynthesisOptions.model_validate(options))
+    def _items(self, reference: Reference, text: str, options: SynthesisOptions) -> list[BatchItem]:
+        engine = self._ready()
+        clip = engine.clips.get(reference)  # ReferenceMissing: the caller sends the clip
+        return engine.items(clip, reference.ref_text, text, SynthesisOptions.model_validate(options))
 
     async def _sample(self, item: BatchItem) -> np.ndarray:
         """One segment's waveform, sampled together with whatever else is queued."""
@@ -116,23 +121,23 @@ class Synthesizer:
     async def _sample_batch(self, items: list[BatchItem]) -> list[np.ndarray]:
         return await asyncio.to_thread(self._ready().synthesize_batch, items)  # the engine call blocks
 
-    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions,
+    async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions,
                          dispatched_at: float | None = None) -> np.ndarray:
         from speech_service.audio import join
         from speech_service.engine import cross_fade_samples
 
         metrics.record_queue_wait(dispatched_at)
-        items = await asyncio.to_thread(self._items, reference, ref_text, text, options)
+        items = await asyncio.to_thread(self._items, reference, text, options)
         waves = await asyncio.gather(*(self._sample(item) for item in items))
         return join(waves, cross_fade_samples(items))
 
-    async def synthesize_stream(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions,
+    async def synthesize_stream(self, reference: Reference, text: str, options: SynthesisOptions,
                                 dispatched_at: float | None = None) -> AsyncIterator[np.ndarray]:
         from speech_service.audio import CrossFade
         from speech_service.engine import cross_fade_samples
 
         metrics.record_queue_wait(dispatched_at)
-        items = await asyncio.to_thread(self._items, reference, ref_text, text, options)
+        items = await asyncio.to_thread(self._items, reference, text, options)
         seams = CrossFade(cross_fade_samples(items))
         for item in items:
             if (piece := seams.push(await self._sample(item))) is not None:
@@ -159,6 +164,7 @@ class Synthesizer:
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "cpu_threads": _torch_threads() if engine else None,
             "batch_sizes": self.batch_sizes(),
+            "reference_cache": engine.clips.stats() if engine else None,
             "load_error": None if engine else self._load_error,
         }
 

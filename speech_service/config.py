@@ -80,6 +80,8 @@ class SynthesizerSettings(_Strict):
     # Numbers, amounts, times and symbols of English text spelled out as words before the model reads
     # them (request text and the voice's transcript alike; `speech_service.spoken_text`).
     normalize_text: bool = True
+    # Voices' clips a replica keeps prepared (a mel on its device, ~0.5 MB for 15 s), by sha256.
+    reference_cache_size: int = Field(64, ge=1, le=4096)
 
 
 class TranscriberSettings(_Strict):

@@ -33,6 +33,7 @@ from .config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
 from .devices import torch_device
 from .errors import BadRequest, Unprocessable
 from .model_source import fetch_dir, fetch_file
+from .references import ClipCache
 from .spoken_text import normalize_for_speech
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def normalize_ref_text(ref_text: str) -> str:
 class SynthesisEngine:
     def __init__(self, model, vocoder, *, device: str, model_name: str, max_segment_seconds: float,
                  defaults: SynthesisOptions | None = None, max_batch_size: int = 8,
-                 max_batch_frames: int = 16384):
+                 max_batch_frames: int = 16384, reference_cache_size: int = 64):
         # No engine-wide lock: the DiT keeps its between-step text cache per thread (f5-tts 1.1.22)
         # and `sample_batch` clears it around each call, so calls from several threads are safe.
         self.model = model
@@ -156,6 +157,7 @@ class SynthesisEngine:
         self.batch_sizes: Counter[int] = Counter()  # model calls by number of segments; for operators
         self.on_batch: Callable[[int], object] | None = None  # also told each call's size (metrics)
         self.normalize_text = True  # numbers and symbols as words (`spoken_text`); a live setting
+        self.clips = ClipCache(self.prepare, reference_cache_size)  # voices' clips, prepared once
         self._stats_lock = threading.Lock()
         # F5's text position table is finite: longer segments fail deep inside the model.
         position_table = getattr(getattr(model.transformer, "text_embed", None), "precompute_max_pos", 8192)
@@ -192,7 +194,8 @@ class SynthesisEngine:
             vocoder = load_vocos(Vocos, vocoder_dir, device)
         engine = cls(model, vocoder, device=device, model_name=settings.model_name,
                      max_segment_seconds=settings.max_segment_seconds, defaults=settings.defaults,
-                     max_batch_size=settings.max_batch_size, max_batch_frames=settings.max_batch_frames)
+                     max_batch_size=settings.max_batch_size, max_batch_frames=settings.max_batch_frames,
+                     reference_cache_size=settings.reference_cache_size)
         engine.normalize_text = settings.normalize_text
         with clock.phase("warm_up"):
             engine.warm_up()

@@ -129,3 +129,11 @@ class RequestTimeout(ServiceError):
 
     status_code = 504
     code = "request_timeout"
+
+
+class ReferenceMissing(ServiceError):
+    """A Synthesizer replica does not hold the clip a request names; the caller sends it again with
+    the clip (`SpeechService.send`). Never meant for a client: reaching one would be our bug."""
+
+    status_code = 500
+    code = "reference_missing"

@@ -23,9 +23,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from . import audio
-from .config import F5_DEFAULTS, JobSettings
+from .config import F5_DEFAULTS, JobSettings, SynthesisOptions
 from .errors import Conflict, NotFound, Overloaded, ServiceError, unwrap
 from .objects import ObjectStore, PreconditionFailed
+from .references import Reference
 from .schemas import Job, JobError, JobProgress, JobStatus, SpeechRequest
 from .speech import SpeechService
 
@@ -418,17 +419,18 @@ class JobRunner:
     async def _synthesize(self, record: JobRecord) -> None:
         body, attempt = record.request, record.attempts
         segments = split_segments(body.input, self.settings.segment_chars)
-        voice, wav = await asyncio.to_thread(self.speech.store.reference, body.voice)
-        reference = audio.read_wav_bytes(wav)
-        clip, waves = self._segments.get(record.id) or (voice.sha256, [])
-        if clip != voice.sha256:  # the voice was replaced since: start again in the new one
+        # Transcript and clip read together once per attempt, so every segment speaks one version
+        # of the voice; the clip goes to a replica only when it lacks it (`SpeechService.send`).
+        reference = await self.speech.reference_with_clip(body.voice)
+        clip, waves = self._segments.get(record.id) or (reference.sha256, [])
+        if clip != reference.sha256:  # the voice was replaced since: start again in the new one
             waves = []
-        self._segments[record.id] = (voice.sha256, waves)
+        self._segments[record.id] = (reference.sha256, waves)
         await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
             segments_done=len(waves), segments_total=len(segments), audio_seconds=_seconds(waves)))
         options = body.options()
         for done, text in enumerate(segments[len(waves):], len(waves) + 1):
-            waves.append(await self._segment(reference, voice.ref_text, text, options))
+            waves.append(await self._segment(reference, text, options))
             # Also the check between segments: a cancelled job stops here.
             await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
                 segments_done=done, segments_total=len(segments), audio_seconds=_seconds(waves)))
@@ -439,15 +441,16 @@ class JobRunner:
         await asyncio.to_thread(self.store.succeed, record.id, attempt, data)
         logger.info("job %s: succeeded on attempt %d", record.id, attempt)
 
-    async def _segment(self, reference: np.ndarray, ref_text: str, text: str, options: dict) -> np.ndarray:
+    async def _segment(self, reference: Reference, text: str, options: SynthesisOptions) -> np.ndarray:
         """One Synthesizer call, within `segment_timeout_s`. A full queue (503 `overloaded`) is waited
         out as its Retry-After says, within the same time: busy is not a failed attempt."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.segment_timeout_s
         while True:
             try:
-                return await asyncio.wait_for(self.speech.backends.synthesize(reference, ref_text, text, options),
-                                              max(deadline - loop.time(), 0.0))
+                return await asyncio.wait_for(
+                    self.speech.send(reference, lambda ref: self.speech.backends.synthesize(ref, text, options)),
+                    max(deadline - loop.time(), 0.0))
             except TimeoutError:
                 raise TimeoutError(f"A Synthesizer call took over {self.settings.segment_timeout_s:g} s.") from None
             except Overloaded as exc:

@@ -6,26 +6,29 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from . import audio, metrics
 from .config import ServiceSettings, SynthesisOptions
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, PayloadTooLarge, ReferenceMissing
+from .references import Reference
 from .schemas import SpeechRequest
 from .store import VoiceStore
+
+T = TypeVar("T")
 
 
 class Backends(Protocol):
     """The model side of the service, as the API sees it."""
 
-    async def synthesize(self, reference: np.ndarray, ref_text: str, text: str, options: SynthesisOptions) -> np.ndarray:
-        """24 kHz mono float32 speech; `options` are the request's sampling overrides."""
+    async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> np.ndarray:
+        """24 kHz mono float32 speech; `options` are the request's sampling overrides. Raises
+        `ReferenceMissing` when `reference` comes without its clip and the model side lacks it."""
 
-    def stream(self, reference: np.ndarray, ref_text: str, text: str,
-               options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
+    def stream(self, reference: Reference, text: str, options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
         """The same speech as `synthesize`, one piece per text segment as each is ready."""
 
     async def transcribe(self, audio: np.ndarray, language: str | None) -> str: ...
@@ -52,17 +55,33 @@ class SpeechService:
             raise PayloadTooLarge(f"input has {len(body.input)} characters; the limit is {limit}.",
                                   code="input_too_long", param="input")
 
-    async def _voice(self, body: SpeechRequest) -> tuple[str, np.ndarray]:
-        record, wav = await asyncio.to_thread(self.store.reference, body.voice)
-        return record.ref_text, audio.read_wav_bytes(wav)
+    async def reference(self, voice: str) -> Reference:
+        """The voice's transcript and its clip's sha256, from one record; the clip is not read."""
+        record = await asyncio.to_thread(self.store.get, voice)
+        return Reference(voice, record.sha256, record.ref_text)
+
+    async def reference_with_clip(self, voice: str) -> Reference:
+        record, wav = await asyncio.to_thread(self.store.reference, voice)
+        return Reference(voice, record.sha256, record.ref_text, wav)
+
+    async def send(self, reference: Reference, call: Callable[[Reference], Awaitable[T]]) -> T:
+        """`call(reference)` with the clip named only; sent again with the clip when the replica
+        lacks it (once per voice and replica). A reference that came without its clip takes the
+        voice's current record and clip then, both together."""
+        try:
+            return await call(reference.named())
+        except ReferenceMissing:
+            if reference.wav is None:
+                reference = await self.reference_with_clip(reference.voice)
+            return await call(reference)
 
     async def synthesize(self, body: SpeechRequest) -> bytes:
         """The whole speech, encoded in the requested format."""
         started = time.monotonic()
         self.check(body)
-        ref_text, reference = await self._voice(body)
         options = body.options()
-        speech = await self.backends.synthesize(reference, ref_text, body.input, options)
+        speech = await self.send(await self.reference(body.voice),
+                                 lambda reference: self.backends.synthesize(reference, body.input, options))
         metrics.record_first_audio(started, stream=False)
         metrics.record_speech(len(speech) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
         return await asyncio.to_thread(audio.encode, speech, body.response_format)
@@ -72,10 +91,13 @@ class SpeechService:
         errors surface here (and keep their HTTP status) rather than inside a started response."""
         started = time.monotonic()
         self.check(body)
-        ref_text, reference = await self._voice(body)
         options = body.options()
-        pieces = self.backends.stream(reference, ref_text, body.input, options)
-        first = await anext(pieces)
+
+        async def first_piece(reference: Reference) -> tuple[AsyncIterator[np.ndarray], np.ndarray]:
+            pieces = self.backends.stream(reference, body.input, options)
+            return pieces, await anext(pieces)
+
+        pieces, first = await self.send(await self.reference(body.voice), first_piece)
         metrics.record_first_audio(started, stream=True)
         return audio.encode_stream(_prepend(first, pieces, started), body.response_format)
 

@@ -8,13 +8,14 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
+from speech_service import audio
 from speech_service.api import create_app
-from speech_service.config import ServiceSettings
+from speech_service.config import ServiceSettings, SynthesisOptions
 from speech_service.engine import SynthesisEngine
 from speech_service.objects import open_object_store
 from speech_service.transcription import WhisperBackend
 
-from conftest import LONG_TEXT, SHORT_TEXT, convert
+from conftest import LONG_TEXT, SHORT_TEXT, convert, decode_file
 
 
 class InProcessBackends:
@@ -24,14 +25,20 @@ class InProcessBackends:
         self.engine, self.whisper = engine, whisper
         self.transcriptions = 0
         self.syntheses = 0
+        self.clips_sent = 0  # calls that carried a clip's bytes
 
-    async def synthesize(self, reference, ref_text, text, options):
-        self.syntheses += 1
-        return await asyncio.to_thread(self.engine.synthesize, reference, ref_text, text, options)
+    def _clip(self, reference):
+        self.clips_sent += reference.wav is not None
+        return self.engine.clips.get(reference)  # as the Synthesizer replica does
 
-    async def stream(self, reference, ref_text, text, options):
+    async def synthesize(self, reference, text, options):
         self.syntheses += 1
-        pieces = self.engine.stream(reference, ref_text, text, options)
+        clip = self._clip(reference)
+        return await asyncio.to_thread(self.engine.synthesize, clip, reference.ref_text, text, options)
+
+    async def stream(self, reference, text, options):
+        self.syntheses += 1
+        pieces = self.engine.stream(self._clip(reference), reference.ref_text, text, options)
         while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
             yield piece
 
@@ -282,3 +289,47 @@ def test_api_keys(tmp_path, backends):
 def test_unknown_routes_answer_json(client):
     assert_error(client.get("/v2/nothing"), 404, "not_found")
     assert_error(client.put("/v1/voices"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("client", ["local"], indirect=True)
+def test_a_clip_reaches_the_model_once_and_speech_follows_every_change_of_the_voice(client, backends, short_wav,
+                                                                                    tmp_path):
+    """The model side keeps prepared clips by sha256: a voice's clip is sent once, its transcript with
+    every request, and the speech always equals the engine's for the voice's current clip and text."""
+    samples = decode_file(short_wav)
+    first, second = tmp_path / "first.wav", tmp_path / "second.wav"
+    sf.write(first, 0.8 * samples, 24000)  # clips no other test uploads, so none is cached yet
+    sf.write(second, 0.8 * samples[::-1], 24000)
+    body = {"voice": "cached", "input": "Hello there, friend.", "nfe_step": 4, "seed": 3, "response_format": "pcm"}
+
+    def speech(**extra):
+        r = client.post("/v1/audio/speech", json={**body, **extra})
+        assert r.status_code == 200, r.text
+        return np.frombuffer(r.content, np.int16).astype(int)
+
+    def engine_alone():  # the engine given what the store holds now, no cache involved
+        voice, wav = client.get("/v1/voices/cached").json(), client.get("/v1/voices/cached/audio").content
+        wave = backends.engine.synthesize(audio.read_wav_bytes(wav), voice["ref_text"], body["input"],
+                                          SynthesisOptions(nfe_step=4, seed=3))
+        return np.frombuffer(audio.encode(wave, "pcm"), np.int16).astype(int)
+
+    def same(a, b):
+        return len(a) == len(b) and np.abs(a - b).max() <= 1
+
+    assert upload(client, "cached", first, ref_text=SHORT_TEXT).status_code == 201
+    sent = backends.clips_sent
+    spoken = speech()
+    assert backends.clips_sent == sent + 1 and same(spoken, engine_alone())
+    assert same(speech(), spoken) and same(speech(stream=True), spoken)
+    assert backends.clips_sent == sent + 1  # the replica kept it
+
+    patched = client.patch("/v1/voices/cached", json={"ref_text": "The quick brown fox jumped over a lazy cat."})
+    assert patched.status_code == 200, patched.text
+    after_patch = speech()
+    assert backends.clips_sent == sent + 1  # same clip, new transcript: nothing to send
+    assert not same(after_patch, spoken) and same(after_patch, engine_alone())
+
+    assert upload(client, "cached", second, ref_text=SHORT_TEXT, overwrite="true").status_code == 201
+    replaced = speech()
+    assert backends.clips_sent == sent + 2  # a new clip: sent once
+    assert not same(replaced, spoken) and same(replaced, engine_alone())

@@ -181,7 +181,7 @@ class Backends:
         self.fail = fail
         self.gate: asyncio.Event | None = None
 
-    async def synthesize(self, reference, ref_text, text, options):
+    async def synthesize(self, reference, text, options):
         self.calls += 1
         if self.gate is not None:
             await self.gate.wait()

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from ray import serve
 
-from conftest import LONG_TEXT, free_port, serve_config, start_serve, stop_serve, use_tiny_models
+from conftest import LONG_TEXT, SHORT_TEXT, free_port, serve_config, start_serve, stop_serve, use_tiny_models
 
 APP = "tts"
 
@@ -118,6 +118,21 @@ def test_streaming_through_the_handle_gives_the_same_speech(http):
     assert whole.status_code == 200 and len(streamed) == len(whole.content)
     difference = np.frombuffer(streamed, np.int16).astype(int) - np.frombuffer(whole.content, np.int16)
     assert np.abs(difference).max() <= 2
+
+
+def test_a_replica_prepares_a_voice_clip_once_and_is_sent_it_only_when_it_lacks_it(http, short_wav):
+    with open(short_wav, "rb") as f:
+        r = http.post("/v1/voices", data={"name": "dora", "ref_text": SHORT_TEXT},
+                      files={"file": ("short.wav", f, "audio/wav")})
+    assert r.status_code == 201, r.text
+    synthesizer = serve.get_deployment_handle("Synthesizer", APP)
+    body = {"voice": "dora", "input": "Hello there.", "response_format": "pcm", "seed": 4}
+    first = http.post("/v1/audio/speech", json=body)  # named only, refused, sent again with the clip
+    cache = synthesizer.info.remote().result()["reference_cache"]
+    again = http.post("/v1/audio/speech", json=body)
+    after = synthesizer.info.remote().result()["reference_cache"]
+    assert first.status_code == again.status_code == 200 and first.content == again.content
+    assert after["prepared"] == cache["prepared"] >= 1 and after["hits"] == cache["hits"] + 1
 
 
 def test_openai_client(base_url, http):
