@@ -6,8 +6,9 @@
 For each concurrency (default 1, 2, 4, 8, 16) it keeps that many streamed `pcm` requests in flight
 until `--requests` (default 4 x concurrency, at least 8) have finished, and reports per level: time
 to first audio p50/p95, request latency p50/p95, real-time factor (latency / seconds of audio)
-p50/p95, throughput (seconds of audio per second, and requests per second), and the batch sizes
-the Synthesizer reported over that level when `/v1/status` carries a `batch_sizes` count.
+p50/p95, throughput (seconds of audio per second, and requests per second), and, with --offline,
+the batch sizes the Synthesizer replica saw over that level (model calls by segments sampled
+together; against --url they are in the `ray_speech_batch_size` metric).
 Writes bench/results/<name>.json and .md.
 """
 
@@ -19,6 +20,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -31,18 +33,13 @@ BYTES_PER_SECOND = 24000 * 2  # pcm: 16-bit mono at 24 kHz
 TEXT = "Good morning, and welcome aboard. Today we travel along the coast, past the old harbour."
 
 
-def batch_sizes(status: dict) -> Counter | None:
-    """The first `batch_sizes` mapping (size -> count) found anywhere in a status document."""
-    stack = [status]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if isinstance(node.get("batch_sizes"), dict):
-                return Counter({int(k): int(v) for k, v in node["batch_sizes"].items()})
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return None
+async def replica_batch_sizes() -> Counter:
+    """Model calls by segments sampled together, from the Synthesizer replica (with --offline this
+    process is the Ray driver; the offline profile has one replica)."""
+    from ray import serve
+
+    counts = await serve.get_deployment_handle("Synthesizer", "tts").batch_sizes.remote()
+    return Counter({int(k): int(v) for k, v in counts.items()})
 
 
 async def one_request(client: httpx.AsyncClient, body: dict) -> dict:
@@ -62,8 +59,9 @@ async def one_request(client: httpx.AsyncClient, body: dict) -> dict:
     return {"ttfa_s": first, "latency_s": total, "audio_s": audio_s, "rtf": total / audio_s if audio_s else None}
 
 
-async def level(client: httpx.AsyncClient, body: dict, concurrency: int, requests: int) -> dict:
-    before = batch_sizes((await client.get("/v1/status")).json())
+async def level(client: httpx.AsyncClient, body: dict, concurrency: int, requests: int,
+                batch_sizes: Callable[[], Awaitable[Counter]] | None) -> dict:
+    before = await batch_sizes() if batch_sizes else None
     queue = list(range(requests))
     results = []
 
@@ -75,8 +73,8 @@ async def level(client: httpx.AsyncClient, body: dict, concurrency: int, request
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - start
-    after = batch_sizes((await client.get("/v1/status")).json())
-    seen = None if after is None else {str(k): v for k, v in sorted((after - (before or Counter())).items())}
+    after = await batch_sizes() if batch_sizes else None
+    seen = None if after is None else {str(k): v for k, v in sorted((after - before).items())}
     return {"concurrency": concurrency, "requests": requests, "wall_s": round(wall, 3),
             "ttfa_s": summary([r["ttfa_s"] for r in results]),
             "latency_s": summary([r["latency_s"] for r in results]),
@@ -99,7 +97,7 @@ def markdown(result: dict) -> str:
     for r in result["levels"]:
         batches = r["batch_sizes_seen"]
         if batches is None:
-            batches = "not reported"
+            batches = "not read (see the ray_speech_batch_size metric)"
         else:
             batches = ", ".join(f"{k}: {v}" for k, v in batches.items()) or "none"
         lines.append(f"| {r['concurrency']} | {r['requests']} | {r['ttfa_s']['p50']:.3f} / {r['ttfa_s']['p95']:.3f} | "
@@ -124,7 +122,8 @@ async def run(args) -> dict:
         levels = []
         for concurrency in args.concurrency:
             requests = args.requests or max(4 * concurrency, 8)
-            levels.append(await level(client, body, concurrency, requests))
+            levels.append(await level(client, body, concurrency, requests,
+                                      replica_batch_sizes if args.offline else None))
             print(f"concurrency {concurrency}: first audio p50 {levels[-1]['ttfa_s']['p50']:.3f} s, "
                   f"{levels[-1]['throughput_audio_s_per_s']:.2f} audio s/s", flush=True)
     return {"url": args.url, "client": machine(), "load_average": os.getloadavg(), "voice": args.voice,
