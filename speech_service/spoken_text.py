@@ -6,8 +6,8 @@ any other script (Chinese, Japanese, Cyrillic, ...) is returned unchanged: F5 re
 pinyin, num2words (0.5) has no Chinese, and English words there would be wrong.
 
 The rules run in order, each on what the ones before left (their output holds no digits):
-money, dates, years, decades, times, ordinals, percentages, ranges, digit chains, symbols, and last
-any other number. A four-digit number from 1100 to 2099 is read as a year ("nineteen eighty-four",
+money, dates, years, decades, times, ordinals, percentages, ranges, digit chains, fractions, symbols,
+and last any other number. A four-digit number from 1100 to 2099 is read as a year ("nineteen eighty-four",
 "two thousand five") after a word that sets a year ("in", "since", "by", "from", "until", "between",
 "during", "before", "after", "year", a month, ...), before AD/BC, in a range of two such numbers,
 and as a decade ("1990s"); elsewhere it is a cardinal ("1984 people"). Every digit of Latin-script
@@ -33,6 +33,8 @@ _TO = r"(?:-|\s?–\s?)"  # a range's dash: "5-10", "5 – 10" (not "5 - 10", wh
 _SCALES = {"thousand": "thousand", "million": "million", "billion": "billion", "trillion": "trillion",
            "k": "thousand", "K": "thousand", "m": "million", "M": "million", "mn": "million",
            "B": "billion", "bn": "billion"}
+# Denominators read as fractions ("3/4": three quarters); other slashes join numbers ("24/7").
+_FRACTIONS = {"2": "half", "3": None, "4": "quarter", "5": None, "8": None, "10": None, "16": None, "100": None}
 # symbol: (unit, units, subunit, subunits); yen has no subunit in use.
 _CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
                "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", None, None)}
@@ -176,6 +178,19 @@ def _range(m: re.Match) -> str:
     return f"{_number(a)} to {_number(b)}"
 
 
+def _fraction(m: re.Match) -> str:
+    """ "1/2" → one half, "3/4" → three quarters, "2/3" → two thirds; others ("24/7", "50/50", a date
+    "5/10/2024") number by number."""
+    parts = m.group(0).split("/")
+    if len(parts) == 2 and int(parts[0]) < int(parts[1]) and parts[1] in _FRACTIONS:
+        count = int(parts[0])
+        name = _FRACTIONS[parts[1]] or _ordinal(int(parts[1]))
+        return f"{_words(count)} {name if count == 1 else _plural(name)}"
+    *head, last = parts
+    return " ".join([*(_integer(p) for p in head), _year(int(last)) if len(parts) == 3 and _is_year(last)
+                     else _integer(last)])
+
+
 def _digit_chain(m: re.Match) -> str:
     """A phone number or code: "555-123-4567" digit by digit."""
     return " ".join(_digits(group) for group in re.split(r"[-–]", m.group(0)))
@@ -232,6 +247,7 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (rf"{_MINUS}(?<![\w.,])(?P<a>{_NUM})(?:{_TO}(?P<b>{_NUM}))?\s?%", _percent),
     (rf"(?<![\w.,:/–-])(?P<a>{_NUM}){_TO}(?P<b>{_NUM})(?![\w]|[-–/]\d|[.,:]\d)", _range),
     (r"(?<![\w.,])\d+(?:[-–]\d+){2,}(?!\w)", _digit_chain),
+    (r"(?<![\w.,/])\d+(?:/\d+){1,2}(?![\w/]|[.,]\d)", _fraction),
     (r"\s*&\s*", _padded("and")),
     (r"(?<=\d)\s*\+\s*(?=[\d.])|(?<=\s)\+(?=\s)|(?<![\w+])\+(?=\d)|(?<=\d)\+(?![\w+])", _padded("plus")),
     (r"(?<=\d)\s*=\s*(?=\d)|(?<=\s)=(?=\s)", _padded("equals")),

@@ -67,6 +67,9 @@ SPOKEN = [
     ("5-10 pages", "five to ten pages"),
     ("pages 5 – 10", "pages five to ten"),
     ("555-123-4567", "five five five one two three four five six seven"),
+    # fractions; other slashes join numbers
+    ("1/2 cup, 3/4 of it, 2/3", "one half cup, three quarters of it, two thirds"),
+    ("24/7, 50/50", "twenty-four seven, fifty fifty"),
     # symbols
     ("R&D, you & me", "R and D, you and me"),
     ("2+2=4", "two plus two equals four"),
