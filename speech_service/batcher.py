@@ -46,7 +46,7 @@ class ContinuousBatcher(Generic[Item, Result]):
         if self._worker is None:
             # An empty context: the worker serves many callers, so it must not carry the first
             # one's context (request id in log lines) through its whole busy period.
-            self._worker = asyncio.create_task(self._work(), context=contextvars.Context())
+            self._worker = contextvars.Context().run(asyncio.create_task, self._work())
         return await future  # cancelling the caller cancels this future, which drops its item
 
     def queued(self) -> int:
@@ -72,7 +72,7 @@ class ContinuousBatcher(Generic[Item, Result]):
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
                 return
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
