@@ -159,9 +159,31 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int) -> dict:
         if i:
             service_s.append(took)
             engine_s.append(took_engine)
+    paired = [a - b for a, b in zip(service_s, engine_s)]
     return {"threads": threads, "nfe_step": nfe, "audio_s": round(len(wave) / 24000, 3),
             "service_s": summary(service_s), "engine_s": summary(engine_s),
-            "p50_difference_ms": round(1000 * (statistics.median(service_s) - statistics.median(engine_s)), 1)}
+            "p50_difference_ms": round(1000 * (statistics.median(service_s) - statistics.median(engine_s)), 1),
+            "paired_difference_p50_ms": round(1000 * statistics.median(paired), 1),
+            "serve_floor_ms": serve_floor(http, runs=max(runs, 30))}
+
+
+def serve_floor(http: httpx.Client, runs: int) -> dict:
+    """What Ray Serve's two hops cost with no work behind them: an HTTP request through the proxy
+    to the Ingress (`/healthz`), and a handle call to the Synthesizer replica (`info`)."""
+    from ray import serve
+
+    synthesizer = serve.get_deployment_handle("Synthesizer", APP)
+
+    def p50_ms(call) -> float:
+        took = []
+        for _ in range(runs + 2):
+            start = time.perf_counter()
+            call()
+            took.append(time.perf_counter() - start)
+        return round(1000 * statistics.median(took[2:]), 1)
+
+    return {"http_to_ingress": p50_ms(lambda: http.get("/healthz").raise_for_status()),
+            "handle_to_synthesizer": p50_ms(lambda: synthesizer.info.remote().result())}
 
 
 def outside(run: dict, deployment: str) -> str:
@@ -193,7 +215,12 @@ def markdown(result: dict) -> str:
               "", "| path | p50 (s) | p95 (s) | n |", "| --- | --- | --- | --- |",
               f"| service (HTTP, pcm) | {o['service_s']['p50']} | {o['service_s']['p95']} | {o['service_s']['n']} |",
               f"| engine, direct | {o['engine_s']['p50']} | {o['engine_s']['p95']} | {o['engine_s']['n']} |",
-              "", f"p50 difference: {o['p50_difference_ms']} ms", ""]
+              "", f"p50 difference: {o['p50_difference_ms']} ms; median of the paired differences: "
+              f"{o.get('paired_difference_p50_ms')} ms.", ""]
+    if floor := o.get("serve_floor_ms"):
+        lines += [f"Ray Serve's hops with no work behind them (p50): HTTP through the proxy to the Ingress "
+                  f"{floor['http_to_ingress']} ms, a handle call to the Synthesizer replica "
+                  f"{floor['handle_to_synthesizer']} ms.", ""]
     return "\n".join(lines)
 
 
@@ -203,6 +230,7 @@ def main() -> None:
     parser.add_argument("--overhead-runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, service and engine alike")
     parser.add_argument("--models-dir", type=Path, default=REPO / "models" / "offline")
+    parser.add_argument("--name", help="result file name (default <machine>-service)")
     args = parser.parse_args()
 
     from speech_service.offline_models import prepare
@@ -226,7 +254,7 @@ def main() -> None:
     result["cold_start_summary_s"] = {
         key: summary([r[key] for r in runs])
         for key in ("transcriber_zero_to_transcribed_upload_s", "synthesizer_zero_to_first_audio_s")}
-    path = write_result(f"{result['machine']}-service", result, markdown(result))
+    path = write_result(args.name or f"{result['machine']}-service", result, markdown(result))
     print(path.with_suffix(".md").read_text())
 
 
