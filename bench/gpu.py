@@ -33,14 +33,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, machine, write_result
-from speech_service.config import SynthesizerSettings
+from speech_service.config import SynthesisOptions, SynthesizerSettings
 from speech_service.engine import SynthesisEngine
 from speech_service.offline_models import TINY_DIT, TINY_VOCOS
 
-try:
-    from speech_service.engine import SynthesisOptions as Options
-except ImportError:  # before batching's options type
-    from speech_service.engine import SynthesisParams as Options
 
 SAMPLE_RATE = 24000
 REF_TEXT = "The quick brown fox jumps over the lazy dog, and the dog sleeps in the warm sun."
@@ -190,20 +186,16 @@ def main() -> None:
         engine = SynthesisEngine.load(SynthesizerSettings(
             model_name=f"F5TTS_v1_Base-{name}-random", architecture_overrides=arch, checkpoint=str(checkpoint),
             vocoder=str(vocoder), device=args.device, dtype=dtype, max_segment_seconds=30))
-        has_batch_api = hasattr(engine, "synthesize_batch") and hasattr(engine, "items")
+        clip = engine.prepare(ref)  # once, as a Synthesizer replica keeps it (its reference cache)
         for nfe in nfes:
-            options = Options(nfe_step=nfe, seed=0)
-            synced(engine.synthesize)(ref, REF_TEXT, TEXT, options)  # warm-up at this NFE
+            options = SynthesisOptions(nfe_step=nfe, seed=0)
+            synced(engine.synthesize)(clip, REF_TEXT, TEXT, options)  # warm-up at this NFE
             for concurrency in concurrencies:
                 for batched in (False, True):
                     row = {"dtype": dtype, "nfe": nfe}
-                    if batched and not has_batch_api:
-                        cases.append({**row, "concurrency": concurrency, "mode": "batched",
-                                      "skipped": "engine has no batch API"})
-                        continue
-                    row.update(case(engine, ref, options, concurrency, batched))
+                    row.update(case(engine, clip, options, concurrency, batched))
                     if concurrency == 1 and not batched:
-                        row["first_audio_s"] = round(first_audio(engine, ref, options), 4)
+                        row["first_audio_s"] = round(first_audio(engine, clip, options), 4)
                     cases.append(row)
                     print(row, flush=True)
         del engine
