@@ -24,10 +24,10 @@ CLIP_TEXTS = ["Hello there, this is the first voice.", "Good morning, a second s
 
 
 class StubBackends:
-    async def synthesize(self, reference, ref_text, text, options):
+    async def synthesize(self, reference, text, options):
         return np.zeros(12000, np.float32)
 
-    async def stream(self, reference, ref_text, text, options):
+    async def stream(self, reference, text, options):
         yield np.zeros(12000, np.float32)
 
     async def transcribe(self, audio, language):
