@@ -37,7 +37,6 @@ from speech_service.config import SynthesisOptions, SynthesizerSettings
 from speech_service.engine import SynthesisEngine
 from speech_service.offline_models import TINY_DIT, TINY_VOCOS
 
-
 SAMPLE_RATE = 24000
 REF_TEXT = "The quick brown fox jumps over the lazy dog, and the dog sleeps in the warm sun."
 TEXT = ("Good morning, and welcome aboard. Today we travel along the coast, past the old harbour "
