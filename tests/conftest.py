@@ -79,6 +79,15 @@ def short_wav(speech_dir) -> Path:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def add_voice(client, name: str, wav: Path, ref_text: str) -> dict:
+    """Register a voice over HTTP with its transcript (so no Transcriber call); its record."""
+    with open(wav, "rb") as f:
+        r = client.post("/v1/voices", data={"name": name, "ref_text": ref_text},
+                        files={"file": (wav.name, f, "audio/wav")})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
 def free_port() -> int:
     import socket
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ray import serve
 
-from conftest import SHORT_TEXT, free_port, serve_config, start_serve, stop_serve, use_tiny_models
+from conftest import SHORT_TEXT, add_voice, free_port, serve_config, start_serve, stop_serve, use_tiny_models
 
 APP = "tts"
 TEXTS = ["Good morning to you.", "A longer sentence, with a pause or two, to fill more frames.", "Yes.",
@@ -28,10 +28,7 @@ def base_url(offline_models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def http(base_url, short_wav):
     with httpx.Client(base_url=base_url, timeout=300) as client:
-        with open(short_wav, "rb") as f:
-            r = client.post("/v1/voices", data={"name": "bob", "ref_text": SHORT_TEXT},
-                            files={"file": ("short.wav", f, "audio/wav")})
-        assert r.status_code == 201, r.text
+        add_voice(client, "bob", short_wav, SHORT_TEXT)
         yield client
 
 

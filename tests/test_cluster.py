@@ -16,7 +16,7 @@ from ray.util.state import list_actors
 
 from speech_service.models import mirror
 
-from conftest import REPO, SHORT_TEXT, deployments, free_port, start_serve, stop_serve, use_tiny_models
+from conftest import REPO, SHORT_TEXT, add_voice, deployments, free_port, start_serve, stop_serve, use_tiny_models
 
 APP = "tts"
 
@@ -71,10 +71,7 @@ def test_voice_is_spoken_on_the_gpu_node_and_cpu_deployments_stay_off_it(cluster
                                                                          voice_bucket, short_wav):
     _, gpu_node = cluster
     with httpx.Client(base_url=base_url, timeout=300) as http:
-        with open(short_wav, "rb") as f:
-            r = http.post("/v1/voices", data={"name": "carol", "ref_text": SHORT_TEXT},
-                          files={"file": ("short.wav", f, "audio/wav")})
-        assert r.status_code == 201, r.text
+        add_voice(http, "carol", short_wav, SHORT_TEXT)
         r = http.post("/v1/audio/speech", json={"model": "f5-tts", "voice": "carol", "input": "Hello there.",
                                                 "response_format": "wav"})
         assert r.status_code == 200, r.text

@@ -14,6 +14,7 @@ from ray import serve
 from conftest import (
     LONG_TEXT,
     SHORT_TEXT,
+    add_voice,
     free_port,
     serve_config,
     start_serve,
@@ -40,10 +41,7 @@ def base_url(offline_models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def http(base_url, short_wav):
     with httpx.Client(base_url=base_url, timeout=120) as client:
-        with open(short_wav, "rb") as f:
-            r = client.post("/v1/voices", data={"name": "alice", "ref_text": SHORT_TEXT},
-                            files={"file": ("short.wav", f, "audio/wav")})
-        assert r.status_code == 201, r.text
+        add_voice(client, "alice", short_wav, SHORT_TEXT)
         yield client
 
 

@@ -22,6 +22,7 @@ from speech_service.errors import Overloaded
 from conftest import (
     LONG_TEXT,
     SHORT_TEXT,
+    add_voice,
     deployments,
     free_port,
     serve_config,
@@ -78,10 +79,7 @@ def base_url(config):
 @pytest.fixture(scope="module")
 def http(base_url, short_wav):
     with httpx.Client(base_url=base_url, timeout=300) as client:
-        with open(short_wav, "rb") as f:  # with its transcript: no Transcriber call; all apps share the store
-            r = client.post("/v1/voices", data={"name": "alice", "ref_text": SHORT_TEXT},
-                            files={"file": ("short.wav", f, "audio/wav")})
-        assert r.status_code == 201, r.text
+        add_voice(client, "alice", short_wav, SHORT_TEXT)  # no Transcriber call; all apps share the store
         yield client
 
 

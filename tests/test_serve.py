@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from ray import serve
 
-from conftest import LONG_TEXT, SHORT_TEXT, free_port, serve_config, start_serve, stop_serve, use_tiny_models
+from conftest import LONG_TEXT, SHORT_TEXT, add_voice, free_port, serve_config, start_serve, stop_serve, use_tiny_models
 
 APP = "tts"
 
@@ -61,11 +61,7 @@ def test_health_and_status_do_not_wake_the_models(http):
 
 
 def test_long_recording_with_full_transcript_is_clipped_transcribed_and_speaks(http, long_wav):
-    with open(long_wav, "rb") as f:
-        r = http.post("/v1/voices", data={"name": "alice", "ref_text": LONG_TEXT},
-                      files={"file": ("long.wav", f, "audio/wav")})
-    assert r.status_code == 201, r.text
-    voice = r.json()
+    voice = add_voice(http, "alice", long_wav, LONG_TEXT)
     assert voice["original_duration_s"] > 20 and voice["duration_s"] <= 12.05
     assert voice["clipped"] is True and voice["ref_text_source"] == "asr"
     assert "train" in voice["ref_text"].lower() and len(voice["ref_text"]) < 0.75 * len(LONG_TEXT)
@@ -121,10 +117,7 @@ def test_streaming_through_the_handle_gives_the_same_speech(http):
 
 
 def test_a_replica_prepares_a_voice_clip_once_and_is_sent_it_only_when_it_lacks_it(http, short_wav):
-    with open(short_wav, "rb") as f:
-        r = http.post("/v1/voices", data={"name": "dora", "ref_text": SHORT_TEXT},
-                      files={"file": ("short.wav", f, "audio/wav")})
-    assert r.status_code == 201, r.text
+    add_voice(http, "dora", short_wav, SHORT_TEXT)
     synthesizer = serve.get_deployment_handle("Synthesizer", APP)
     body = {"voice": "dora", "input": "Hello there.", "response_format": "pcm", "seed": 4}
     first = http.post("/v1/audio/speech", json=body)  # named only, refused, sent again with the clip
