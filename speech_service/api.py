@@ -192,6 +192,28 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class UploadLimit:
+    """Refuses a body whose declared length is over the upload limit (413 `upload_too_large`) before
+    it is read and spooled, not after. Plain ASGI: Starlette's `BaseHTTPMiddleware` would add a task
+    and a memory stream to every request, streamed speech included."""
+
+    SLACK = 64 * 1024  # multipart framing and form fields around the file
+
+    def __init__(self, app: ASGIApp, max_upload_bytes: int):
+        self.app = app
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+            if declared.isdigit() and int(declared) > self.max_upload_bytes + self.SLACK:
+                error = PayloadTooLarge(f"The upload is over the {self.max_upload_bytes} byte limit.",
+                                        code="upload_too_large")
+                logger.info("%s %s -> 413 %s", scope["method"], scope["path"], error.code)
+                return await service_error_response(error)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class RequestCounter:
     """Counts answered requests by route template (not the raw path, so the label set stays small),
     method and status."""
@@ -268,16 +290,6 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=errors_for(401))
     VoiceName = PathParam(pattern=VOICE_NAME_PATTERN, description="A voice name: 1-64 letters, digits, '_' or '-'")
 
-    @app.middleware("http")
-    async def refuse_oversized_uploads(request: Request, call_next):
-        # Before the multipart body is read and spooled, not after.
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limits.max_upload_bytes + 64 * 1024:
-            error = PayloadTooLarge(f"The upload is over the {limits.max_upload_bytes} byte limit.",
-                                    code="upload_too_large")
-            return _logged(request, service_error_response(error), error.code)
-        return await call_next(request)
-
     # The web page: public static files; the API calls it makes carry the key.
     web = Path(__file__).parent / "web"
     app.mount("/web", StaticFiles(directory=web), name="web")
@@ -286,6 +298,7 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     async def web_page() -> FileResponse:
         return FileResponse(web / "index.html")
 
+    app.add_middleware(UploadLimit, max_upload_bytes=limits.max_upload_bytes)
     app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
     app.add_middleware(RequestCounter)
 
