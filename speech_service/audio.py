@@ -142,6 +142,8 @@ FORMATS: dict[str, tuple[str, list[str]]] = {
     "wav": ("audio/wav", []),
     "pcm": ("audio/pcm", []),  # raw 16-bit signed little-endian, 24 kHz mono (as OpenAI's pcm)
 }
+# Formats made by numpy alone, in well under a millisecond for seconds of audio; the rest run ffmpeg.
+RAW_FORMATS = ("pcm", "wav")
 
 
 def to_pcm16(audio: np.ndarray) -> bytes:
@@ -179,7 +181,7 @@ def streaming_wav_header() -> bytes:
 async def encode_stream(chunks: AsyncIterator[np.ndarray], fmt: str) -> AsyncIterator[bytes]:
     """Encode audio as it arrives. pcm and wav pass straight through; the rest go through one
     ffmpeg process, fed and drained concurrently so neither side waits for the whole text."""
-    if fmt in ("pcm", "wav"):
+    if fmt in RAW_FORMATS:
         if fmt == "wav":
             yield streaming_wav_header()
         async for chunk in chunks:

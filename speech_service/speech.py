@@ -19,6 +19,9 @@ from .schemas import SpeechRequest
 from .store import VoiceStore
 
 T = TypeVar("T")
+# pcm/wav of up to 30 s of speech are encoded on the event loop (about 2 ms at most); longer ones
+# and the ffmpeg formats in a thread, so one long response does not stall the others.
+_INLINE_ENCODE_SAMPLES = 30 * audio.SAMPLE_RATE
 
 
 class Backends(Protocol):
@@ -84,6 +87,8 @@ class SpeechService:
                                  lambda reference: self.backends.synthesize(reference, body.input, options))
         metrics.record_first_audio(started, stream=False)
         metrics.record_speech(len(speech) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
+        if body.response_format in audio.RAW_FORMATS and len(speech) <= _INLINE_ENCODE_SAMPLES:
+            return audio.encode(speech, body.response_format)  # cheaper than the hop to a thread
         return await asyncio.to_thread(audio.encode, speech, body.response_format)
 
     async def stream(self, body: SpeechRequest) -> AsyncIterator[bytes]:
