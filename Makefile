@@ -10,6 +10,9 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := ffmpeg espeak-ng chromium chromium-driver
 OFFLINE_MODELS := models/offline
 export RAY_USAGE_STATS_ENABLED := 0
+# Serve's data plane (HAProxy, gRPC between replicas): exported to every Ray that make starts.
+include config/ray.env
+export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' config/ray.env)
 
 .PHONY: setup system-packages serve demo demo-s3 offline-models status test clean
 

@@ -80,8 +80,11 @@ def start_service(config: dict) -> str:
     from ray import serve
     from ray.serve.schema import ServeDeploySchema
 
+    from deployments.ray_env import apply_ray_env
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    apply_ray_env()  # the data plane `make serve` runs with (config/ray.env)
     ray.init(address="local", num_cpus=os.cpu_count(), num_gpus=0, namespace="serve",
              include_dashboard=False, log_to_driver=False)
     from ray.serve._private.api import serve_start  # what `serve run` calls; no public equivalent

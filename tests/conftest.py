@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deployments.ray_env import apply_ray_env
 from speech_service import audio
 from speech_service.config import SynthesizerSettings, TranscriberSettings
 from speech_service.offline_models import TINY_DIT, prepare
@@ -140,6 +141,7 @@ def start_serve(config: dict, num_gpus: int = 1, address: str | None = None, **i
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file written into the user's HOME
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    apply_ray_env()  # the data plane `make serve` runs with (config/ray.env)
     if address:
         ray.init(address=address, namespace="serve", log_to_driver=False)
     else:

@@ -4,6 +4,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from deployments.ray_env import read_ray_env
 from deployments.synthesizer import Synthesizer
 from deployments.transcriber import Transcriber
 from speech_service.config import ServiceSettings, SynthesizerSettings, TranscriberSettings
@@ -73,3 +74,16 @@ def test_cluster_yaml_passes_the_launchers_own_validation():
     assert workers and all(w["min_workers"] == 0 for w in workers)
     assert any(w["node_config"]["InstanceType"].startswith(("g", "p")) for w in workers)
 
+
+
+def test_every_launcher_starts_ray_with_the_data_plane_of_ray_env():
+    env = read_ray_env()
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "1"
+    # The longest non-streamed speech must fit one gRPC message between replicas: 96 KB per second
+    # of float32 audio, at one second per character (far slower than any voice).
+    longest = ServiceSettings().limits.max_input_chars * 24_000 * 4
+    assert int(env["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"]) >= longest
+    assert "include config/ray.env" in (REPO / "Makefile").read_text()
+    cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    starts = [c for c in cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all(". config/ray.env" in c for c in starts)

@@ -7,6 +7,7 @@ import time
 import httpx
 import numpy as np
 import openai
+import psutil
 import pytest
 import soundfile as sf
 from ray import serve
@@ -58,6 +59,15 @@ def test_health_and_status_do_not_wake_the_models(http):
     assert status["deployments"]["Transcriber"]["replicas"] == {}
     assert status["cold_starts"] == {}  # nothing started yet
     assert running_replicas("Synthesizer") == 0 and running_replicas("Transcriber") == 0
+
+
+def test_http_goes_through_haproxy_to_the_ingress(base_url, http):
+    """config/ray.env's data plane: HAProxy, not Serve's Python proxy, listens on the service port."""
+    port = int(base_url.rsplit(":", 1)[1])
+    listeners = {c.pid for c in psutil.net_connections("tcp")
+                 if c.laddr.port == port and c.status == psutil.CONN_LISTEN}
+    assert listeners and {psutil.Process(pid).name() for pid in listeners} == {"haproxy"}
+    assert http.get("/healthz").json() == {"status": "ok"}
 
 
 def test_long_recording_with_full_transcript_is_clipped_transcribed_and_speaks(http, long_wav):
