@@ -40,6 +40,7 @@ from bench.common import (
     summary,
     write_result,
 )
+from deployments.ray_env import read_ray_env
 
 APP = "tts"
 REF_TEXT = "The quick brown fox jumps over the lazy dog."
@@ -168,8 +169,8 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
 
 
 def serve_floor(http: httpx.Client, runs: int) -> dict:
-    """What Ray Serve's two hops cost with no work behind them: an HTTP request through the proxy
-    to the Ingress (`/healthz`), and a handle call to the Synthesizer replica (`info`)."""
+    """What Ray Serve's two hops cost with no work behind them: an HTTP request to the Ingress
+    (`/healthz`, through HAProxy or Serve's proxy), and a handle call to the Synthesizer replica (`info`)."""
     from ray import serve
 
     synthesizer = serve.get_deployment_handle("Synthesizer", APP)
@@ -192,14 +193,17 @@ def outside(run: dict, deployment: str) -> str:
 
 
 def markdown(result: dict) -> str:
+    ray_env = ", ".join(f"`{k}={v}`" for k, v in (result.get("ray_env") or {}).items() if v)
     lines = [f"# Service benchmark on {result['machine']}", "",
              f"Load average at start {result['load_average_at_start']}, at end {result['load_average_at_end']} "
              "(other work shared the machine).", "",
              "Offline profile (tiny F5 DiT, tiny Vocos, Whisper base); seconds measured by the client.", "",
-             "| run | Transcriber: zero to transcribed upload | warm upload | Synthesizer: zero to first audio "
-             "| warm first audio | Synthesizer phases (replica's record) | Transcriber phases "
-             "| outside the replica's start: Transcriber / Synthesizer |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"Ray started with: {ray_env or 'Serve defaults'}.", ""]
+    if result["cold_starts"]:
+        lines += ["| run | Transcriber: zero to transcribed upload | warm upload | Synthesizer: zero to first audio "
+                  "| warm first audio | Synthesizer phases (replica's record) | Transcriber phases "
+                  "| outside the replica's start: Transcriber / Synthesizer |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i, run in enumerate(result["cold_starts"]):
         phases = {n: ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items())
                   for n, r in run["replica_records"].items()}
@@ -218,7 +222,7 @@ def markdown(result: dict) -> str:
                   "", f"p50 difference: {o['p50_difference_ms']} ms; median of the paired differences: "
                   f"{o.get('paired_difference_p50_ms')} ms.", ""]
         if floor := o.get("serve_floor_ms"):
-            lines += [f"Ray Serve's hops with no work behind them (p50): HTTP through the proxy to the Ingress "
+            lines += [f"Ray Serve's hops with no work behind them (p50): HTTP to the Ingress (`/healthz`) "
                       f"{floor['http_to_ingress']} ms, a handle call to the Synthesizer replica "
                       f"{floor['handle_to_synthesizer']} ms.", ""]
     return "\n".join(lines)
@@ -246,7 +250,9 @@ def main() -> None:
         base = start_service(config)
         try:
             with httpx.Client(base_url=base, timeout=300) as http:
-                result = {"machine": machine(), "load_average_at_start": os.getloadavg(),
+                # Serve's data plane as Ray was started (config/ray.env unless overridden).
+                ray_env = {key: os.environ.get(key) for key in read_ray_env()}
+                result = {"machine": machine(), "ray_env": ray_env, "load_average_at_start": os.getloadavg(),
                           "cold_starts": cold_starts(http, wav, args.runs),
                           "memory_at_rest": memory_at_rest(http, wav),
                           "overheads": [overhead(http, config, args.threads, args.overhead_runs, nfe)
@@ -255,9 +261,10 @@ def main() -> None:
             stop_service()
     runs = result["cold_starts"]
     result["load_average_at_end"] = os.getloadavg()
-    result["cold_start_summary_s"] = {
-        key: summary([r[key] for r in runs])
-        for key in ("transcriber_zero_to_transcribed_upload_s", "synthesizer_zero_to_first_audio_s")}
+    if runs:
+        result["cold_start_summary_s"] = {
+            key: summary([r[key] for r in runs])
+            for key in ("transcriber_zero_to_transcribed_upload_s", "synthesizer_zero_to_first_audio_s")}
     path = write_result(args.name or f"{result['machine']}-service", result, markdown(result))
     print(path.with_suffix(".md").read_text())
 
