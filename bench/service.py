@@ -135,9 +135,11 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
 
     import soundfile as sf
     import torch
+    from ray import serve
 
     from speech_service.config import SynthesisOptions, SynthesizerSettings
     from speech_service.engine import SynthesisEngine
+    from speech_service.references import Reference
 
     deployments = config["applications"][0]["deployments"]
     user_config = next(d for d in deployments if d["name"] == "Synthesizer")["user_config"]
@@ -148,24 +150,52 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
     clip = engine.prepare(reference)  # prepared once, as the service's replica keeps it
     nfe = nfe or user_config["defaults"]["nfe_step"]
     body = {"voice": "bench-rss", "input": SPEECH, "response_format": "pcm", "seed": 0, "nfe_step": nfe}
-    service_s, engine_s = [], []
-    for i in range(runs + 1):  # the first pair warms both up and is not counted
+
+    def service() -> float:
         start = time.perf_counter()
-        r = http.post("/v1/audio/speech", json=body)
-        r.raise_for_status()
-        took = time.perf_counter() - start
+        http.post("/v1/audio/speech", json=body).raise_for_status()
+        return time.perf_counter() - start
+
+    def direct() -> float:
         start = time.perf_counter()
-        wave = engine.synthesize(clip, voice["ref_text"], SPEECH, SynthesisOptions(nfe_step=nfe, seed=0))
-        took_engine = time.perf_counter() - start
-        if i:
-            service_s.append(took)
-            engine_s.append(took_engine)
-    paired = [a - b for a, b in zip(service_s, engine_s)]
-    return {"threads": threads, "nfe_step": nfe, "audio_s": round(len(wave) / 24000, 3),
+        engine.synthesize(clip, voice["ref_text"], SPEECH, SynthesisOptions(nfe_step=nfe, seed=0))
+        return time.perf_counter() - start
+
+    synthesizer = serve.get_deployment_handle("Synthesizer", APP)
+    reference = Reference("bench-rss", voice["sha256"], voice["ref_text"])  # its clip is cached there
+
+    def handle() -> float:
+        """The replica's side alone: the same synthesis through a handle call from here."""
+        start = time.perf_counter()
+        synthesizer.synthesize.remote(reference, SPEECH, SynthesisOptions(nfe_step=nfe, seed=0)).result()
+        return time.perf_counter() - start
+
+    service(), direct(), handle()  # warm-up, not counted
+    service_s, engine_s, handle_s = [], [], []
+    for i in range(runs):  # in turn, each first in turn, so a drift in the machine's speed cancels out
+        order = [(service, service_s), (direct, engine_s), (handle, handle_s)]
+        for run, times in order[i % 3:] + order[:i % 3]:
+            times.append(run())
+    paired = sorted(1000 * (a - b) for a, b in zip(service_s, engine_s, strict=True))
+    ingress = sorted(1000 * (a - b) for a, b in zip(service_s, handle_s, strict=True))
+    audio_s = len(http.post("/v1/audio/speech", json=body).content) / 2 / 24000
+    return {"threads": threads, "nfe_step": nfe, "audio_s": round(audio_s, 3),
             "service_s": summary(service_s), "engine_s": summary(engine_s),
             "p50_difference_ms": round(1000 * (statistics.median(service_s) - statistics.median(engine_s)), 1),
-            "paired_difference_p50_ms": round(1000 * statistics.median(paired), 1),
+            "paired_difference_p50_ms": round(statistics.median(paired), 1),
+            "paired_difference_p50_ci95_ms": median_ci95(paired),
+            # HTTP, HAProxy or Serve's proxy, and the Ingress: service minus the handle call to the replica
+            "http_and_ingress_p50_ms": round(statistics.median(ingress), 1),
+            "replica_through_handle_s": summary(handle_s),
             "serve_floor_ms": serve_floor(http, runs=max(runs, 30))}
+
+
+def median_ci95(ordered: list[float]) -> list[float]:
+    """A distribution-free 95 % confidence interval of the median of `ordered` (sorted): the order
+    statistics the binomial(n, 1/2) places 1.96 standard deviations either side of the middle."""
+    n = len(ordered)
+    k = max(0, int(n / 2 - 1.96 * n ** 0.5 / 2))
+    return [round(ordered[k], 1), round(ordered[n - 1 - k], 1)]
 
 
 def serve_floor(http: httpx.Client, runs: int) -> dict:
@@ -217,10 +247,18 @@ def markdown(result: dict) -> str:
     for o in result.get("overheads") or [result["overhead"]]:  # older files hold one
         lines += ["", f"Concurrency 1, {o['threads']} torch thread(s), NFE {o['nfe_step']}, {o['audio_s']} s of audio:",
                   "", "| path | p50 (s) | p95 (s) | n |", "| --- | --- | --- | --- |",
-                  f"| service (HTTP, pcm) | {o['service_s']['p50']} | {o['service_s']['p95']} | {o['service_s']['n']} |",
+                  f"| service (HTTP, pcm) | {o['service_s']['p50']} | {o['service_s']['p95']} "
+                  f"| {o['service_s']['n']} |",
                   f"| engine, direct | {o['engine_s']['p50']} | {o['engine_s']['p95']} | {o['engine_s']['n']} |",
+                  *([f"| Synthesizer replica through a handle call | {h['p50']} | {h['p95']} | {h['n']} |"]
+                    if (h := o.get("replica_through_handle_s")) else []),
                   "", f"p50 difference: {o['p50_difference_ms']} ms; median of the paired differences: "
-                  f"{o.get('paired_difference_p50_ms')} ms.", ""]
+                  f"{o.get('paired_difference_p50_ms')} ms"
+                  + (" (95 % interval {} to {} ms).".format(*o["paired_difference_p50_ci95_ms"])
+                     if "paired_difference_p50_ci95_ms" in o else "."), ""]
+        if "http_and_ingress_p50_ms" in o:
+            lines += [f"HTTP and the Ingress (service minus the handle call, paired median): "
+                      f"{o['http_and_ingress_p50_ms']} ms.", ""]
         if floor := o.get("serve_floor_ms"):
             lines += [f"Ray Serve's hops with no work behind them (p50): HTTP to the Ingress (`/healthz`) "
                       f"{floor['http_to_ingress']} ms, a handle call to the Synthesizer replica "
