@@ -209,8 +209,8 @@ class UploadLimit:
             if declared.isdigit() and int(declared) > self.max_upload_bytes + self.SLACK:
                 error = PayloadTooLarge(f"The upload is over the {self.max_upload_bytes} byte limit.",
                                         code="upload_too_large")
-                logger.info("%s %s -> 413 %s", scope["method"], scope["path"], error.code)
-                return await service_error_response(error)(scope, receive, send)
+                response = _logged(Request(scope), service_error_response(error), error.code)
+                return await response(scope, receive, send)
         await self.app(scope, receive, send)
 
 
