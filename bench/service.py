@@ -294,7 +294,7 @@ def main() -> None:
                           "cold_starts": cold_starts(http, wav, args.runs),
                           "memory_at_rest": memory_at_rest(http, wav),
                           "overheads": [overhead(http, config, args.threads, args.overhead_runs, nfe)
-                                        for nfe in args.overhead_nfe]}
+                                        for nfe in args.overhead_nfe if args.overhead_runs > 0]}
         finally:
             stop_service()
     runs = result["cold_starts"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import threading
 from contextlib import nullcontext
 from typing import Protocol
 
@@ -44,26 +46,59 @@ class WhisperBackend:
         with clock.phase("weights"):  # a model name is fetched from the hub here, once
             self.model = WhisperModel(settings.model, device=device, compute_type=settings.compute_type,
                                       cpu_threads=settings.cpu_threads or 0, download_root=settings.cache_dir)
+        self.encoder = EncoderCache(self.model.encode)
+        self.model.encode = self.encoder  # faster-whisper calls self.encode for every window
         with clock.phase("warm_up"):
             self.warm_up()
 
     def warm_up(self) -> None:
-        """One encoder pass and one decoder step, so the first upload does not pay for lazy
-        initialisation. Bounded on purpose: on a tone, a full beam search can hallucinate for a
-        long time."""
-        t = np.arange(WHISPER_RATE // 2, dtype=np.float32) / WHISPER_RATE
-        segments, _ = self.model.transcribe(0.1 * np.sin(2 * np.pi * 220 * t).astype(np.float32), language="en",
-                                            beam_size=1, max_new_tokens=1, without_timestamps=True,
-                                            condition_on_previous_text=False)
-        list(segments)
+        """One short encoder pass and one decoder step, so that a device's lazy set-up (CUDA's) is
+        not paid by the first upload. A full 30 s window would cost a CPU replica's cold start
+        about as much as the first upload's own encoder pass, and the first upload on a CPU runs no
+        slower without it."""
+        import ctranslate2
+
+        second = np.zeros((1, self.model.model.n_mels, 100), dtype=np.float32)  # 100 frames: 1 s
+        self.model.model.detect_language(self.model.model.encode(ctranslate2.StorageView.from_array(second)))
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
         if language is not None and language not in self.model.supported_languages:
             raise BadRequest(f"Whisper does not know the language code '{language}'.", code="unsupported_language")
         audio16k = resample_poly(audio, WHISPER_RATE, SAMPLE_RATE)
+        if language is None and self.model.model.is_multilingual:
+            language = self.detect_language(audio16k)
         segments, _ = self.model.transcribe(audio16k, language=language, beam_size=self.beam_size,
                                             condition_on_previous_text=False)
         return " ".join(s.text.strip() for s in segments).strip()
+
+    def detect_language(self, audio16k: np.ndarray) -> str:
+        """The language, detected on the very window transcription encodes first.
+
+        Asked for no language, faster-whisper runs an encoder pass of its own to detect it, then
+        encodes the window again to transcribe it: on a CPU that doubles an upload's transcription.
+        Transcription's first window leaves out the features' last frame (faster-whisper's
+        `content_frames`); detecting on the same input lets `EncoderCache` hand the second pass
+        the first one's output. Were the inputs ever to differ, the cache would miss, costing time,
+        never text."""
+        features = self.model.feature_extractor(audio16k)
+        language, _, _ = self.model.detect_language(features=features[..., :-1])
+        return language
+
+
+class EncoderCache:
+    """Whisper's encoder with the last output kept, per thread, keyed by the input's bytes."""
+
+    def __init__(self, encode):
+        self._encode = encode
+        self._last = threading.local()
+        self.passes = 0  # encoder passes run (tests read it)
+
+    def __call__(self, features: np.ndarray):
+        key = (features.shape, hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest())
+        if getattr(self._last, "key", None) != key:
+            self._last.key, self._last.output = key, self._encode(features)
+            self.passes += 1
+        return self._last.output
 
 
 def resample_poly(audio: np.ndarray, up: int, down: int) -> np.ndarray:

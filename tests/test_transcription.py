@@ -1,3 +1,5 @@
+import subprocess
+
 import jiwer
 import pytest
 
@@ -40,3 +42,18 @@ def test_resampling_to_whisper_rate_matches_scipy(n):
     ours, theirs = resample_poly(x, 16000, 24000), scipy_resample_poly(x, 16000, 24000)
     assert ours.shape == theirs.shape
     assert np.abs(ours - theirs).max() < 1e-5
+
+
+def test_an_upload_without_a_language_is_encoded_once_and_heard_as_with_one(whisper, speech_dir):
+    """faster-whisper alone encodes the first window twice when it detects the language."""
+    clip = decode_file(espeak(SHORT_TEXT, speech_dir / "asr-detect.wav"))
+    before = whisper.encoder.passes
+    detected = whisper.transcribe(clip)
+    assert whisper.encoder.passes - before == 1
+    assert detected == whisper.transcribe(clip, "en")
+
+
+def test_the_language_of_an_upload_is_detected(whisper, speech_dir):
+    wav = speech_dir / "asr-de.wav"
+    subprocess.run(["espeak-ng", "-v", "de", "-w", str(wav), "Guten Morgen, wie geht es dir heute?"], check=True)
+    assert whisper.detect_language(resample_poly(decode_file(wav), 16000, audio.SAMPLE_RATE)) == "de"
