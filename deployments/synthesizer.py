@@ -87,6 +87,7 @@ class Synthesizer:
         clock = cold or cold_start_clock("Synthesizer")
         try:
             with clock.phase("imports"):
+                from speech_service import f5_modules  # noqa: F401  before torch: see there
                 from speech_service.engine import SynthesisEngine
             settings = settings.model_copy(update={"cpu_threads": threads(settings.cpu_threads)})
             self._engine = SynthesisEngine.load(settings, clock)

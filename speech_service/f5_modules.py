@@ -7,6 +7,12 @@ for it. This module is the one place that avoids it: if `f5_tts.model` is not im
 registers the package with its real path and an empty body, so its submodules import on their own.
 The real `__init__` runs the first time anyone asks the package for a name it lacks (e.g.
 `from f5_tts.model import Trainer`), so other code still sees the package as f5-tts defines it.
+
+It also imports einx, which x_transformers (and so F5's DiT) imports, and which F5 never calls.
+einx registers a backend for each array library already imported, and its torch backend imports
+`torch._dynamo`: about 1 s of a replica's cold start. Imported before torch, einx registers that
+backend on its first call instead: a process that imports this module before torch (the
+Synthesizer replica does) saves that second.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import importlib.util
 import sys
 import threading
 from types import ModuleType
+
+import einx  # noqa: F401  (see the docstring: before torch)
 
 PACKAGE = "f5_tts.model"
 BACKBONE_MODULES = {"DiT": "backbones.dit", "UNetT": "backbones.unett", "MMDiT": "backbones.mmdit"}

@@ -41,6 +41,18 @@ def test_the_engine_imports_f5_model_code_but_not_its_trainer():
     assert "f5_tts.model.trainer" in loaded
 
 
+def test_the_synthesizer_loads_and_speaks_without_torch_dynamo(synth_settings):
+    """einx (imported by F5's DiT, never called) imports torch._dynamo, ~1 s, when torch came first."""
+    loaded = modules_after(
+        "from speech_service import f5_modules  # the Synthesizer replica's order\n"
+        "from speech_service.engine import SynthesisEngine\n"
+        "from speech_service.config import SynthesizerSettings\n"
+        f"engine = SynthesisEngine.load(SynthesizerSettings.model_validate_json({synth_settings.model_dump_json()!r}))\n"
+        "clip = engine.prepare(__import__('numpy').random.default_rng(0).standard_normal(24000).astype('float32'))\n"
+        "assert len(engine.synthesize(clip, 'A test.', 'Hello there.')) > 0")
+    assert "torch._dynamo" not in loaded and "einx" in loaded
+
+
 def test_threads_follow_config_else_the_cpus_ray_gave_rounded_up():
     assert cpu_threads(None, 0.5) == 1
     assert cpu_threads(None, 1.5) == 2
