@@ -116,10 +116,11 @@ def memory_at_rest(http: httpx.Client, wav: Path, rest_s: float = 2.0) -> dict:
     import psutil
     from ray import serve
 
-    pids = {"Synthesizer": serve.get_deployment_handle("Synthesizer", APP).info.remote().result()["pid"],
-            "Transcriber": serve.get_deployment_handle("Transcriber", APP).stats.remote().result()["pid"]}
     upload(http, wav, "bench-rss")
     first_audio(http, "bench-rss")
+    # The replicas that served, asked after serving: one asked before might be on its way to zero.
+    pids = {"Synthesizer": serve.get_deployment_handle("Synthesizer", APP).info.remote().result()["pid"],
+            "Transcriber": serve.get_deployment_handle("Transcriber", APP).stats.remote().result()["pid"]}
     time.sleep(rest_s)  # well inside the replicas' downscale delay
     memory = {}
     for name, pid in pids.items():
