@@ -108,7 +108,8 @@ def cold_starts(http: httpx.Client, wav: Path, runs: int) -> list[dict]:
             "outside_replica_start_s": outside,
             "replica_records": records,
         })
-        print(f"run {run}: transcriber {transcriber_s:.2f} s, synthesizer first audio {ttfa_s:.2f} s", flush=True)
+        print(f"run {run}: transcriber {transcriber_s:.2f} s, synthesizer first audio {ttfa_s:.2f} s; phases "
+              + "; ".join(f"{name} {rec['phases']}" for name, rec in records.items()), flush=True)
     return results
 
 
@@ -245,7 +246,7 @@ def markdown(result: dict) -> str:
                      f"{outside(run, 'Synthesizer')} |")
     lines += ["", "| replica | RSS at rest (GB) | USS (GB) |", "| --- | --- | --- |"]
     lines += [f"| {n} | {m['rss_gb']} | {m['uss_gb']} |" for n, m in result["memory_at_rest"].items()]
-    for o in result.get("overheads") or [result["overhead"]]:  # older files hold one
+    for o in result["overheads"] if "overheads" in result else [result["overhead"]]:  # older files hold one
         lines += ["", f"Concurrency 1, {o['threads']} torch thread(s), NFE {o['nfe_step']}, {o['audio_s']} s of audio:",
                   "", "| path | p50 (s) | p95 (s) | n |", "| --- | --- | --- | --- |",
                   f"| service (HTTP, pcm) | {o['service_s']['p50']} | {o['service_s']['p95']} "

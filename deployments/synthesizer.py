@@ -48,7 +48,7 @@ _RELOAD_FIELDS = set(SynthesizerSettings.model_fields) - _LIVE_FIELDS
     ray_actor_options={"num_gpus": 1},
     # The same as config/serve.yaml (which overrides these); no `initial_replicas`: see its comment.
     autoscaling_config={"min_replicas": 0, "max_replicas": 4, "target_ongoing_requests": 8,
-                        "metrics_interval_s": 1},
+                        "metrics_interval_s": 0.25},
     # >= max_batch_size, or no call could be full (a stream has one segment in the batcher at a
     # time); 2 x: one full call running while the next one's segments queue.
     max_ongoing_requests=16,

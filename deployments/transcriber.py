@@ -23,7 +23,7 @@ logger = logging.getLogger("ray.serve")
 @serve.deployment(
     # The same as config/serve.yaml (which overrides these); no `initial_replicas`: see its comment.
     autoscaling_config={"min_replicas": 0, "max_replicas": 2, "target_ongoing_requests": 2,
-                        "metrics_interval_s": 1},
+                        "metrics_interval_s": 0.25},
     max_ongoing_requests=4,
 )
 class Transcriber:
