@@ -101,7 +101,7 @@ class ServeBackends:
         deadline = asyncio.get_running_loop().time() + self.limits.request_timeout_s
         for attempt in (1, 2):
             try:
-                return await self._await(deployment, start(), deadline, first_audio)
+                answer = await self._await(deployment, start(), deadline, first_audio)
             except ServiceError as exc:  # ours, or one a replica chose (carried in Ray's wrapper)
                 raise unwrap(exc) from None
             except Exception as exc:  # noqa: BLE001 - sorted out below, the rest re-raised
@@ -112,6 +112,10 @@ class ServeBackends:
                 if not isinstance(cause, _REPLICA_GONE):
                     raise cause from None
                 logger.warning("%s replica stopped during a request (attempt %d): %s", deployment, attempt, cause)
+                continue
+            if isinstance(answer, ServiceError):  # a replica's refusal, returned (`errors.refusal`)
+                raise answer
+            return answer
         raise unavailable(f"The {deployment} replica stopped while serving this request, twice; retry later.",
                           retry_after_s=self.limits.retry_after_s)
 

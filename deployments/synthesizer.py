@@ -29,7 +29,7 @@ from deployments.replica import cold_start_clock, report_cold_start, threads
 from speech_service import metrics
 from speech_service.batcher import ContinuousBatcher
 from speech_service.config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
-from speech_service.errors import ModelUnavailable
+from speech_service.errors import ModelUnavailable, ServiceError, refusal
 from speech_service.logs import route_to_serve_logs
 from speech_service.references import Reference
 
@@ -110,10 +110,14 @@ class Synthesizer:
             raise ModelUnavailable(self._load_error)
         return engine
 
-    def _items(self, reference: Reference, text: str, options: SynthesisOptions) -> list[BatchItem]:
-        engine = self._ready()
-        clip = engine.clips.get(reference)  # ReferenceMissing: the caller sends the clip
-        return engine.items(clip, reference.ref_text, text, SynthesisOptions.model_validate(options))
+    def _items(self, reference: Reference, text: str, options: SynthesisOptions) -> list[BatchItem] | ServiceError:
+        """The request's segments, or the refusal to answer the caller with (`refusal`)."""
+        engine = self._ready()  # ModelUnavailable is raised: a replica without its model has failed
+        try:
+            clip = engine.clips.get(reference)  # ReferenceMissing: the caller sends the clip
+            return engine.items(clip, reference.ref_text, text, SynthesisOptions.model_validate(options))
+        except ServiceError as exc:
+            return refusal(exc)
 
     async def _sample(self, item: BatchItem) -> np.ndarray:
         """One segment's waveform, sampled together with whatever else is queued."""
@@ -129,6 +133,8 @@ class Synthesizer:
 
         metrics.record_queue_wait(dispatched_at)
         items = await asyncio.to_thread(self._items, reference, text, options)
+        if isinstance(items, ServiceError):
+            return items
         waves = await asyncio.gather(*(self._sample(item) for item in items))
         return join(waves, cross_fade_samples(items))
 
@@ -139,6 +145,9 @@ class Synthesizer:
 
         metrics.record_queue_wait(dispatched_at)
         items = await asyncio.to_thread(self._items, reference, text, options)
+        if isinstance(items, ServiceError):
+            yield items  # as the first piece
+            return
         seams = CrossFade(cross_fade_samples(items))
         for item in items:
             if (piece := seams.push(await self._sample(item))) is not None:

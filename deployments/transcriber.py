@@ -13,7 +13,7 @@ from ray import serve
 from deployments.replica import cold_start_clock, report_cold_start, threads
 from speech_service import metrics
 from speech_service.config import TranscriberSettings
-from speech_service.errors import ModelUnavailable
+from speech_service.errors import ModelUnavailable, ServiceError, refusal
 from speech_service.logs import route_to_serve_logs
 from speech_service.transcription import WhisperBackend
 
@@ -58,7 +58,8 @@ class Transcriber:
                 )
             self._settings = settings
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str | ServiceError:
+        """The text, or the refusal to answer the caller with (`refusal`)."""
         with self._lock:
             self._calls += 1
         if self._backend is None:
@@ -66,6 +67,9 @@ class Transcriber:
             raise ModelUnavailable(self._load_error)
         try:
             text = self._backend.transcribe(audio, language)
+        except ServiceError as exc:
+            metrics.transcriptions().inc(1, tags={"outcome": "refused"})
+            return refusal(exc)
         except Exception:
             metrics.transcriptions().inc(1, tags={"outcome": "error"})
             raise

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from .config import StoreSettings
@@ -27,10 +29,19 @@ PREFIX = "status/cold_start/"
 
 
 def process_start_time() -> float:
-    """When this process started (epoch seconds)."""
-    import psutil
+    """When this process started (epoch seconds).
 
-    return psutil.Process().create_time()
+    On Linux: its start in clock ticks after boot (/proc/self/stat) against the uptime to the
+    hundredth (/proc/uptime). psutil adds the start to the boot time /proc/stat gives in whole
+    seconds, which can make a process up to a second older than it is (0.79 s on a test machine)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):  # not Linux
+        import psutil
+
+        return psutil.Process().create_time()
 
 
 def _iso(t: float) -> str:

@@ -81,6 +81,18 @@ class ModelUnavailable(ServiceError):
     code = "model_unavailable"
 
 
+def refusal(exc: ServiceError) -> ServiceError:
+    """`exc` to return from a replica as its answer, when it refuses the request rather than fails.
+
+    A replica that raises makes Serve log "Request failed" with the traceback and count an error,
+    which a clip-cache miss (`ReferenceMissing`, routine) or a request's own fault (a 4xx) is not.
+    The caller raises a returned `ServiceError` as if it had crossed Ray (`deployments/ingress.py`).
+    A replica's own failure (a 5xx) is raised again here, to be logged and counted."""
+    if exc.status_code >= 500 and not isinstance(exc, ReferenceMissing):
+        raise exc
+    return exc
+
+
 def unwrap(exc: BaseException) -> BaseException:
     """Return the exception raised inside a Ray replica, not Ray's wrapper around it."""
     # Only exceptions count: some Ray errors keep a non-exception `cause` (e.g. a death context).

@@ -67,6 +67,13 @@ def test_auto_device_asks_only_when_auto():
     assert resolve("auto", lambda: True) == "cuda"
 
 
+def test_a_process_knows_when_it_started():
+    out = subprocess.run([sys.executable, "-c", "import time; now = time.time()\n"
+                          "from speech_service.coldstart import process_start_time\n"
+                          "print(now - process_start_time())"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert 0 <= float(out.stdout) < 0.3  # the interpreter's own start, to a clock tick
+
+
 def test_a_record_has_every_phase_and_the_status_store_returns_the_last(tmp_path):
     store = LocalObjectStore(tmp_path)
     assert coldstart.last_cold_starts(store) == {}

@@ -14,7 +14,7 @@ import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events, from_schema
 
-from speech_service.errors import Unprocessable
+from speech_service.errors import ModelUnavailable, ReferenceMissing, Unprocessable, refusal
 from speech_service.logs import OUR_LOGGERS, configure_logging, valid_request_id
 
 from conftest import SHORT_TEXT
@@ -139,6 +139,15 @@ def test_errors_keep_code_and_field_across_processes():
     error = pickle.loads(pickle.dumps(Unprocessable("too long", code="text_too_long", param="input")))
     assert (error.status_code, error.type, error.code, error.param) == (422, "invalid_request_error",
                                                                          "text_too_long", "input")
+
+
+def test_a_replica_answers_with_a_refusal_and_raises_its_own_failure():
+    missing = ReferenceMissing("send the clip")
+    assert refusal(missing) is missing  # routine: returned, so Serve does not log it as a failure
+    too_long = Unprocessable("too long", code="text_too_long")
+    assert refusal(too_long) is too_long
+    with pytest.raises(ModelUnavailable):
+        refusal(ModelUnavailable("no weights"))
 
 
 def probe(path) -> tuple[float, float]:

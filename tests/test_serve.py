@@ -2,7 +2,9 @@
 logical GPU, the tiny offline models in the Synthesizer's and Transcriber's user_config."""
 
 import io
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -136,6 +138,14 @@ def test_a_replica_prepares_a_voice_clip_once_and_is_sent_it_only_when_it_lacks_
     after = synthesizer.info.remote().result()["reference_cache"]
     assert first.status_code == again.status_code == 200 and first.content == again.content
     assert after["prepared"] == cache["prepared"] >= 1 and after["hits"] == cache["hits"] + 1
+    # The miss is routine: answered, not logged by Serve as a failed request with its traceback.
+    assert "ReferenceMissing" not in replica_logs("Synthesizer")
+
+
+def replica_logs(deployment: str) -> str:
+    """What the deployment's replicas logged in this Ray session (Ray's default log directory)."""
+    logs = Path(tempfile.gettempdir()) / "ray" / "session_latest" / "logs" / "serve"
+    return "".join(path.read_text(errors="replace") for path in logs.glob(f"replica_{APP}_{deployment}_*.log"))
 
 
 def test_openai_client(base_url, http):
