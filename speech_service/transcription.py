@@ -65,11 +65,14 @@ class WhisperBackend:
         if language is not None and language not in self.model.supported_languages:
             raise BadRequest(f"Whisper does not know the language code '{language}'.", code="unsupported_language")
         audio16k = resample_poly(audio, WHISPER_RATE, SAMPLE_RATE)
-        if language is None and self.model.model.is_multilingual:
-            language = self.detect_language(audio16k)
-        segments, _ = self.model.transcribe(audio16k, language=language, beam_size=self.beam_size,
-                                            condition_on_previous_text=False)
-        return " ".join(s.text.strip() for s in segments).strip()
+        try:
+            if language is None and self.model.model.is_multilingual:
+                language = self.detect_language(audio16k)
+            segments, _ = self.model.transcribe(audio16k, language=language, beam_size=self.beam_size,
+                                                condition_on_previous_text=False)
+            return " ".join(s.text.strip() for s in segments).strip()
+        finally:
+            self.encoder.forget()  # an encoder output is megabytes (on the GPU, with a large model)
 
     def detect_language(self, audio16k: np.ndarray) -> str:
         """The language, detected on the very window transcription encodes first.
@@ -99,6 +102,10 @@ class EncoderCache:
             self._last.key, self._last.output = key, self._encode(features)
             self.passes += 1
         return self._last.output
+
+    def forget(self) -> None:
+        """Drop this thread's kept output."""
+        self._last.__dict__.clear()
 
 
 def resample_poly(audio: np.ndarray, up: int, down: int) -> np.ndarray:
