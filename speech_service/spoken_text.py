@@ -6,13 +6,14 @@ any other script (Chinese, Japanese, Cyrillic, ...) is returned unchanged: F5 re
 pinyin, num2words (0.5) has no Chinese, and English words there would be wrong.
 
 The rules run in order, each on what the ones before left (their output holds no digits):
-money, dates, years, decades, times, ordinals, percentages, ranges, digit chains, fractions, symbols,
-and last any other number. A four-digit number from 1100 to 2099 is read as a year ("nineteen eighty-four",
-"two thousand five") after a word that sets a year ("in", "since", "by", "from", "until", "between",
-"during", "before", "after", "year", a month, ...), before AD/BC, in a range of two such numbers,
-and as a decade ("1990s"); elsewhere it is a cardinal ("1984 people"). Every digit of Latin-script
-text becomes a word; a number's own punctuation ("5.20", "10:30", "1,000") never survives as a
-clause or sentence break, and the text's own punctuation is kept.
+money, dates, years, decades, times, measures ("5 kg", "60 mph"), ordinals, percentages, ranges,
+digit chains, fractions, symbols, and last any other number. A four-digit number from 1100 to 2099
+is read as a year ("nineteen eighty-four", "two thousand five") after a word that sets a year
+("in", "since", "by", "from", "until", "between", "during", "before", "after", "year", a month,
+...), before AD/BC, in a range of two such numbers, and as a decade ("1990s"); elsewhere it is a
+cardinal ("1984 people"). Every digit of Latin-script text becomes a word; a number's own
+punctuation ("5.20", "10:30", "1,000") never survives as a clause or sentence break, and the text's
+own punctuation is kept.
 """
 
 from __future__ import annotations
@@ -38,6 +39,28 @@ _FRACTIONS = {"2": "half", "3": None, "4": "quarter", "5": None, "8": None, "10"
 # symbol: (unit, units, subunit, subunits); yen has no subunit in use.
 _CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
                "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", None, None)}
+# Unit abbreviations after a number: (singular, plural). Only ones that are not also words or
+# scales: not "m" (meters or million), "in", "s", "t".
+_UNITS = {
+    "mg": ("milligram", "milligrams"), "g": ("gram", "grams"), "kg": ("kilogram", "kilograms"),
+    "lb": ("pound", "pounds"), "lbs": ("pounds", "pounds"), "oz": ("ounce", "ounces"),
+    "mm": ("millimeter", "millimeters"), "cm": ("centimeter", "centimeters"),
+    "km": ("kilometer", "kilometers"), "ft": ("foot", "feet"), "mi": ("mile", "miles"),
+    "km/h": ("kilometer per hour", "kilometers per hour"), "kph": ("kilometer per hour", "kilometers per hour"),
+    "mph": ("mile per hour", "miles per hour"), "m/s": ("meter per second", "meters per second"),
+    "ml": ("milliliter", "milliliters"), "mL": ("milliliter", "milliliters"), "L": ("liter", "liters"),
+    "ms": ("millisecond", "milliseconds"), "sec": ("second", "seconds"), "secs": ("seconds", "seconds"),
+    "min": ("minute", "minutes"), "mins": ("minutes", "minutes"), "h": ("hour", "hours"),
+    "hr": ("hour", "hours"), "hrs": ("hours", "hours"),
+    "KB": ("kilobyte", "kilobytes"), "kB": ("kilobyte", "kilobytes"), "MB": ("megabyte", "megabytes"),
+    "GB": ("gigabyte", "gigabytes"), "TB": ("terabyte", "terabytes"),
+    "Hz": ("hertz", "hertz"), "kHz": ("kilohertz", "kilohertz"), "MHz": ("megahertz", "megahertz"),
+    "GHz": ("gigahertz", "gigahertz"), "W": ("watt", "watts"), "kW": ("kilowatt", "kilowatts"),
+    "kWh": ("kilowatt hour", "kilowatt hours"), "V": ("volt", "volts"), "mAh": ("milliamp hour", "milliamp hours"),
+    "dB": ("decibel", "decibels"), "fps": ("frame per second", "frames per second"),
+    "bpm": ("beat per minute", "beats per minute"),
+}
+_UNIT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))  # longest first: "km/h"
 _YEAR_WORDS = (rf"in|since|by|from|until|till|between|during|before|after|circa|year|early|late|mid|"
                rf"spring|summer|autumn|fall|winter|{_MONTHS}")
 
@@ -178,6 +201,14 @@ def _range(m: re.Match) -> str:
     return f"{_number(a)} to {_number(b)}"
 
 
+def _measure(m: re.Match) -> str:
+    """ "5 kg" → five kilograms, "1 km" → one kilometer, "5-10 min" → five to ten minutes."""
+    one, many = _UNITS[m["unit"]]
+    spoken = _number(m["a"]) + (f" to {_number(m['b'])}" if m["b"] else "")
+    single = not m["b"] and m["a"] == "1"
+    return f"{_minus(m)}{spoken} {one if single else many}"
+
+
 def _fraction(m: re.Match) -> str:
     """ "1/2" → one half, "3/4" → three quarters, "2/3" → two thirds; others ("24/7", "50/50", a date
     "5/10/2024") number by number."""
@@ -207,7 +238,7 @@ def _padded(word: str) -> Callable[[re.Match], str]:
 
 def _cardinal(m: re.Match) -> str:
     spoken = _minus(m) + _number(m["n"])
-    # "MP3" → "MP three", "5kg" → "five kg": a word beside the number stays a word of its own.
+    # "MP3" → "MP three", "5G" → "five G": a word beside the number stays a word of its own.
     if m.start() > 0 and m.string[m.start() - 1].isalpha():
         spoken = " " + spoken
     if m.end() < len(m.string) and m.string[m.end()].isalpha():
@@ -243,6 +274,7 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
      r"(?:\s?[-–]\s?" + _HH_MM.format("h2", "m2") + "(?:" + _AMPM.format("ap2") + ")?)?", _time),
     (r"(?<![\w.,:])" + _HOUR.format("h") + r"(?:\s?[-–]\s?" + _HOUR.format("h2") + ")?" + _AMPM.format("ap"),
      _hour_with_meridiem),
+    (rf"{_MINUS}(?<![\w.,:/])(?P<a>{_NUM})(?:{_TO}(?P<b>{_NUM}))?\s?(?P<unit>{_UNIT})(?![\w/])", _measure),
     (r"(?<![\w.,])(?P<n>\d{1,3}(?:,\d{3})+|\d+)(?:st|nd|rd|th|ST|ND|RD|TH)\b", _ordinal_rule),
     (rf"{_MINUS}(?<![\w.,])(?P<a>{_NUM})(?:{_TO}(?P<b>{_NUM}))?\s?%", _percent),
     (rf"(?<![\w.,:/–-])(?P<a>{_NUM}){_TO}(?P<b>{_NUM})(?![\w]|[-–/]\d|[.,:]\d)", _range),

@@ -76,7 +76,14 @@ SPOKEN = [
     ("18+ only", "eighteen plus only"),
     ("#1 hit, ~5 minutes", "number one hit, about five minutes"),
     ("20°C and 70°F", "twenty degrees Celsius and seventy degrees Fahrenheit"),
-    ("MP3 and 5kg", "MP three and five kg"),
+    ("MP3 and 5G", "MP three and five G"),
+    # units after a number; the singular for exactly one
+    ("5kg, 1 km and 2.5 L", "five kilograms, one kilometer and two point five liters"),
+    ("60 mph or 100 km/h", "sixty miles per hour or one hundred kilometers per hour"),
+    ("5-10 min, 24 h, 250 ms", "five to ten minutes, twenty-four hours, two hundred fifty milliseconds"),
+    ("512 GB at 3.5 GHz, 65 W", "five hundred twelve gigabytes at three point five gigahertz, sixty-five watts"),
+    ("6 ft tall, -1 V", "six feet tall, minus one volt"),
+    ("5 in the box, 5m users", "five in the box, five m users"),
     ("In 1984 it cost $5.20, 50% more than the 3rd one at 10:30.",
      ("In nineteen eighty-four it cost five dollars and twenty cents, fifty percent more than the third one "
       "at ten thirty.")),
