@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,29 +75,9 @@ def offline_config(models: dict[str, Path], store: Path, port: int, synth_thread
 
 def start_service(config: dict) -> str:
     """A Ray cluster of our own with the application deployed as `serve run` would; its base URL."""
-    import ray
-    from ray import serve
-    from ray.serve.schema import ServeDeploySchema
+    from deployments import local_cluster
 
-    from deployments.ray_env import apply_ray_env
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    apply_ray_env()  # the data plane `make serve` runs with (config/ray.env)
-    ray.init(address="local", num_cpus=os.cpu_count(), num_gpus=0, namespace="serve",
-             include_dashboard=False, log_to_driver=False)
-    from ray.serve._private.api import serve_start  # what `serve run` calls; no public equivalent
-
-    client = serve_start(http_options=config["http_options"])
-    client.deploy_apps(ServeDeploySchema.model_validate(config))
-    name = config["applications"][0]["name"]
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        app = serve.status().applications.get(name)
-        if app and app.status == "RUNNING":
-            return f"http://127.0.0.1:{config['http_options']['port']}"
-        time.sleep(0.5)
-    raise TimeoutError("the application did not start")
+    return local_cluster.deploy(config, num_cpus=os.cpu_count(), num_gpus=0)
 
 
 def running_replicas(app: str, deployment: str) -> int:
@@ -108,8 +87,6 @@ def running_replicas(app: str, deployment: str) -> int:
 
 
 def stop_service() -> None:
-    import ray
-    from ray import serve
+    from deployments import local_cluster
 
-    serve.shutdown()
-    ray.shutdown()
+    local_cluster.shutdown()

@@ -2,7 +2,8 @@
 
 Ray reads these flags when its processes start, so they belong to the process that starts Ray, not
 to the application config. `make` exports them; code that starts a Ray cluster of its own (the tests,
-the benchmarks) calls `apply_ray_env()` first. See docs/ARCHITECTURE.md, "Data plane"."""
+the benchmarks, through `local_cluster.deploy`) calls `apply_ray_env()` first. See
+docs/ARCHITECTURE.md, "Data plane"."""
 
 from __future__ import annotations
 

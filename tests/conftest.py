@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployments.ray_env import apply_ray_env
+from deployments import local_cluster
 from speech_service import audio
 from speech_service.config import SynthesizerSettings, TranscriberSettings
 from speech_service.offline_models import TINY_DIT, prepare
@@ -128,46 +128,13 @@ def use_tiny_models(config: dict, offline_models: dict, **synthesizer) -> dict[s
 
 
 def start_serve(config: dict, num_gpus: int = 1, address: str | None = None, **init_options) -> str:
-    """Start a local Ray cluster with `num_gpus` logical GPUs and `init_options` for `ray.init` (or
-    connect to the running cluster at `address`) and deploy `config` the way `serve run` does; return the base URL once the
-    application is running."""
-    import os
-    import time
-
-    import ray
-    from ray import serve
-    from ray.serve._private.api import serve_start
-    from ray.serve.schema import ServeDeploySchema
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file written into the user's HOME
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    apply_ray_env()  # the data plane `make serve` runs with (config/ray.env)
-    if address:
-        ray.init(address=address, namespace="serve", log_to_driver=False)
-    else:
-        # "local": a cluster of our own, even when another test run's cluster is up on this machine
-        ray.init(address="local", num_cpus=8, num_gpus=num_gpus, namespace="serve", include_dashboard=False,
-                 log_to_driver=False, **init_options)
-    client = serve_start(http_options=config["http_options"])
-    client.deploy_apps(ServeDeploySchema.model_validate(config))
-    name = config["applications"][0]["name"]
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        app = serve.status().applications.get(name)
-        if app and app.status == "RUNNING":
-            return f"http://127.0.0.1:{config['http_options']['port']}"
-        if app and app.status == "DEPLOY_FAILED":
-            raise RuntimeError(app.message)
-        time.sleep(1)
-    raise TimeoutError("the application did not start")
+    """Deploy `config` the way `serve run` does on a local Ray cluster with `num_gpus` logical GPUs
+    (or on the running cluster at `address`); the base URL once the application is running."""
+    return local_cluster.deploy(config, num_cpus=8, num_gpus=num_gpus, address=address, **init_options)
 
 
 def stop_serve() -> None:
-    import ray
-    from ray import serve
-
-    serve.shutdown()
-    ray.shutdown()
+    local_cluster.shutdown()
 
 
 class SeaweedFS:

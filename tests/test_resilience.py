@@ -16,6 +16,7 @@ import httpx
 import pytest
 from ray import serve
 
+from deployments import local_cluster
 from deployments.serve_state import unmet_demand
 from speech_service.errors import Overloaded
 
@@ -87,14 +88,6 @@ def synthesizer(app: str = "tts"):
     return serve.get_deployment_handle("Synthesizer", app)
 
 
-def redeploy(config: dict) -> None:
-    """What `serve deploy FILE` does: the whole config, validated, applied by the controller."""
-    from ray.serve._private.api import serve_start
-    from ray.serve.schema import ServeDeploySchema
-
-    serve_start(http_options=config["http_options"]).deploy_apps(ServeDeploySchema.model_validate(config))
-
-
 def assert_json_error(r: httpx.Response, status: int, code: str) -> dict:
     assert r.status_code == status, r.text
     error = r.json()["error"]
@@ -160,7 +153,7 @@ def test_user_config_change_reconfigures_the_running_replica(http, config):
 
     changed = copy.deepcopy(config)
     deployments(changed)["Synthesizer"]["user_config"]["defaults"] = {"nfe_step": 4, "cross_fade_duration": 0.6}
-    redeploy(changed)
+    local_cluster.apply(changed)
     deadline = time.time() + 120
     while serve.status().applications["tts"].deployments["Synthesizer"].status != "HEALTHY" \
             or synthesizer().info.remote().result(timeout_s=300)["defaults"]["cross_fade_duration"] != 0.6:
