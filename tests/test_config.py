@@ -75,7 +75,6 @@ def test_cluster_yaml_passes_the_launchers_own_validation():
     assert any(w["node_config"]["InstanceType"].startswith(("g", "p")) for w in workers)
 
 
-
 def test_every_launcher_starts_ray_with_the_data_plane_of_ray_env():
     env = read_ray_env()
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "1"
