@@ -86,11 +86,26 @@ _CLAUSE_END = re.compile(r"(?<=[;:,.!?])\s+|(?<=[；：，。！？])")
 _SENTENCE_END = re.compile(r"[.!?。！？][\"')\]]*$")
 
 
+# A full stop after a title or an initial does not end a clause ("Dr. Who", "J. R. R. Tolkien",
+# "e.g. this"), nor one before a lowercase word ("etc. and", "U.S. law"): seams there split a name.
+_ABBREVIATION_END = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Mx|Dr|Prof|St|Mt|Jr|Sr|Gen|Col|Capt|Lt|Sgt|Rev|"
+                               r"Sen|Rep|Gov|No|vs|cf|e\.g|i\.e|[A-Z])\.$")
+
+
+def _breaks_between(before: str, after: str) -> bool:
+    return not (before.endswith(".") and (_ABBREVIATION_END.search(before) or after[:1].islower()))
+
+
 def _clauses(text: str, max_bytes: int) -> list[str]:
     """Clauses of at most `max_bytes` UTF-8 bytes; a longer clause is split between words."""
+    joined: list[str] = []
+    for part in filter(None, (p.strip() for p in _CLAUSE_END.split(text))):
+        if joined and not _breaks_between(joined[-1], part):
+            joined[-1] += " " + part
+        else:
+            joined.append(part)
     pieces: list[str] = []
-    for clause in _CLAUSE_END.split(text):
-        clause = clause.strip()
+    for clause in joined:
         while len(clause.encode()) > max_bytes:  # no punctuation to split at: split between words
             head = clause.encode()[:max_bytes].decode(errors="ignore")
             cut = head.rfind(" ")

@@ -6,8 +6,9 @@ any other script (Chinese, Japanese, Cyrillic, ...) is returned unchanged: F5 re
 pinyin, num2words (0.5) has no Chinese, and English words there would be wrong.
 
 The rules run in order, each on what the ones before left (their output holds no digits):
-money, dates, years, decades, times, measures ("5 kg", "60 mph"), ordinals, percentages, ranges,
-digit chains, fractions, symbols, and last any other number. A four-digit number from 1100 to 2099
+abbreviations ("Dr. Smith", "St. James St.", "e.g.", "No. 5"), money, dates, phone numbers, years,
+decades, times, measures ("5 kg", "60 mph"), ordinals, percentages, ranges, digit chains, scores and
+fractions, symbols, and last any other number. A four-digit number from 1100 to 2099
 is read as a year ("nineteen eighty-four", "two thousand five") after a word that sets a year
 ("in", "since", "by", "from", "until", "between", "during", "before", "after", "year", a month,
 ...), before AD/BC, in a range of two such numbers, and as a decade ("1990s"); elsewhere it is a
@@ -25,6 +26,11 @@ from collections.abc import Callable
 from num2words import num2words
 
 _MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December")
+# A month's abbreviation, read as the month when a day follows ("Jan. 5", "Sept 3rd").
+_MONTH_ABBR = {"Jan": "January", "Feb": "February", "Mar": "March", "Apr": "April", "Jun": "June",
+               "Jul": "July", "Aug": "August", "Sep": "September", "Sept": "September", "Oct": "October",
+               "Nov": "November", "Dec": "December"}
+_MONTH = rf"(?:{_MONTHS}|(?:{'|'.join(_MONTH_ABBR)})\.?)"
 _YEAR = r"(?:1[1-9]\d\d|20\d\d)"
 # A number: grouped thousands, or plain digits with decimals (several dots: a version, "1.5.3").
 _NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)*|\.\d+)"
@@ -60,6 +66,10 @@ _UNITS = {
     "dB": ("decibel", "decibels"), "fps": ("frame per second", "frames per second"),
     "bpm": ("beat per minute", "beats per minute"),
 }
+# Titles before a name, read as words ("Dr. Smith" → Doctor Smith; "Dr." alone may be a drive).
+_TITLES = {"Mr": "Mister", "Mrs": "Missus", "Ms": "Miz", "Dr": "Doctor", "Prof": "Professor", "Mt": "Mount"}
+# Latin abbreviations, read as what they stand for.
+_LATIN = {"e.g": "for example", "i.e": "that is", "etc": "et cetera", "vs": "versus", "approx": "approximately"}
 _UNIT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))  # longest first: "km/h"
 _YEAR_WORDS = (rf"in|since|by|from|until|till|between|during|before|after|circa|year|early|late|mid|"
                rf"spring|summer|autumn|fall|winter|{_MONTHS}")
@@ -140,13 +150,29 @@ def _iso_date(m: re.Match) -> str:
     return f"{month} {_ordinal(int(m['day']))} {_year(int(m['year']))}"
 
 
+def _month_name(written: str) -> str:
+    return _MONTH_ABBR.get(written.rstrip("."), written)
+
+
 def _month_day(m: re.Match) -> str:
     year = f"{m['sep']}{_year(int(m['year']))}" if m["year"] else ""
-    return f"{m['month']} {_ordinal(int(m['day']))}{year}"
+    return f"{_month_name(m['month'])} {_ordinal(int(m['day']))}{year}"
 
 
 def _day_month(m: re.Match) -> str:
-    return f"{_ordinal(int(m['day']))} "
+    """ "5 May" → the fifth of May (no second "the" after one written: "the 5th of May")."""
+    the = "" if re.search(r"\bthe\s+$", m.string[:m.start()], re.IGNORECASE) else "the "
+    return f"{the}{_ordinal(int(m['day']))} of "
+
+
+def _slash_date(m: re.Match) -> str:
+    """ "15/03/2024" and "03/15/2024" → March fifteenth twenty twenty-four: only when the day is over 12,
+    so the order is certain ("05/03/2024" may be May or March: read number by number)."""
+    first, second, year = int(m["a"]), int(m["b"]), m["y"]
+    day, month = (first, second) if first > 12 else (second, first)
+    if (first > 12) == (second > 12) or not 1 <= month <= 12 or day > 31:
+        return " ".join([_words(first), _words(second), _year(int(year)) if _is_year(year) else _integer(year)])
+    return f"{_MONTHS.split('|')[month - 1]} {_ordinal(day)} {_year(int(year)) if _is_year(year) else _integer(year)}"
 
 
 def _years(m: re.Match) -> str:
@@ -175,14 +201,18 @@ def _clock(hour: str, minute: str | None, meridiem: str | None) -> str:
     return spoken + (f" {meridiem.upper()}M" if meridiem else "")
 
 
+def _kept_stop(m: re.Match) -> str:
+    """A full stop the match took ("p.m.", "etc.") that also ended the sentence: the end of the text
+    or a capital follows. Kept, so the splitter still finds the sentence end."""
+    ended = m.group(0).endswith(".") and re.match(r"\s*$|\s+[A-Z\"'(]", m.string[m.end():])
+    return "." if ended else ""
+
+
 def _time(m: re.Match) -> str:
     spoken = _clock(m["h"], m["m"], m["ap"])
     if m["h2"]:
         spoken += " to " + _clock(m["h2"], m["m2"], m["ap2"])
-    # "p.m." took a final dot: keep it where it ends a sentence (end of text, or a capital follows).
-    if m.group(0).endswith(".") and re.match(r"\s*$|\s+[A-Z\"'(]", m.string[m.end():]):
-        spoken += "."
-    return spoken
+    return spoken + _kept_stop(m)
 
 
 def _ordinal_rule(m: re.Match) -> str:
@@ -222,6 +252,51 @@ def _fraction(m: re.Match) -> str:
                      else _integer(last)])
 
 
+def _phone(m: re.Match) -> str:
+    """ "+1 (555) 123-4567" → plus one five five five one two three four five six seven."""
+    number = m["num"]
+    spoken = " ".join(_digits(group) for group in re.findall(r"\d+", number))
+    return (m.groupdict().get("lead") or "") + ("plus " if number.startswith("+") else "") + spoken
+
+
+def _out_of(m: re.Match) -> str:
+    """ "4.5/5" → four point five out of five (a score; a fraction's numerator has no decimals)."""
+    return f"{_number(m['a'])} out of {_number(m['b'])}"
+
+
+def _cents(m: re.Match) -> str:
+    return f"{_number(m['n'])} {'cent' if m['n'] == '1' else 'cents'}"
+
+
+def _title(m: re.Match) -> str:
+    return _TITLES[m["t"]]
+
+
+def _street_or_saint(m: re.Match) -> str:
+    """ "St. James St." → Saint James Street: after a name (a capitalised word) "St." is a street,
+    unless that word only starts the sentence and a name follows ("Yesterday St. Paul's"); before a
+    name it is a saint; else it stays as written."""
+    words = m.string[:m.start()].split()
+    name_before = bool(words) and words[-1][:1].isupper()
+    name_after = re.match(r"\s+[A-Z]", m.string[m.end():]) is not None
+    starts_sentence = len(words) < 2 or (words[-2].endswith((".", "!", "?"))
+                                         and words[-2].rstrip(".") not in {*_TITLES, "St"})
+    if name_before and not (name_after and starts_sentence):
+        return "Street" + _kept_stop(m)
+    return "Saint" if name_after else m.group(0)
+
+
+def _suffix(m: re.Match) -> str:
+    """ "King, Jr." → King, Junior."""
+    return m["sep"] + {"Jr": "Junior", "Sr": "Senior"}[m["s"]] + _kept_stop(m)
+
+
+def _abbreviation(m: re.Match) -> str:
+    """ "e.g." → for example; "etc." keeps a full stop that ended the sentence."""
+    key = m.group(0).rstrip(".").lower()
+    return _LATIN[key] + (_kept_stop(m) if key == "etc" else "")
+
+
 def _digit_chain(m: re.Match) -> str:
     """A phone number or code: "555-123-4567" digit by digit."""
     return " ".join(_digits(group) for group in re.split(r"[-–]", m.group(0)))
@@ -249,21 +324,39 @@ def _cardinal(m: re.Match) -> str:
 def _hour_with_meridiem(m: re.Match) -> str:
     """ "7pm" → seven PM; "9-11am" → nine to eleven AM."""
     spoken = _words(int(m["h"])) + (f" to {_words(int(m['h2']))}" if m["h2"] else "")
-    spoken += f" {m['ap'].upper()}M"
-    if m.group(0).endswith(".") and re.match(r"\s*$|\s+[A-Z\"'(]", m.string[m.end():]):
-        spoken += "."
-    return spoken
+    return spoken + f" {m['ap'].upper()}M" + _kept_stop(m)
 
 
 _AMPM = r"\s?(?P<{}>[AaPp])(?:\.\s?[Mm]\.|\s?[Mm]\b)"  # am, PM, p.m. (its dot handled by the rule)
 _HH_MM = r"(?P<{}>[01]?\d|2[0-3]):(?P<{}>[0-5]\d)(?!:?\d)"
 _HOUR = r"(?P<{}>1[0-2]|0?[1-9])"
 
+# A phone number: with an area code ("(555) 123-4567", "555.123.4567", "+1 555-123-4567"), or in the
+# international form ("+44 20 7946 0958"); seven digits only after a word that asks for a number
+# ("call 555-1234"): without one, "500-1000" is a range.
+_PHONE = (r"(?<![\w.,/+-])(?P<num>(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)\s?|\d{3}[-.])\d{3}[-.]\d{4}"
+          r"|\+\d{1,3}(?:[\s.-]\d{1,4}){2,4})(?![\w-]|[.,]\d)")
+_LOCAL_PHONE = (r"(?P<lead>\b(?i:call|phone|tel|telephone|dial|fax|mobile|cell)\b[^\d\n]{0,12}?)"
+                r"(?P<num>[2-9]\d{2}-\d{4})(?![\w-]|[.,]\d)")
+# Abbreviations read as words; letters only, so `normalize_for_speech` looks for them too.
+_TITLE = r"(?<![\w.])(?P<t>Mr|Mrs|Ms|Dr|Prof|Mt)\.?(?=\s+[A-Z])"
+_STREET = r"(?<![\w.])St\.(?=\s|$)"
+_SUFFIX = r"(?<=\w)(?P<sep>,?\s)(?P<s>Jr|Sr)\."
+_LATIN_ABBREVIATION = r"(?<![\w.])(?i:e\.g\.|i\.e\.|etc\.|vs\.?(?=\s)|approx\.)"
+
 _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f) for p, f in [
+    (_TITLE, _title),
+    (_STREET, _street_or_saint),
+    (_SUFFIX, _suffix),
+    (_LATIN_ABBREVIATION, _abbreviation),
+    (r"(?<![\w.])[Nn]o\.\s?(?=\d)", lambda m: "number "),
     ((rf"{_MINUS}(?P<sym>[$€£¥])\s?(?P<a>{_NUM})(?:{_TO}[$€£¥]?(?P<b>{_NUM}))?"
       rf"(?:\s(?P<scale>thousand|million|billion|trillion)\b|(?P<abbr>bn|mn|[kKmMB])\b)?"), _money),
     (r"(?<![\w-])(?P<year>\d{4})-(?P<month>0[1-9]|1[0-2])-(?P<day>0[1-9]|[12]\d|3[01])(?![\w-])", _iso_date),
-    ((rf"\b(?P<month>{_MONTHS})\s+(?P<day>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?{_NOT_MORE}"
+    (r"(?<![\w.,/])(?P<a>[0-3]?\d)/(?P<b>[0-3]?\d)/(?P<y>\d{4}|\d{2})(?![\w/]|[.,]\d)", _slash_date),
+    (_PHONE, _phone),
+    (_LOCAL_PHONE, _phone),
+    ((rf"\b(?P<month>{_MONTH})\s+(?P<day>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?{_NOT_MORE}"
       rf"(?:(?P<sep>,?\s+)(?P<year>\d{{4}}){_NOT_MORE})?"), _month_day),
     (rf"(?<![\w.,])(?P<day>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?\s+(?:of\s+)?(?=(?:{_MONTHS})\b)", _day_month),
     ((rf"(?P<lead>\b(?i:{_YEAR_WORDS})(?:\s+the\s+year)?(?:\s+|-))(?P<y1>{_YEAR})"
@@ -279,11 +372,16 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (rf"{_MINUS}(?<![\w.,])(?P<a>{_NUM})(?:{_TO}(?P<b>{_NUM}))?\s?%", _percent),
     (rf"(?<![\w.,:/–-])(?P<a>{_NUM}){_TO}(?P<b>{_NUM})(?![\w]|[-–/]\d|[.,:]\d)", _range),
     (r"(?<![\w.,])\d+(?:[-–]\d+){2,}(?!\w)", _digit_chain),
+    (rf"(?<![\w.,/])(?P<a>\d*\.\d+)/(?P<b>{_NUM})(?![\w/]|[.,]\d)", _out_of),
     (r"(?<![\w.,/])\d+(?:/\d+){1,2}(?![\w/]|[.,]\d)", _fraction),
     (r"\s*&\s*", _padded("and")),
     (r"(?<=\d)\s*\+\s*(?=[\d.])|(?<=\s)\+(?=\s)|(?<![\w+])\+(?=\d)|(?<=\d)\+(?![\w+])", _padded("plus")),
     (r"(?<=\d)\s*=\s*(?=\d)|(?<=\s)=(?=\s)", _padded("equals")),
     (r"(?<![\w&])#(?=\d)", lambda m: "number "),
+    (rf"(?<![\w.,])(?P<n>{_NUM})\s?¢", _cents),
+    (r"(?<=\d)x(?=\d)", _padded("by")),  # dimensions: "1920x1080", "2x4"
+    (r"(?<=\d)\s?×\s?(?=\d)", _padded("times")),
+    (r"(?<=\d)\s?[x×](?=\s|$|[,;:!?]|\.(?!\d))", lambda m: " times"),  # "2x faster"
     (r"(?<![\w~])~(?=\d)", lambda m: "about "),
     (r"(?<=\d)\s?°\s?C\b", lambda m: " degrees Celsius"),
     (r"(?<=\d)\s?°\s?F\b", lambda m: " degrees Fahrenheit"),
@@ -291,7 +389,7 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (r"(?<=\s)@(?=\s)", lambda m: "at"),
     (rf"{_MINUS}(?P<n>{_NUM})", _cardinal),
 ]]
-_SPOKEN_SYMBOLS = re.compile(r"[\d$€£¥&+=#~°@%]")
+_SPOKEN = re.compile("|".join([r"[\d$€£¥¢&+=#~°@%×]", _TITLE, _STREET, _SUFFIX, _LATIN_ABBREVIATION]))
 
 
 def _latin_only(text: str) -> bool:
@@ -301,7 +399,7 @@ def _latin_only(text: str) -> bool:
 def normalize_for_speech(text: str) -> str:
     """`text` with its numbers and spoken symbols as English words; unchanged if it has none, or if it
     holds letters of a script other than Latin."""
-    if not _SPOKEN_SYMBOLS.search(text) or not _latin_only(text):
+    if not _SPOKEN.search(text) or not _latin_only(text):
         return text
     for pattern, rule in _RULES:
         text = pattern.sub(rule, text)
