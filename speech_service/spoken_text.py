@@ -6,7 +6,8 @@ any other script (Chinese, Japanese, Cyrillic, ...) is returned unchanged: F5 re
 pinyin, num2words (0.5) has no Chinese, and English words there would be wrong.
 
 The rules run in order, each on what the ones before left (their output holds no digits):
-abbreviations ("Dr. Smith", "St. James St.", "e.g.", "No. 5"), money, dates, phone numbers, years,
+abbreviations ("Dr. Smith", "St. James St.", "e.g.", "No. 5"), Roman numerals ("World War II",
+"Henry VIII"), money, dates, phone numbers, years,
 decades, times, measures ("5 kg", "60 mph"), ordinals, percentages, ranges, digit chains, scores and
 fractions, symbols, and last any other number. A four-digit number from 1100 to 2099
 is read as a year ("nineteen eighty-four", "two thousand five") after a word that sets a year
@@ -66,6 +67,17 @@ _UNITS = {
     "dB": ("decibel", "decibels"), "fps": ("frame per second", "frames per second"),
     "bpm": ("beat per minute", "beats per minute"),
 }
+# Roman numerals from 1 to 39, read after a word that numbers things ("Chapter IV", "World War II")
+# or after a monarch's or pope's name ("Henry VIII" → Henry the Eighth); elsewhere they may be
+# letters ("MIX", "Rocky II", "I"), and stay as written.
+_ROMAN = r"(?=[IVX])X{0,3}(?:IX|IV|V?I{0,3})"
+_NUMBERED_ROMAN = (r"\b(?P<w>Chapter|Part|Volume|Book|Act|Scene|Section|Phase|Type|Class|Stage|Level|Round|"
+                   rf"Season|Episode|War|Article|Title|Appendix|Psalm|Grade|Category|Tier)\s+(?P<r>{_ROMAN})\b(?![-'’]?\w)")
+_REGNAL_ROMAN = (r"\b(?P<king>Henry|Edward|George|William|Richard|Charles|James|Elizabeth|Louis|Mary|John|"
+                 r"Philip|Frederick|Peter|Catherine|Alexander|Nicholas|Ivan|Napoleon|Benedict|Gregory|Pius|Leo|"
+                 r"Innocent|Clement|Paul|Ramesses|Constantine|Ferdinand|Alfonso|Otto|Gustav|Christian|Olaf|"
+                 rf"Harald|Robert|Malcolm|Stephen|Anne|Victor|Umberto|Felipe|Willem)\s+(?P<reign>{_ROMAN})\b"
+                 r"(?:(?=['’]s\b)|(?<=\sI)(?=\s*(?:[,.;:!?)]|$))|(?<!\sI)(?![-'’]?\w))")  # a lone "I": not "I think"
 # Titles before a name, read as words ("Dr. Smith" → Doctor Smith; "Dr." alone may be a drive).
 _TITLES = {"Mr": "Mister", "Mrs": "Missus", "Ms": "Miz", "Dr": "Doctor", "Prof": "Professor", "Mt": "Mount"}
 # Latin abbreviations, read as what they stand for.
@@ -121,6 +133,12 @@ def _is_year(digits: str) -> bool:
     return re.fullmatch(_YEAR, digits) is not None
 
 
+def _attributive(m: re.Match) -> bool:
+    """After "a"/"an" an amount describes a noun and its unit stays singular: "a 5 kg bag" → a five
+    kilogram bag, "a $20 bill" → a twenty dollar bill."""
+    return re.search(r"\b[Aa]n?\s+$", m.string[:m.start()]) is not None
+
+
 def _minus(m: re.Match) -> str:
     return "minus " if m.group("neg") else ""
 
@@ -134,12 +152,13 @@ def _money(m: re.Match) -> str:
     whole, _, cents = amount.partition(".")
     if upper or scale or len(cents) > 2 or (cents and not subunit) or amount.count(".") > 1:
         spoken = _number(amount) + (f" to {_number(upper)}" if upper else "") + (f" {scale}" if scale else "")
-        single = not upper and not scale and amount in ("1", "1.0", "1.00")
+        single = (not upper and not scale and amount in ("1", "1.0", "1.00")) or _attributive(m)
         return _minus(m) + f"{spoken} {unit if single else units}"
     main, sub = int(whole or 0), int(cents.ljust(2, "0")) if cents else 0
     parts = []
     if main or not sub:
-        parts.append(f"{_integer(whole or '0')} {unit if main == 1 else units}")
+        single = main == 1 or (_attributive(m) and not sub)
+        parts.append(f"{_integer(whole or '0')} {unit if single else units}")
     if sub:
         parts.append(f"{_words(sub)} {subunit if sub == 1 else subunits}")
     return _minus(m) + " and ".join(parts)
@@ -235,7 +254,7 @@ def _measure(m: re.Match) -> str:
     """ "5 kg" → five kilograms, "1 km" → one kilometer, "5-10 min" → five to ten minutes."""
     one, many = _UNITS[m["unit"]]
     spoken = _number(m["a"]) + (f" to {_number(m['b'])}" if m["b"] else "")
-    single = not m["b"] and m["a"] == "1"
+    single = (not m["b"] and m["a"] == "1") or _attributive(m)
     return f"{_minus(m)}{spoken} {one if single else many}"
 
 
@@ -284,6 +303,20 @@ def _street_or_saint(m: re.Match) -> str:
     if name_before and not (name_after and starts_sentence):
         return "Street" + _kept_stop(m)
     return "Saint" if name_after else m.group(0)
+
+
+def _roman(numeral: str) -> int:
+    values = {"I": 1, "V": 5, "X": 10}
+    total = sum(values[c] for c in numeral)
+    return total - 2 * sum(values[a] for a, b in zip(numeral, numeral[1:]) if values[a] < values[b])
+
+
+def _numbered_roman(m: re.Match) -> str:
+    return f"{m['w']} {_words(_roman(m['r']))}"
+
+
+def _regnal_roman(m: re.Match) -> str:
+    return f"{m['king']} the {_ordinal(_roman(m['reign'])).capitalize()}"
 
 
 def _suffix(m: re.Match) -> str:
@@ -349,6 +382,8 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (_STREET, _street_or_saint),
     (_SUFFIX, _suffix),
     (_LATIN_ABBREVIATION, _abbreviation),
+    (_NUMBERED_ROMAN, _numbered_roman),
+    (_REGNAL_ROMAN, _regnal_roman),
     (r"(?<![\w.])[Nn]o\.\s?(?=\d)", lambda m: "number "),
     ((rf"{_MINUS}(?P<sym>[$€£¥])\s?(?P<a>{_NUM})(?:{_TO}[$€£¥]?(?P<b>{_NUM}))?"
       rf"(?:\s(?P<scale>thousand|million|billion|trillion)\b|(?P<abbr>bn|mn|[kKmMB])\b)?"), _money),
@@ -389,7 +424,8 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (r"(?<=\s)@(?=\s)", lambda m: "at"),
     (rf"{_MINUS}(?P<n>{_NUM})", _cardinal),
 ]]
-_SPOKEN = re.compile("|".join([r"[\d$€£¥¢&+=#~°@%×]", _TITLE, _STREET, _SUFFIX, _LATIN_ABBREVIATION]))
+_SPOKEN = re.compile("|".join([r"[\d$€£¥¢&+=#~°@%×]", _TITLE, _STREET, _SUFFIX, _LATIN_ABBREVIATION,
+                                _NUMBERED_ROMAN, _REGNAL_ROMAN]))
 
 
 def _latin_only(text: str) -> bool:

@@ -103,6 +103,12 @@ SPOKEN = [
     ("512 GB at 3.5 GHz, 65 W", "five hundred twelve gigabytes at three point five gigahertz, sixty-five watts"),
     ("6 ft tall, -1 V", "six feet tall, minus one volt"),
     ("5 in the box, 5m users", "five in the box, five m users"),
+    ("a 5 kg bag, a 512 GB disk, a $20 bill",
+     "a five kilogram bag, a five hundred twelve gigabyte disk, a twenty dollar bill"),
+    # Roman numerals: after a word that numbers things, after a monarch's or pope's name
+    ("World War II, Chapter IV, Act III", "World War two, Chapter four, Act three"),
+    ("Henry VIII's wives and Pope Benedict XVI", "Henry the Eighth's wives and Pope Benedict the Sixteenth"),
+    ("Elizabeth II met Henry I.", "Elizabeth the Second met Henry the First."),
     ("In 1984 it cost $5.20, 50% more than the 3rd one at 10:30.",
      ("In nineteen eighty-four it cost five dollars and twenty cents, fifty percent more than the third one "
       "at ten thirty.")),
@@ -113,6 +119,7 @@ UNCHANGED = [
     "Three hundred and twelve, the twenty-first of May.",
     "C++ and Disney+ are names; so is A+.",
     "No. I said no. Take Mulholland Dr. west.",  # "No." before no number; "Dr." before no name
+    "Then Henry I think left; Rocky II; MIX it.",  # a lone "I" is a pronoun; a film is not a king
     "Wait... what?! (Yes; really: no.)",
     "  spaces   kept  ",
     "你好，今天是2024年5月1日。",  # CJK: F5 reads pinyin there; no Chinese numbers in num2words
