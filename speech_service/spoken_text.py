@@ -7,13 +7,12 @@ pinyin, num2words (0.5) has no Chinese, and English words there would be wrong.
 
 The rules run in order, each on what the ones before left (their output holds no digits):
 abbreviations ("Dr. Smith", "St. James St.", "e.g.", "No. 5"), Roman numerals ("World War II",
-"Henry VIII"), money, dates, phone numbers, years,
-decades, times, measures ("5 kg", "60 mph"), ordinals, percentages, ranges, digit chains, scores and
-fractions, symbols, and last any other number. A four-digit number from 1100 to 2099
-is read as a year ("nineteen eighty-four", "two thousand five") after a word that sets a year
-("in", "since", "by", "from", "until", "between", "during", "before", "after", "year", a month,
-...), before AD/BC, in a range of two such numbers, and as a decade ("1990s"); elsewhere it is a
-cardinal ("1984 people"). Every digit of Latin-script text becomes a word; a number's own
+"Henry VIII"), money, dates, phone numbers, years, decades, times, measures ("5 kg", "60 mph"),
+ordinals, percentages, ranges, digit chains, scores and fractions, symbols, and last any other
+number. A four-digit number from 1100 to 2099 is read as a year ("nineteen eighty-four", "two
+thousand five") after a word that sets a year ("in", "since", "by", "from", "until", "between",
+"during", "before", "after", "year", a month, ...), before AD/BC, in a range of two such numbers,
+and as a decade ("1990s"); elsewhere it is a cardinal ("1984 people"). Every digit of Latin-script text becomes a word; a number's own
 punctuation ("5.20", "10:30", "1,000") never survives as a clause or sentence break, and the text's
 own punctuation is kept.
 """
