@@ -12,9 +12,9 @@ ordinals, percentages, ranges, digit chains, scores and fractions, symbols, and 
 number. A four-digit number from 1100 to 2099 is read as a year ("nineteen eighty-four", "two
 thousand five") after a word that sets a year ("in", "since", "by", "from", "until", "between",
 "during", "before", "after", "year", a month, ...), before AD/BC, in a range of two such numbers,
-and as a decade ("1990s"); elsewhere it is a cardinal ("1984 people"). Every digit of Latin-script text becomes a word; a number's own
-punctuation ("5.20", "10:30", "1,000") never survives as a clause or sentence break, and the text's
-own punctuation is kept.
+and as a decade ("1990s"); elsewhere it is a cardinal ("1984 people"). Every digit of Latin-script
+text becomes a word; a number's own punctuation ("5.20", "10:30", "1,000") never survives as a
+clause or sentence break, and the text's own punctuation is kept.
 """
 
 from __future__ import annotations
@@ -45,6 +45,16 @@ _FRACTIONS = {"2": "half", "3": None, "4": "quarter", "5": None, "8": None, "10"
 # symbol: (unit, units, subunit, subunits); yen has no subunit in use.
 _CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
                "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", None, None)}
+# "US$5", "C$5": whose dollar.
+_DOLLAR_PREFIXES = {"US": "US", "CA": "Canadian", "C": "Canadian", "AU": "Australian", "A": "Australian",
+                    "NZ": "New Zealand", "HK": "Hong Kong", "SG": "Singapore", "S": "Singapore"}
+# "5 USD", "12.50 EUR": a currency's code after the amount.
+_CURRENCY_CODES = {"USD": ("US dollar", "US dollars", "cent", "cents"), "EUR": _CURRENCIES["€"],
+                   "GBP": _CURRENCIES["£"], "JPY": _CURRENCIES["¥"],
+                   "CAD": ("Canadian dollar", "Canadian dollars", "cent", "cents"),
+                   "AUD": ("Australian dollar", "Australian dollars", "cent", "cents"),
+                   "CHF": ("Swiss franc", "Swiss francs", "centime", "centimes"),
+                   "CNY": ("yuan", "yuan", None, None), "INR": ("rupee", "rupees", "paisa", "paise")}
 # Unit abbreviations after a number: (singular, plural). Only ones that are not also words or
 # scales: not "m" (meters or million), "in", "s", "t".
 _UNITS = {
@@ -81,8 +91,11 @@ _REGNAL_ROMAN = (r"\b(?P<king>Henry|Edward|George|William|Richard|Charles|James|
 _TITLES = {"Mr": "Mister", "Mrs": "Missus", "Ms": "Miz", "Dr": "Doctor", "Prof": "Professor", "Mt": "Mount"}
 # Latin abbreviations, read as what they stand for.
 _LATIN = {"e.g": "for example", "i.e": "that is", "etc": "et cetera", "vs": "versus", "approx": "approximately"}
+# What "/" means "per" before: "$5/month", "10 km/day".
+_PER = (r"(?:hour|hr|day|week|month|mo|year|yr|night|person|head|user|seat|minute|min|second|sec|unit|item|"
+        r"piece|page|word|kg|lb|km|mile|gallon|liter|litre)s?\b")
 _UNIT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))  # longest first: "km/h"
-_YEAR_WORDS = (rf"in|since|by|from|until|till|between|during|before|after|circa|year|early|late|mid|"
+_YEAR_WORDS = (rf"in|since|by|from|until|till|between|during|before|after|circa|year|early|late|mid|Q[1-4]|"
                rf"spring|summer|autumn|fall|winter|{_MONTHS}")
 
 
@@ -145,8 +158,11 @@ def _minus(m: re.Match) -> str:
 # -- the rules ------------------------------------------------------------------------------------
 
 def _money(m: re.Match) -> str:
-    unit, units, subunit, subunits = _CURRENCIES[m["sym"]]
-    amount, upper = m["a"].replace(",", ""), m["b"]
+    """ "$5.20" → five dollars and twenty cents, "US$5" → five US dollars, "12.50 EUR", "€5,50"."""
+    unit, units, subunit, subunits = _CURRENCY_CODES[m["code"]] if m["code"] else _CURRENCIES[m["sym"]]
+    if m["pre"]:
+        unit, units = f"{_DOLLAR_PREFIXES[m['pre']]} {unit}", f"{_DOLLAR_PREFIXES[m['pre']]} {units}"
+    amount, upper = re.sub(r",(\d\d)$", r".\1", m["a"]).replace(",", ""), m["b"]  # "5,50": a decimal comma
     scale = _SCALES.get(m["scale"] or m["abbr"] or "")
     whole, _, cents = amount.partition(".")
     if upper or scale or len(cents) > 2 or (cents and not subunit) or amount.count(".") > 1:
@@ -196,8 +212,38 @@ def _slash_date(m: re.Match) -> str:
 def _years(m: re.Match) -> str:
     spoken = m["lead"] + _year(int(m["y1"]))
     if m["y2"]:
-        spoken += m["sep"] + _year(int(m["y2"]))
+        dash = m["sep"].strip() in ("-", "–")  # "from 1990-2000": to; "between 1939-1945": and
+        sep = (" and " if m["lead"].strip().lower() == "between" else " to ") if dash else m["sep"]
+        spoken += sep + _year(int(m["y2"]))
     return spoken
+
+
+def _year_span(m: re.Match) -> str:
+    """ "2020-21" → twenty twenty to twenty-one (a season, a fiscal year)."""
+    start, end = int(m["y"]), int(m["yy"])
+    if end <= start % 100 and not (start % 100 == 99 and end == 0):
+        return m.group(0)  # not a span ("2020-19"): the range rule reads it
+    return f"{_year(start)} to {_year(start + 1) if end == 0 else _words(end)}"
+
+
+def _fiscal_year(m: re.Match) -> str:
+    return f"FY {_year(int(m['y']))}"
+
+
+def _duration(m: re.Match) -> str:
+    """ "1:30:05" → one hour thirty minutes and five seconds."""
+    parts = [f"{_words(int(v))} {name if int(v) == 1 else name + 's'}"
+             for v, name in ((m["h"], "hour"), (m["m"], "minute"), (m["s"], "second")) if int(v)]
+    return " and ".join([" ".join(parts[:-1]), parts[-1]]) if len(parts) > 1 else (parts or ["zero seconds"])[0]
+
+
+def _ratio(m: re.Match) -> str:
+    return f"{_words(int(m['a']))} to {_words(int(m['b']))}"
+
+
+def _feet_and_inches(m: re.Match) -> str:
+    feet, inches = int(m["ft"]), int(m["in"])
+    return f"{_words(feet)} {'foot' if feet == 1 else 'feet'} {_words(inches)} {'inch' if inches == 1 else 'inches'}"
 
 
 def _era(m: re.Match) -> str:
@@ -384,10 +430,17 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (_NUMBERED_ROMAN, _numbered_roman),
     (_REGNAL_ROMAN, _regnal_roman),
     (r"(?<![\w.])[Nn]o\.\s?(?=\d)", lambda m: "number "),
-    ((rf"{_MINUS}(?P<sym>[$€£¥])\s?(?P<a>{_NUM})(?:{_TO}[$€£¥]?(?P<b>{_NUM}))?"
-      rf"(?:\s(?P<scale>thousand|million|billion|trillion)\b|(?P<abbr>bn|mn|[kKmMB])\b)?"), _money),
+    ((rf"{_MINUS}(?:(?<![\w])(?P<pre>{'|'.join(_DOLLAR_PREFIXES)})(?=\$))?(?P<sym>[$€£¥])\s?"
+      rf"(?P<a>{_NUM}(?:,\d\d(?![\d,]))?)(?:{_TO}[$€£¥]?(?P<b>{_NUM}))?"
+      rf"(?:\s(?P<scale>thousand|million|billion|trillion)\b|(?P<abbr>bn|mn|[kKmMB])\b)?(?P<code>)"), _money),
+    ((rf"{_MINUS}(?<![\w.,])(?P<pre>)(?P<sym>)(?P<a>{_NUM})(?:{_TO}(?P<b>{_NUM}))?"
+      rf"(?:\s(?P<scale>thousand|million|billion|trillion))?(?P<abbr>)\s?(?P<code>{'|'.join(_CURRENCY_CODES)})\b"),
+     _money),
     (r"(?<![\w-])(?P<year>\d{4})-(?P<month>0[1-9]|1[0-2])-(?P<day>0[1-9]|[12]\d|3[01])(?![\w-])", _iso_date),
     (r"(?<![\w.,/])(?P<a>[0-3]?\d)/(?P<b>[0-3]?\d)/(?P<y>\d{4}|\d{2})(?![\w/]|[.,]\d)", _slash_date),
+    (rf"(?<![\w.,:/–-])(?P<y>{_YEAR})[-–/](?P<yy>\d\d)(?![\w]|[-–/.,:]\d)", _year_span),
+    (rf"\bFY\s?(?P<y>{_YEAR})(?!\d)", _fiscal_year),
+    (r"(?<![\w.,])(?P<ft>\d)['’′]\s?(?P<in>1[01]|\d)(?:\"|”|″|'')", _feet_and_inches),
     (_PHONE, _phone),
     (_LOCAL_PHONE, _phone),
     ((rf"\b(?P<month>{_MONTH})\s+(?P<day>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?{_NOT_MORE}"
@@ -399,9 +452,11 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (r"(?<![\w.,'’])(?:(?P<y>1[1-9]\d0|20\d0)|['’]?(?P<d>[1-9]0))['’]?s\b", _decade),
     (r"(?<![\w.,:])" + _HH_MM.format("h", "m") + "(?:" + _AMPM.format("ap") + ")?"
      r"(?:\s?[-–]\s?" + _HH_MM.format("h2", "m2") + "(?:" + _AMPM.format("ap2") + ")?)?", _time),
+    (r"(?<![\w.,:])(?P<h>\d{1,2}):(?P<m>[0-5]\d):(?P<s>[0-5]\d)(?![\d:])", _duration),
     (r"(?<![\w.,:])" + _HOUR.format("h") + r"(?:\s?[-–]\s?" + _HOUR.format("h2") + ")?" + _AMPM.format("ap"),
      _hour_with_meridiem),
-    (rf"{_MINUS}(?<![\w.,:/])(?P<a>{_NUM})(?:{_TO}(?P<b>{_NUM}))?\s?(?P<unit>{_UNIT})(?![\w/])", _measure),
+    (r"(?<![\w.,:])(?P<a>\d+):(?P<b>\d)(?![\d:])", _ratio),
+    (rf"{_MINUS}(?<![\w.,:/])(?P<a>{_NUM})(?:{_TO}(?P<b>{_NUM}))?\s?(?P<unit>{_UNIT})(?!\w|/(?!{_PER}))", _measure),
     (r"(?<![\w.,])(?P<n>\d{1,3}(?:,\d{3})+|\d+)(?:st|nd|rd|th|ST|ND|RD|TH)\b", _ordinal_rule),
     (rf"{_MINUS}(?<![\w.,])(?P<a>{_NUM})(?:{_TO}(?P<b>{_NUM}))?\s?%", _percent),
     (rf"(?<![\w.,:/–-])(?P<a>{_NUM}){_TO}(?P<b>{_NUM})(?![\w]|[-–/]\d|[.,:]\d)", _range),
@@ -413,17 +468,19 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (r"(?<=\d)\s*=\s*(?=\d)|(?<=\s)=(?=\s)", _padded("equals")),
     (r"(?<![\w&])#(?=\d)", lambda m: "number "),
     (rf"(?<![\w.,])(?P<n>{_NUM})\s?¢", _cents),
+    (r"(?<=\d)\^(?=\d)", _padded("to the power of")),
     (r"(?<=\d)x(?=\d)", _padded("by")),  # dimensions: "1920x1080", "2x4"
     (r"(?<=\d)\s?×\s?(?=\d)", _padded("times")),
     (r"(?<=\d)\s?[x×](?=\s|$|[,;:!?]|\.(?!\d))", lambda m: " times"),  # "2x faster"
     (r"(?<![\w~])~(?=\d)", lambda m: "about "),
+    (rf"(?<=[\w$€£¥])\s?/\s?(?={_PER})", _padded("per")),
     (r"(?<=\d)\s?°\s?C\b", lambda m: " degrees Celsius"),
     (r"(?<=\d)\s?°\s?F\b", lambda m: " degrees Fahrenheit"),
     (r"(?<=\d)\s?°", lambda m: " degrees"),
     (r"(?<=\s)@(?=\s)", lambda m: "at"),
     (rf"{_MINUS}(?P<n>{_NUM})", _cardinal),
 ]]
-_SPOKEN = re.compile("|".join([r"[\d$€£¥¢&+=#~°@%×]", _TITLE, _STREET, _SUFFIX, _LATIN_ABBREVIATION,
+_SPOKEN = re.compile("|".join([r"[\d$€£¥¢&+=#~°@%×^]", _TITLE, _STREET, _SUFFIX, _LATIN_ABBREVIATION,
                                 _NUMBERED_ROMAN, _REGNAL_ROMAN]))
 
 

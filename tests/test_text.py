@@ -38,6 +38,10 @@ SPOKEN = [
     ("15/03/2024 and 03/15/2024", "March fifteenth twenty twenty-four and March fifteenth twenty twenty-four"),
     ("05/03/2024", "five three twenty twenty-four"),  # May or March: the order is not certain
     ("2024-05-01", "May first twenty twenty-four"),
+    ("from 1990-2000, between 1939-1945", "from nineteen ninety to two thousand, between nineteen thirty-nine and "
+                                          "nineteen forty-five"),
+    ("the 2020-21 season, 1999-00", "the twenty twenty to twenty-one season, nineteen ninety-nine to two thousand"),
+    ("Q3 2024 and FY2025", "Q three twenty twenty-four and FY twenty twenty-five"),
     # currency
     ("$5.20", "five dollars and twenty cents"),
     ("$1", "one dollar"),
@@ -52,6 +56,9 @@ SPOKEN = [
     ("$3M", "three million dollars"),
     ("$5-10", "five to ten dollars"),
     ("-$4.50", "minus four dollars and fifty cents"),
+    ("US$5, C$1 and €5,50", "five US dollars, one Canadian dollar and five euros and fifty cents"),
+    ("12.50 EUR, 1 USD, a 20 USD bill", "twelve euros and fifty cents, one US dollar, a twenty US dollar bill"),
+    ("$5/month, 10 km/day", "five dollars per month, ten kilometers per day"),
     # percentages
     ("50%", "fifty percent"),
     ("3.5% and -2%", "three point five percent and minus two percent"),
@@ -65,6 +72,8 @@ SPOKEN = [
     ("23:59", "twenty-three fifty-nine"),
     ("10:30-11:45", "ten thirty to eleven forty-five"),
     ("9-11am", "nine to eleven AM"),
+    ("ran 3:45:10, then 1:00:05", "ran three hours forty-five minutes and ten seconds, then one hour and five seconds"),
+    ("a 2:1 ratio on 16:9 screens", "a two to one ratio on sixteen to nine screens"),
     ("at 7 p.m. Then we left.", "at seven PM. Then we left."),
     ("at 7 p.m. we left.", "at seven PM we left."),
     # ranges; a dash with spaces may be a subtraction, a chain is a phone number
@@ -89,6 +98,7 @@ SPOKEN = [
     ("5¢, 1¢", "five cents, one cent"),
     ("2x faster, a 2x4, 3 × 4", "two times faster, a two by four, three times four"),
     ("rated 4.5/5", "rated four point five out of five"),
+    ("5'11\" tall, 10^6", "five feet eleven inches tall, ten to the power of six"),
     # abbreviations: titles before a name, streets after one, Latin, "No." before a number
     ("Mr. Smith met Dr. Jones, Mrs. Brown and Ms. Green.",
      "Mister Smith met Doctor Jones, Missus Brown and Miz Green."),
