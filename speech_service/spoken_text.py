@@ -430,6 +430,7 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (_NUMBERED_ROMAN, _numbered_roman),
     (_REGNAL_ROMAN, _regnal_roman),
     (r"(?<![\w.])[Nn]o\.\s?(?=\d)", lambda m: "number "),
+    # "$5.20", "US$5", "€5,50", "$3M"; then "12.50 EUR" (its empty groups give `_money` the same names)
     ((rf"{_MINUS}(?:(?<![\w])(?P<pre>{'|'.join(_DOLLAR_PREFIXES)})(?=\$))?(?P<sym>[$€£¥])\s?"
       rf"(?P<a>{_NUM}(?:,\d\d(?![\d,]))?)(?:{_TO}[$€£¥]?(?P<b>{_NUM}))?"
       rf"(?:\s(?P<scale>thousand|million|billion|trillion)\b|(?P<abbr>bn|mn|[kKmMB])\b)?(?P<code>)"), _money),
