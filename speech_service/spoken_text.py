@@ -175,7 +175,7 @@ def _money(m: re.Match) -> str:
         single = main == 1 or (_attributive(m) and not sub)
         parts.append(f"{_integer(whole or '0')} {unit if single else units}")
     if sub:
-        parts.append(f"{_words(sub)} {subunit if sub == 1 else subunits}")
+        parts.append(f"{_words(sub)} {subunit if sub == 1 or (_attributive(m) and not main) else subunits}")
     return _minus(m) + " and ".join(parts)
 
 

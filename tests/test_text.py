@@ -115,8 +115,8 @@ SPOKEN = [
     ("512 GB at 3.5 GHz, 65 W", "five hundred twelve gigabytes at three point five gigahertz, sixty-five watts"),
     ("6 ft tall, -1 V", "six feet tall, minus one volt"),
     ("5 in the box, 5m users", "five in the box, five m users"),
-    ("a 5 kg bag, a 512 GB disk, a $20 bill",
-     "a five kilogram bag, a five hundred twelve gigabyte disk, a twenty dollar bill"),
+    ("a 5 kg bag, a 512 GB disk, a $20 bill, a $0.99 app",
+     "a five kilogram bag, a five hundred twelve gigabyte disk, a twenty dollar bill, a ninety-nine cent app"),
     # Roman numerals: after a word that numbers things, after a monarch's or pope's name
     ("World War II, Chapter IV, Act III", "World War two, Chapter four, Act three"),
     ("Henry VIII's wives and Pope Benedict XVI", "Henry the Eighth's wives and Pope Benedict the Sixteenth"),
