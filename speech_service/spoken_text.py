@@ -202,11 +202,12 @@ def _day_month(m: re.Match) -> str:
 def _slash_date(m: re.Match) -> str:
     """ "15/03/2024" and "03/15/2024" → March fifteenth twenty twenty-four: only when the day is over 12,
     so the order is certain ("05/03/2024" may be May or March: read number by number)."""
-    first, second, year = int(m["a"]), int(m["b"]), m["y"]
+    first, second = int(m["a"]), int(m["b"])
+    year = _year(int(m["y"])) if _is_year(m["y"]) else _integer(m["y"])
     day, month = (first, second) if first > 12 else (second, first)
     if (first > 12) == (second > 12) or not 1 <= month <= 12 or day > 31:
-        return " ".join([_words(first), _words(second), _year(int(year)) if _is_year(year) else _integer(year)])
-    return f"{_MONTHS.split('|')[month - 1]} {_ordinal(day)} {_year(int(year)) if _is_year(year) else _integer(year)}"
+        return f"{_words(first)} {_words(second)} {year}"
+    return f"{_MONTHS.split('|')[month - 1]} {_ordinal(day)} {year}"
 
 
 def _years(m: re.Match) -> str:
@@ -234,7 +235,9 @@ def _duration(m: re.Match) -> str:
     """ "1:30:05" → one hour thirty minutes and five seconds."""
     parts = [f"{_words(int(v))} {name if int(v) == 1 else name + 's'}"
              for v, name in ((m["h"], "hour"), (m["m"], "minute"), (m["s"], "second")) if int(v)]
-    return " and ".join([" ".join(parts[:-1]), parts[-1]]) if len(parts) > 1 else (parts or ["zero seconds"])[0]
+    if not parts:
+        return "zero seconds"
+    return parts[0] if len(parts) == 1 else " ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _ratio(m: re.Match) -> str:
