@@ -142,6 +142,12 @@ FORMATS: dict[str, tuple[str, list[str]]] = {
     "wav": ("audio/wav", []),
     "pcm": ("audio/pcm", []),  # raw 16-bit signed little-endian, 24 kHz mono (as OpenAI's pcm)
 }
+# Raw PCM into ffmpeg. No probing: by default ffmpeg reads megabytes of a pipe (seconds of audio)
+# before it encodes anything, which would hold a stream's first sentence back.
+PCM_INPUT = ["-probesize", "32", "-analyzeduration", "0", "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1"]
+# Output options that streams add: every packet written at once, and Ogg pages of 0.1 s (the
+# default second would hold back a short first sentence).
+STREAM_OUTPUT = {"opus": ["-page_duration", "100000"]}
 # Formats made by numpy alone, in well under a millisecond for seconds of audio; the rest run ffmpeg.
 RAW_FORMATS = ("pcm", "wav")
 
@@ -161,8 +167,7 @@ def encode(audio: np.ndarray, fmt: str) -> bytes:
     # (FLAC STREAMINFO's sample count, MP3's Xing/LAME frame count). Streams cannot; see encode_stream.
     with tempfile.TemporaryDirectory(prefix="encode-") as directory:
         out = Path(directory) / f"speech.{fmt}"
-        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1",
-               "-i", "pipe:0", *args, str(out)]
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", *PCM_INPUT, "-i", "pipe:0", *args, str(out)]
         subprocess.run(cmd, input=to_pcm16(audio), capture_output=True, check=True)
         return out.read_bytes()
 
@@ -189,8 +194,8 @@ async def encode_stream(chunks: AsyncIterator[np.ndarray], fmt: str) -> AsyncIte
         return
     _, args = FORMATS[fmt]
     proc = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-nostdin", "-v", "error", "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1",
-        "-i", "pipe:0", *args, "-flush_packets", "1", "pipe:1",
+        "ffmpeg", "-nostdin", "-v", "error", *PCM_INPUT, "-i", "pipe:0",
+        *args, *STREAM_OUTPUT.get(fmt, []), "-flush_packets", "1", "pipe:1",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
 
     async def feed() -> None:

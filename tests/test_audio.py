@@ -1,3 +1,4 @@
+import asyncio
 import subprocess
 
 import numpy as np
@@ -97,3 +98,42 @@ def test_encodes_every_response_format(tmp_path, fmt):
 def test_pcm_is_raw_16_bit_little_endian():
     tone = np.array([0.0, 0.5, -0.5, 1.0], dtype=np.float32)
     assert np.frombuffer(audio.encode(tone, "pcm"), "<i2").tolist() == [0, 16384, -16384, 32767]
+
+
+def _heard_seconds(encoded: bytes) -> float:
+    """How much audio a player could make of the bytes so far (a cut-off stream decodes up to the cut)."""
+    proc = subprocess.run(["ffmpeg", "-nostdin", "-v", "quiet", "-i", "pipe:0", "-f", "s16le", "-ac", "1",
+                           "-ar", str(SR), "pipe:1"], input=encoded, capture_output=True)
+    return len(proc.stdout) / 2 / SR
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_a_stream_is_playable_before_its_input_ends(fmt):
+    """The first segment's audio must leave the encoder while later segments are still being made:
+    ffmpeg probes a pipe's input (megabytes by default) before it encodes anything, and Ogg waits for
+    a full page, which would hold a stream's first audio back until most of the text is done."""
+    first = (0.3 * np.sin(2 * np.pi * 220 * np.arange(SR // 2) / SR)).astype(np.float32)  # one short segment
+    heard, finished = asyncio.Event(), False
+
+    async def segments():
+        nonlocal finished
+        yield first
+        try:  # the next segment only comes once the first is audible, or after a bound
+            await asyncio.wait_for(heard.wait(), 5)
+        except asyncio.TimeoutError:
+            pass
+        yield first
+        finished = True
+
+    async def listen() -> bool:
+        """Whether the input had ended when the first 0.25 s became playable."""
+        received, ended_first = b"", None
+        async for data in audio.encode_stream(segments(), fmt):
+            received += data
+            playable = len(received) / 2 / SR if fmt == "pcm" else _heard_seconds(received)
+            if ended_first is None and playable >= 0.25:
+                ended_first = finished
+                heard.set()
+        return ended_first
+
+    assert asyncio.run(listen()) is False, "nothing was playable before the input ended"
