@@ -164,7 +164,7 @@ def encode(audio: np.ndarray, fmt: str) -> bytes:
         return to_wav_bytes(audio)
     _, args = FORMATS[fmt]
     # A seekable file, not a pipe: when done, the muxer goes back to the header and writes the length
-    # (FLAC STREAMINFO's sample count, MP3's Xing/LAME frame count). Streams cannot; see encode_stream.
+    # (FLAC STREAMINFO's sample count, MP3's Xing/LAME frame count). Streams cannot; see StreamEncoder.
     with tempfile.TemporaryDirectory(prefix="encode-") as directory:
         out = Path(directory) / f"speech.{fmt}"
         cmd = ["ffmpeg", "-nostdin", "-v", "error", *PCM_INPUT, "-i", "pipe:0", *args, str(out)]
@@ -183,39 +183,63 @@ def streaming_wav_header() -> bytes:
     return _wav_header(0xFFFFFFFF)
 
 
-async def encode_stream(chunks: AsyncIterator[np.ndarray], fmt: str) -> AsyncIterator[bytes]:
-    """Encode audio as it arrives. pcm and wav pass straight through; the rest go through one
-    ffmpeg process, fed and drained concurrently so neither side waits for the whole text."""
-    if fmt in RAW_FORMATS:
-        if fmt == "wav":
-            yield streaming_wav_header()
-        async for chunk in chunks:
-            yield to_pcm16(chunk)
-        return
-    _, args = FORMATS[fmt]
-    proc = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-nostdin", "-v", "error", *PCM_INPUT, "-i", "pipe:0",
-        *args, *STREAM_OUTPUT.get(fmt, []), "-flush_packets", "1", "pipe:1",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+class StreamEncoder:
+    """Encodes one streamed response as its audio arrives. pcm and wav pass straight through; the rest
+    go through one ffmpeg process, fed and drained concurrently so neither side waits for the whole
+    text."""
 
-    async def feed() -> None:
-        try:
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+        self._spawn: asyncio.Task[asyncio.subprocess.Process] | None = None
+
+    def start(self) -> None:
+        """Start ffmpeg in the background: called while the first segment is being made, its start
+        (about 0.1 s) does not delay the first bytes."""
+        if self.fmt not in RAW_FORMATS and self._spawn is None:
+            self._spawn = asyncio.create_task(self._spawn_ffmpeg())
+
+    async def _spawn_ffmpeg(self) -> asyncio.subprocess.Process:
+        _, args = FORMATS[self.fmt]
+        return await asyncio.create_subprocess_exec(
+            "ffmpeg", "-nostdin", "-v", "error", *PCM_INPUT, "-i", "pipe:0",
+            *args, *STREAM_OUTPUT.get(self.fmt, []), "-flush_packets", "1", "pipe:1",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+
+    async def close(self) -> None:
+        """Stop ffmpeg, whether it is running or still starting."""
+        spawn, self._spawn = self._spawn, None
+        if spawn is not None:
+            proc = await asyncio.shield(spawn)  # a start under way still ends in a process to stop
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+    async def encode(self, chunks: AsyncIterator[np.ndarray]) -> AsyncIterator[bytes]:
+        if self.fmt in RAW_FORMATS:
+            if self.fmt == "wav":
+                yield streaming_wav_header()
             async for chunk in chunks:
-                proc.stdin.write(to_pcm16(chunk))
-                await proc.stdin.drain()
-        finally:
-            proc.stdin.close()
+                yield to_pcm16(chunk)
+            return
+        self.start()
+        proc = await self._spawn
 
-    feeder = asyncio.create_task(feed())
-    try:
-        while data := await proc.stdout.read(64 * 1024):
-            yield data
-        await feeder  # surfaces a synthesis error that ended the input early
-    finally:
-        feeder.cancel()
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+        async def feed() -> None:
+            try:
+                async for chunk in chunks:
+                    proc.stdin.write(to_pcm16(chunk))
+                    await proc.stdin.drain()
+            finally:
+                proc.stdin.close()
+
+        feeder = asyncio.create_task(feed())
+        try:
+            while data := await proc.stdout.read(64 * 1024):
+                yield data
+            await feeder  # surfaces a synthesis error that ended the input early
+        finally:
+            feeder.cancel()
+            await self.close()
 
 
 def cross_fade(waves: Iterable[np.ndarray], overlap: int) -> Iterator[np.ndarray]:

@@ -102,9 +102,15 @@ class SpeechService:
             pieces = self.backends.stream(reference, body.input, options)
             return pieces, await anext(pieces)
 
-        pieces, first = await self.send(await self.reference(body.voice), first_piece)
+        encoder = audio.StreamEncoder(body.response_format)
+        encoder.start()  # ffmpeg starts while the first segment is made
+        try:
+            pieces, first = await self.send(await self.reference(body.voice), first_piece)
+        except BaseException:
+            await encoder.close()
+            raise
         metrics.record_first_audio(started, stream=True)
-        return audio.encode_stream(_prepend(first, pieces, started), body.response_format)
+        return encoder.encode(_prepend(first, pieces, started))
 
 
 async def _prepend(first: np.ndarray, rest: AsyncIterator[np.ndarray], started: float) -> AsyncIterator[np.ndarray]:

@@ -4,6 +4,7 @@ import asyncio
 import io
 
 import numpy as np
+import psutil
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
@@ -192,8 +193,10 @@ def test_streamed_speech_matches_the_whole_response(client, short_wav, fmt, tmp_
 
 def test_streaming_errors_keep_their_status(client, short_wav):
     upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
-    assert_error(speak(client, voice="nobody", stream=True), 404, "voice_not_found")
-    assert_error(speak(client, input=" ", stream=True), 400, "empty_input")
+    assert_error(speak(client, voice="nobody", stream=True, response_format="mp3"), 404, "voice_not_found")
+    assert_error(speak(client, input=" ", stream=True, response_format="mp3"), 400, "empty_input")
+    # The encoder starts alongside the first segment; a request that fails before it stops it.
+    assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "ffmpeg"]
 
 
 @pytest.mark.parametrize("client", ["local"], indirect=True)

@@ -128,7 +128,7 @@ def test_a_stream_is_playable_before_its_input_ends(fmt):
     async def listen() -> bool:
         """Whether the input had ended when the first 0.25 s became playable."""
         received, ended_first = b"", None
-        async for data in audio.encode_stream(segments(), fmt):
+        async for data in audio.StreamEncoder(fmt).encode(segments()):
             received += data
             playable = len(received) / 2 / SR if fmt == "pcm" else _heard_seconds(received)
             if ended_first is None and playable >= 0.25:
