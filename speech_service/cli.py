@@ -221,27 +221,27 @@ def opened_output(output: str) -> Iterator[BinaryIO]:
 
 
 def write_stream(chunks: Iterator[bytes], output: str, api: Api) -> tuple[int, float | None]:
-    """Write audio as it arrives; the file is opened only once the service has said yes."""
-    size, first = 0, None
-    started = time.monotonic()
+    """Write audio as it arrives; the file is opened only once the service has said yes. Returns the
+    bytes written and when (`time.monotonic()`) the first of them arrived."""
+    size, first_at = 0, None
     with opened_output(output) as out, api.failures():
         for chunk in chunks:
-            if first is None:
-                first = time.monotonic() - started
+            if first_at is None:
+                first_at = time.monotonic()
             out.write(chunk)
             out.flush()
             size += len(chunk)
-    return size, first
+    return size, first_at
 
 
 def say_command(api: Api, args: argparse.Namespace) -> None:
     fmt = output_format(args)
     body = {**speech_body(args, fmt), "stream": True}
-    started = time.monotonic()
+    started = time.monotonic()  # the request's, not its response's: the service answers with the first audio
     with api.stream("POST", "/v1/audio/speech", json=body) as chunks:
-        size, first = write_stream(chunks, args.output, api)
+        size, first_at = write_stream(chunks, args.output, api)
     if args.output != "-":
-        first_note = f"first audio after {first:.2f} s, " if first is not None else ""
+        first_note = f"first audio after {first_at - started:.2f} s, " if first_at is not None else ""
         say(f"wrote {args.output} ({size / 1024:.0f} KiB {fmt}; {first_note}"
             f"done in {time.monotonic() - started:.2f} s)")
 

@@ -67,6 +67,12 @@ def test_add_list_show_say_and_remove(url, short_wav, tmp_path):
     said = f5voice("say", "Hello from the command line.", "--voice", "bob", "-o", str(out), "--seed", "5", url=url)
     assert said.returncode == 0, said.stderr
     assert f"wrote {out}" in said.stderr.decode() and "flac" in said.stderr.decode()
+    # Timed from the request (the service answers with its first audio), not from the answer: raw pcm's
+    # first bytes come with the answer's headers.
+    raw = f5voice("say", "Hello from the command line.", "-v", "bob", "-o", str(tmp_path / "hello.pcm"), url=url)
+    timing = re.search(r"first audio after ([\d.]+) s, done in ([\d.]+) s", raw.stderr.decode())
+    first, done = map(float, timing.groups())
+    assert 0.01 <= first <= done
     audio, rate = sf.read(convert(out, tmp_path / "hello.wav"))  # a streamed flac has no length in its header
     assert rate == 24000 and 0.5 < len(audio) / rate < 5
 
