@@ -117,6 +117,18 @@ def _clauses(text: str, max_bytes: int) -> list[str]:
     return pieces
 
 
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_ENDS_CLAUSE = re.compile(r"[;:,.!?；：，。！？][\"')\]]*$")
+
+
+def _flatten(text: str) -> str:
+    """One line: a paragraph that ends without punctuation (a heading, a list item) gets a full stop,
+    so it keeps its pause; other line breaks, often only where an editor wrapped the text, are spaces."""
+    paragraphs = [flat for p in _PARAGRAPH_BREAK.split(text) if (flat := " ".join(p.split()))]
+    ended = [p if _ENDS_CLAUSE.search(p) else p + "." for p in paragraphs[:-1]]
+    return " ".join([*ended, *paragraphs[-1:]])
+
+
 def split_text(text: str, max_bytes: int) -> list[str]:
     """Segments of at most `max_bytes` UTF-8 bytes, the first about one sentence, then growing.
 
@@ -135,7 +147,7 @@ def split_text(text: str, max_bytes: int) -> list[str]:
         budget = min(max_bytes, 2 * (len(segments[0].encode()) if len(segments) == 1 else budget))
         current = current[upto:]
 
-    for clause in _clauses(text, max_bytes):
+    for clause in _clauses(_flatten(text), max_bytes):
         while current and len(" ".join([*current, clause]).encode()) > budget:
             ends = [i + 1 for i, c in enumerate(current) if _SENTENCE_END.search(c)]
             close(ends[-1] if ends else len(current))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .config import SynthesisOptions
 from .store import NAME_RE, VoiceRecord
@@ -14,6 +15,9 @@ VOICE_NAME_PATTERN = NAME_RE.pattern
 LANGUAGE_PATTERN = r"^([a-z]{2,3})?$"  # an ISO 639 code as Whisper names languages; empty = detect
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+
+
+_INVISIBLE = {"Cc": " ", "Cf": ""}  # Unicode categories: control characters, format characters
 
 
 class SpeechRequest(SynthesisOptions):
@@ -33,6 +37,15 @@ class SpeechRequest(SynthesisOptions):
     # Sent by some OpenAI clients; accepted and ignored.
     instructions: str | None = None
     stream_format: Literal["audio"] | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _drop_invisible(cls, value: object) -> object:
+        """Control characters become spaces and format characters (zero-width spaces, soft hyphens,
+        byte-order marks) go: the model cannot say them, and a text of nothing else is empty."""
+        if not isinstance(value, str) or value.isprintable():
+            return value
+        return "".join(_INVISIBLE.get(unicodedata.category(c), c) if c not in "\t\n\r" else c for c in value)
 
     def options(self) -> SynthesisOptions:
         """The sampling knobs alone: what travels to the Synthesizer."""

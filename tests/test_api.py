@@ -268,6 +268,7 @@ def test_bad_speech_requests(client, short_wav):
     assert_error(speak(client, voice="nobody"), 404, "voice_not_found")
     assert_error(speak(client, voice="../etc"), 400, "invalid_voice_name")
     assert_error(speak(client, input="   "), 400, "empty_input")
+    assert_error(speak(client, input="\x00\x07\u200b\ufeff"), 400, "empty_input")  # nothing to say
     assert_error(speak(client, input="x" * 5000), 413, "input_too_long")
     assert_error(speak(client, model="whisper-1"), 400, "unknown_model")
     for field, value in [("speed", 10), ("nfe_step", 0), ("nfe_step", 1000), ("cfg_strength", -1),

@@ -180,6 +180,19 @@ def test_a_title_or_initial_does_not_end_a_segment(text, segments):
     assert split_text(text, 1000) == segments
 
 
+@pytest.mark.parametrize("text, segments", [
+    ("Chapter One\n\nIt was a dark night. The end.", ["Chapter One.", "It was a dark night.", "The end."]),
+    ("Ingredients:\n\n  Flour\n\nSugar", ["Ingredients: Flour.", "Sugar"]),
+    ("He said \"go\"\r\n\r\nThen he went.", ["He said \"go\".", "Then he went."]),
+    ("A line wrapped\nby an editor goes on. Done.", ["A line wrapped by an editor goes on.", "Done."]),
+    ("It ended!\n\nNext part.", ["It ended!", "Next part."]),
+])
+def test_a_paragraph_ends_a_sentence_and_a_wrapped_line_does_not(text, segments):
+    """A heading or list item has no full stop of its own; read into the next paragraph, it would
+    lose its pause. A single line break is often only where an editor wrapped the text."""
+    assert split_text(text, 1000) == segments
+
+
 def test_any_mix_of_numbers_symbols_and_abbreviations_is_spoken_without_a_digit_left():
     """Random (seeded) strings of the pieces the rules look for: none raises (a 500 for the request),
     none leaves a digit for the model to mumble, and the result still splits."""
