@@ -3,7 +3,8 @@
     python bench/load.py --url http://127.0.0.1:8000 --voice alice
     python bench/load.py --url URL --upload ref.wav --ref-text "What the clip says." --voice bench
 
-For each concurrency (default 1, 2, 4, 8, 16) it keeps that many streamed `pcm` requests in flight
+For each concurrency (default 1, 2, 4, 8, 16) it keeps that many streamed requests (`--format`,
+default pcm; first audio is the first byte of the body) in flight
 until `--requests` (default 4 x concurrency, at least 8) have finished, and reports per level: time
 to first audio p50/p95, request latency p50/p95, real-time factor (latency / seconds of audio)
 p50/p95, throughput (seconds of audio per second, and requests per second), and, with --offline,
@@ -42,10 +43,18 @@ async def replica_batch_sizes() -> Counter:
     return Counter({int(k): int(v) for k, v in counts.items()})
 
 
+def audio_seconds(data: bytes, fmt: str) -> float:
+    if fmt == "pcm":
+        return len(data) / BYTES_PER_SECOND
+    from speech_service.audio import SAMPLE_RATE, decode
+
+    return len(decode(data, max_seconds=3600)) / SAMPLE_RATE
+
+
 async def one_request(client: httpx.AsyncClient, body: dict) -> dict:
     start = time.perf_counter()
     first = None
-    size = 0
+    received = bytearray()
     async with client.stream("POST", "/v1/audio/speech", json=body) as r:
         if r.status_code != 200:
             await r.aread()
@@ -53,9 +62,9 @@ async def one_request(client: httpx.AsyncClient, body: dict) -> dict:
         async for chunk in r.aiter_bytes():
             if chunk and first is None:
                 first = time.perf_counter() - start
-            size += len(chunk)
+            received += chunk
     total = time.perf_counter() - start
-    audio_s = size / BYTES_PER_SECOND
+    audio_s = audio_seconds(bytes(received), body["response_format"])
     return {"ttfa_s": first, "latency_s": total, "audio_s": audio_s, "rtf": total / audio_s if audio_s else None}
 
 
@@ -89,7 +98,8 @@ def markdown(result: dict) -> str:
     lines = [f"# Load: {result['url']}, client on {result['client']}", "",
              f"Load average of the client's machine at the end: {tuple(round(x, 1) for x in result['load_average'])}.",
              "",
-             f"Voice `{result['voice']}`, {len(result['text'])} characters of text, streamed pcm, "
+             f"Voice `{result['voice']}`, {len(result['text'])} characters of text, streamed "
+             f"{result.get('format', 'pcm')}, "
              f"options {result['options']}.", "",
              "| concurrency | requests | first audio p50 / p95 (s) | latency p50 / p95 (s) | RTF p50 / p95 "
              "| audio s per s | requests per s | batch sizes seen |",
@@ -117,7 +127,8 @@ async def run(args) -> dict:
             r = await client.post("/v1/voices", data=data, files={"file": upload})
             r.raise_for_status()
         options = {"seed": 0, **({"nfe_step": args.nfe} if args.nfe else {})}
-        body = {"voice": args.voice, "input": args.text, "response_format": "pcm", "stream": True, **options}
+        body = {"voice": args.voice, "input": args.text, "response_format": args.format, "stream": True,
+                **options}
         await one_request(client, body)  # wakes the Synthesizer: cold start is bench/service.py's business
         levels = []
         for concurrency in args.concurrency:
@@ -127,7 +138,7 @@ async def run(args) -> dict:
             print(f"concurrency {concurrency}: first audio p50 {levels[-1]['ttfa_s']['p50']:.3f} s, "
                   f"{levels[-1]['throughput_audio_s_per_s']:.2f} audio s/s", flush=True)
     return {"url": args.url, "client": machine(), "load_average": os.getloadavg(), "voice": args.voice,
-            "text": args.text, "options": options, "levels": levels}
+            "text": args.text, "format": args.format, "options": options, "levels": levels}
 
 
 def main() -> None:
@@ -142,6 +153,8 @@ def main() -> None:
     parser.add_argument("--upload", type=Path, help="register --voice from this audio file first")
     parser.add_argument("--ref-text", help="the upload's transcript (else the service transcribes it)")
     parser.add_argument("--text", default=TEXT)
+    parser.add_argument("--format", default="pcm", choices=["pcm", "wav", "mp3", "opus", "aac", "flac"],
+                        help="response_format of the streamed requests")
     parser.add_argument("--nfe", type=int, help="nfe_step per request (default: the service's)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--requests", type=int, help="per level (default 4 x concurrency, at least 8)")
