@@ -117,14 +117,32 @@ def _clauses(text: str, max_bytes: int) -> list[str]:
     return pieces
 
 
-_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _ENDS_CLAUSE = re.compile(r"[;:,.!?；：，。！？][\"')\]]*$")
+_LIST_ITEM = re.compile(r"[ \t]*(?:[-*•–]|(\d{1,3})[.)])[ \t]+")  # "- milk", "2. eggs", "3) bread"
 
 
-def _flatten(text: str) -> str:
-    """One line: a paragraph that ends without punctuation (a heading, a list item) gets a full stop,
-    so it keeps its pause; other line breaks, often only where an editor wrapped the text, are spaces."""
-    paragraphs = [flat for p in _PARAGRAPH_BREAK.split(text) if (flat := " ".join(p.split()))]
+def _paragraphs(text: str) -> Iterator[str]:
+    """Paragraphs (split at blank lines) and list items (a line of its own each), on one line each."""
+    lines: list[str] = []
+    for line in text.splitlines():
+        item = _LIST_ITEM.match(line)
+        if (item or not line.strip()) and lines:
+            yield " ".join(" ".join(lines).split())
+            lines = []
+        if item:  # a bullet is not read; a number is, followed by a pause
+            line = (f"{item.group(1)}, " if item.group(1) else "") + line[item.end():]
+        if line.strip():
+            lines.append(line)
+    if lines:
+        yield " ".join(" ".join(lines).split())
+
+
+def flatten_layout(text: str) -> str:
+    """The text on one line, its layout turned into punctuation: a paragraph or list item that ends
+    without it (a heading, "- milk") gets a full stop, so it keeps its pause; a single line break,
+    often only where an editor wrapped the text, is a space. Runs before `normalize_for_speech`,
+    which would turn "2." into a word."""
+    paragraphs = list(_paragraphs(text))
     ended = [p if _ENDS_CLAUSE.search(p) else p + "." for p in paragraphs[:-1]]
     return " ".join([*ended, *paragraphs[-1:]])
 
@@ -147,7 +165,7 @@ def split_text(text: str, max_bytes: int) -> list[str]:
         budget = min(max_bytes, 2 * (len(segments[0].encode()) if len(segments) == 1 else budget))
         current = current[upto:]
 
-    for clause in _clauses(_flatten(text), max_bytes):
+    for clause in _clauses(text, max_bytes):
         while current and len(" ".join([*current, clause]).encode()) > budget:
             ends = [i + 1 for i, c in enumerate(current) if _SENTENCE_END.search(c)]
             close(ends[-1] if ends else len(current))
@@ -290,6 +308,7 @@ class SynthesisEngine:
         """One request as batch items, one per segment; raises the planning errors."""
         options = self.resolve(options)
         clip = self.prepare(reference)
+        text = flatten_layout(text)
         if self.normalize_text:  # what the model reads, never what is stored
             ref_text, text = normalize_for_speech(ref_text), normalize_for_speech(text)
         segments = self.plan(clip.samples, ref_text, text, options.speed)

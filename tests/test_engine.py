@@ -59,6 +59,11 @@ def test_long_text_is_spoken_in_segments_that_each_fit(engine, reference):
     assert len(wave) / SR > 0.5 * len(text) / (len(SHORT_TEXT) / (len(reference) / SR))
 
 
+def test_the_model_reads_layout_as_punctuation_and_numbers_as_words(engine, reference):
+    items = engine.items(reference, SHORT_TEXT, "Shopping\n\n1. Eggs\n2. Milk, 3 litres", SynthesisOptions(seed=1))
+    assert " ".join(item.segment.text for item in items) == "Shopping. one, Eggs. two, Milk, three litres"
+
+
 def test_text_without_punctuation_is_split_between_words():
     text = " ".join(["word"] * 200)
     pieces = split_text(text, 50)

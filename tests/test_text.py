@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from speech_service.engine import split_text
+from speech_service.engine import flatten_layout, split_text
 from speech_service.spoken_text import normalize_for_speech
 
 SPOKEN = [
@@ -180,17 +180,26 @@ def test_a_title_or_initial_does_not_end_a_segment(text, segments):
     assert split_text(text, 1000) == segments
 
 
-@pytest.mark.parametrize("text, segments", [
-    ("Chapter One\n\nIt was a dark night. The end.", ["Chapter One.", "It was a dark night.", "The end."]),
-    ("Ingredients:\n\n  Flour\n\nSugar", ["Ingredients: Flour.", "Sugar"]),
-    ("He said \"go\"\r\n\r\nThen he went.", ["He said \"go\".", "Then he went."]),
-    ("A line wrapped\nby an editor goes on. Done.", ["A line wrapped by an editor goes on.", "Done."]),
-    ("It ended!\n\nNext part.", ["It ended!", "Next part."]),
+@pytest.mark.parametrize("text, spoken", [
+    ("Chapter 1\n\nIt was a dark night.", "Chapter one. It was a dark night."),
+    ("Ingredients:\n\n  Flour\n\nSugar", "Ingredients: Flour. Sugar"),
+    ("He said \"go\"\r\n\r\nThen he went.", "He said \"go\". Then he went."),
+    ("A line wrapped\nby an editor goes on.", "A line wrapped by an editor goes on."),
+    ("It ended!\n\nNext part.", "It ended! Next part."),
+    ("Buy:\n- Eggs\n* Milk,\n  fresh\n\nThat is all.", "Buy: Eggs. Milk, fresh. That is all."),
+    ("Steps\n1. Mix\n2) Bake at 180", "Steps. one, Mix. two, Bake at one hundred eighty"),
+    ("-5 degrees and 2. place", "minus five degrees and two. place"),  # no line starts a list here
 ])
-def test_a_paragraph_ends_a_sentence_and_a_wrapped_line_does_not(text, segments):
-    """A heading or list item has no full stop of its own; read into the next paragraph, it would
-    lose its pause. A single line break is often only where an editor wrapped the text."""
-    assert split_text(text, 1000) == segments
+def test_layout_becomes_punctuation(text, spoken):
+    """A heading or list item has no full stop of its own; read into the next line, it would lose its
+    pause. A single line break is often only where an editor wrapped the text. The layout is read
+    before the numbers are spelled out ("2." at a line's start is a list number, not a sentence end)."""
+    assert normalize_for_speech(flatten_layout(text)) == spoken
+
+
+def test_a_heading_is_a_segment_of_its_own():
+    text = flatten_layout("Chapter One\n\nIt was a dark night. The end.")
+    assert split_text(text, 1000) == ["Chapter One.", "It was a dark night.", "The end."]
 
 
 def test_any_mix_of_numbers_symbols_and_abbreviations_is_spoken_without_a_digit_left():
