@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 ID_RE = re.compile(r"^job_[0-9a-f]{20}$")
-_SENTENCE_END = re.compile(r"(?<=[.!?;:。！？…])\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?;:。！？…])(\s+)")
 
 
 def now() -> datetime:
@@ -283,17 +283,18 @@ class JobStore:
 
 def split_segments(text: str, max_chars: int) -> list[str]:
     """Whole sentences, grouped up to `max_chars` (a longer sentence stays whole: the engine splits
-    it further to fit the model)."""
+    it further to fit the model). The text between them is kept as it was: line breaks are layout
+    the engine reads (`engine.flatten_layout`)."""
     segments: list[str] = []
     current = ""
-    for sentence in _SENTENCE_END.split(text.strip()):
-        if current and len(current) + 1 + len(sentence) > max_chars:
-            segments.append(current)
-            current = sentence
-        else:
-            current = f"{current} {sentence}".strip()
-    if current:
-        segments.append(current)
+    parts = _SENTENCE_END.split(text.strip())  # sentence, the space after it, sentence, ...
+    for sentence, space in zip(parts[::2], [*parts[1::2], ""]):
+        if current and len(current) + len(sentence) > max_chars:
+            segments.append(current.strip())
+            current = ""
+        current += sentence + space
+    if current.strip():
+        segments.append(current.strip())
     return segments
 
 

@@ -162,6 +162,9 @@ def test_segments_and_join():
     assert split_segments(TEXT, 40) == ["First sentence here. Second one follows!",
                                         "Third is a question? Fourth ends it."]
     assert split_segments(TEXT, 1000) == [TEXT]
+    listed = "Buy these:\n- eggs\n- milk.\n\nThen go home."
+    assert split_segments(listed, 1000) == [listed]  # the layout reaches the engine as it was
+    assert split_segments(listed, 30) == ["Buy these:\n- eggs\n- milk.", "Then go home."]
     a, b = np.ones(100, np.float32), np.zeros(100, np.float32)
     joined = join([a, b], 10)
     assert len(joined) == 190 and joined[89] == 1 and joined[100] == 0 and 0 < joined[95] < 1
