@@ -417,8 +417,10 @@ _HOUR = r"(?P<{}>1[0-2]|0?[1-9])"
 # ("call 555-1234"): without one, "500-1000" is a range.
 _PHONE = (r"(?<![\w.,/+-])(?P<num>(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)\s?|\d{3}[-.])\d{3}[-.]\d{4}"
           r"|\+\d{1,3}(?:[\s.-]\d{1,4}){2,4})(?![\w-]|[.,]\d)")
-_LOCAL_PHONE = (r"(?P<lead>\b(?i:call|phone|tel|telephone|dial|fax|mobile|cell)\b[^\d\n]{0,12}?)"
-                r"(?P<num>[2-9]\d{2}-\d{4})(?![\w-]|[.,]\d)")
+_LOCAL_PHONE = (r"(?P<lead>\b(?i:call|phone|tel|telephone|dial|fax|mobile|cell|text)\b[^\d\n]{0,12}?)"
+                r"(?P<num>[2-9]\d{2}-\d{4}|911|999|112|111|988|311|411)(?![\w-]|[.,]\d)")  # or "call 911"
+# Video resolutions: "1080p" → ten eighty p, "720p", "1080i".
+_RESOLUTION = r"(?<![\w.,])(?P<n>480|576|720|1080|1440|2160|4320)(?P<scan>[pi])\b"
 # Abbreviations read as words; letters only, so `normalize_for_speech` looks for them too.
 _TITLE = r"(?<![\w.])(?P<t>Mr|Mrs|Ms|Dr|Prof|Mt)\.?(?=\s+[A-Z])"
 _STREET = r"(?<![\w.])St\.(?=\s|$)"
@@ -447,6 +449,7 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (r"(?<![\w.,])(?P<ft>\d)['’′]\s?(?P<in>1[01]|\d)(?:\"|”|″|'')", _feet_and_inches),
     (_PHONE, _phone),
     (_LOCAL_PHONE, _phone),
+    (_RESOLUTION, lambda m: f"{_year(int(m['n']))} {m['scan']}"),
     ((rf"\b(?P<month>{_MONTH})\s+(?P<day>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?{_NOT_MORE}"
       rf"(?:(?P<sep>,?\s+)(?P<year>\d{{4}}){_NOT_MORE})?"), _month_day),
     (rf"(?<![\w.,])(?P<day>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?\s+(?:of\s+)?(?=(?:{_MONTHS})\b)", _day_month),

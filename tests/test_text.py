@@ -87,6 +87,9 @@ SPOKEN = [
     ("+44 20 7946 0958", "plus four four two zero seven nine four six zero nine five eight"),
     ("Call me at 555-1234.", "Call me at five five five one two three four."),
     ("500-1000 words", "five hundred to one thousand words"),  # no phone word: a range
+    ("Call 911 now, or dial 999.", "Call nine one one now, or dial nine nine nine."),
+    ("Invite 911 people; call 100 of them.", "Invite nine hundred eleven people; call one hundred of them."),
+    ("in 1080p or 720p, not 1080i", "in ten eighty p or seven twenty p, not ten eighty i"),
     # fractions; other slashes join numbers
     ("1/2 cup, 3/4 of it, 2/3", "one half cup, three quarters of it, two thirds"),
     ("24/7, 50/50", "twenty-four seven, fifty fifty"),
