@@ -355,10 +355,14 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     @v1.post("/audio/speech", response_class=Response, responses={
         200: {"content": {media: {"schema": {"type": "string", "format": "binary"}}
                           for media, _ in audio.FORMATS.values()},
-              "description": "Speech in the requested format (streamed when `stream` is true)"},
+              "description": "Speech in the requested format (streamed when `stream` is true); with "
+                             "`stream_format: \"sse\"`, `text/event-stream` of OpenAI's `speech.audio.delta` "
+                             "and `speech.audio.done` events"},
         **errors_for(400, 404, 409, 413, 422, *MODEL_ERRORS)})
     async def speech(body: SpeechRequest) -> Response:
         media_type = audio.FORMATS[body.response_format][0]
+        if body.stream_format == "sse":  # OpenAI's events: streamed whatever `stream` says
+            return StreamingResponse(await speech_service.stream_events(body), media_type="text/event-stream")
         if body.stream:
             return StreamingResponse(await speech_service.stream(body), media_type=media_type)
         return Response(await speech_service.synthesize(body), media_type=media_type)

@@ -20,6 +20,7 @@ import soundfile as sf
 from .errors import BadRequest, Unprocessable
 
 SAMPLE_RATE = 24_000
+HOP_LENGTH = 256  # samples per mel frame, F5's unit of output
 FRAME_S = 0.01  # analysis frame for silence detection
 
 
@@ -36,7 +37,8 @@ def decode(data: bytes, *, max_seconds: float) -> np.ndarray:
         proc = subprocess.run(cmd, capture_output=True)
     samples = np.frombuffer(proc.stdout, dtype=np.float32)
     if proc.returncode != 0 or samples.size == 0:
-        raise BadRequest("The uploaded file is not audio that could be decoded.", code="undecodable_audio", param="file")
+        raise BadRequest("The uploaded file is not audio that could be decoded.", code="undecodable_audio",
+                         param="file")
     if samples.size > max_seconds * SAMPLE_RATE:
         raise Unprocessable(
             f"The reference audio is longer than the {max_seconds:g} s limit.", code="audio_too_long", param="file"

@@ -28,7 +28,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import f5_modules
-from .audio import SAMPLE_RATE, cross_fade, join
+from .audio import HOP_LENGTH, SAMPLE_RATE, cross_fade, join
 from .config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
 from .devices import torch_device
 from .errors import BadRequest, Unprocessable
@@ -38,7 +38,6 @@ from .spoken_text import normalize_for_speech
 
 logger = logging.getLogger(__name__)
 
-HOP_LENGTH = 256
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH
 TARGET_RMS = 0.1
 VOCODER_FILES = ["config.yaml", "pytorch_model.bin"]

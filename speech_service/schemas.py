@@ -34,9 +34,10 @@ class SpeechRequest(SynthesisOptions):
     voice: str = Field(..., pattern=VOICE_NAME_PATTERN, description="Name of a stored voice")
     response_format: ResponseFormat = "mp3"
     stream: bool = False
+    # OpenAI's: "sse" streams events with base64 audio, "audio" (the default) the audio itself.
+    stream_format: Literal["audio", "sse"] | None = None
     # Sent by some OpenAI clients; accepted and ignored.
     instructions: str | None = None
-    stream_format: Literal["audio"] | None = None
 
     @field_validator("input", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ encode. Routes (`api.py`) and jobs both go through `SpeechService`."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -94,6 +95,17 @@ class SpeechService:
     async def stream(self, body: SpeechRequest) -> AsyncIterator[bytes]:
         """Encoded audio as segments are ready. The first piece is awaited before this returns, so
         errors surface here (and keep their HTTP status) rather than inside a started response."""
+        encoded, _ = await self._open_stream(body)
+        return encoded
+
+    async def stream_events(self, body: SpeechRequest) -> AsyncIterator[bytes]:
+        """OpenAI's `stream_format: "sse"`: the audio of `stream`, base64 in `speech.audio.delta`
+        events, then `speech.audio.done` with the usage in F5's units: the input's characters and
+        the mel frames made (F5 reads characters and writes frames)."""
+        encoded, pieces = await self._open_stream(body)
+        return _events(encoded, pieces, len(body.input))
+
+    async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces]:
         started = time.monotonic()
         self.check(body)
         options = body.options()
@@ -105,18 +117,37 @@ class SpeechService:
         encoder = audio.StreamEncoder(body.response_format)
         encoder.start()  # ffmpeg starts while the first segment is made
         try:
-            pieces, first = await self.send(await self.reference(body.voice), first_piece)
+            rest, first = await self.send(await self.reference(body.voice), first_piece)
         except BaseException:
             await encoder.close()
             raise
         metrics.record_first_audio(started, stream=True)
-        return encoder.encode(_prepend(first, pieces, started))
+        pieces = _SpokenPieces(first, rest, started)
+        return encoder.encode(pieces), pieces
 
 
-async def _prepend(first: np.ndarray, rest: AsyncIterator[np.ndarray], started: float) -> AsyncIterator[np.ndarray]:
-    samples = len(first)
-    yield first
-    async for piece in rest:
-        samples += len(piece)
-        yield piece
-    metrics.record_speech(samples / audio.SAMPLE_RATE, time.monotonic() - started, stream=True)
+async def _events(encoded: AsyncIterator[bytes], pieces: _SpokenPieces, input_tokens: int) -> AsyncIterator[bytes]:
+    async for data in encoded:
+        yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+    output_tokens = pieces.samples // audio.HOP_LENGTH
+    yield _event({"type": "speech.audio.done", "usage": {
+        "input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens}})
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+class _SpokenPieces:
+    """A stream's pieces, its first already made; counts the samples and records them at the end."""
+
+    def __init__(self, first: np.ndarray, rest: AsyncIterator[np.ndarray], started: float):
+        self.first, self.rest, self.started, self.samples = first, rest, started, 0
+
+    async def __aiter__(self) -> AsyncIterator[np.ndarray]:
+        self.samples = len(self.first)
+        yield self.first
+        async for piece in self.rest:
+            self.samples += len(piece)
+            yield piece
+        metrics.record_speech(self.samples / audio.SAMPLE_RATE, time.monotonic() - self.started, stream=True)

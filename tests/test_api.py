@@ -1,7 +1,9 @@
 """The HTTP contract, served in-process by FastAPI over the real engine and the real Whisper."""
 
 import asyncio
+import base64
 import io
+import json
 
 import numpy as np
 import psutil
@@ -189,6 +191,29 @@ def test_streamed_speech_matches_the_whole_response(client, short_wav, fmt, tmp_
         # A streamed MP3 cannot go back to write the LAME header naming the encoder's delay and
         # padding, so a decoder keeps those (< 0.1 s); the whole file names them.
         assert seconds[1] == pytest.approx(seconds[0], rel=0.02, abs=0.1 * 24000)
+
+
+@pytest.mark.parametrize("client", ["local"], indirect=True)
+def test_sse_events_carry_the_streamed_audio_and_the_usage(client, short_wav):
+    """OpenAI's `stream_format: "sse"`: base64 audio in `speech.audio.delta` events, then
+    `speech.audio.done` with usage; the audio is the same as the plain stream's."""
+    upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    body = {"voice": "alice", "input": "First sentence here. A second one follows.", "seed": 4, "nfe_step": 2,
+            "response_format": "pcm"}
+    with client.stream("POST", "/v1/audio/speech", json={**body, "stream": True}) as r:
+        plain = b"".join(r.iter_bytes())
+    with client.stream("POST", "/v1/audio/speech", json={**body, "stream_format": "sse"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line.removeprefix("data: ")) for line in r.iter_lines() if line.startswith("data: ")]
+    *deltas, done = events
+    assert len(deltas) >= 2 and {e["type"] for e in deltas} == {"speech.audio.delta"}  # one per segment at least
+    streamed = b"".join(base64.b64decode(e["audio"]) for e in deltas)
+    a, b = (np.frombuffer(data, np.int16).astype(int) for data in (streamed, plain))
+    assert len(a) == len(b) and np.abs(a - b).max() <= 2
+    usage = done["usage"]
+    assert done["type"] == "speech.audio.done" and usage["input_tokens"] == len(body["input"])
+    assert usage["output_tokens"] == len(a) // 256 and usage["total_tokens"] == len(body["input"]) + len(a) // 256
+    assert_error(speak(client, voice="nobody", stream_format="sse"), 404, "voice_not_found")
 
 
 def test_streaming_errors_keep_their_status(client, short_wav):

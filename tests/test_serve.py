@@ -1,7 +1,9 @@
 """End to end over real HTTP against config/serve.yaml deployed on a local Ray cluster with one
 logical GPU, the tiny offline models in the Synthesizer's and Transcriber's user_config."""
 
+import base64
 import io
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -154,6 +156,15 @@ def test_openai_client(base_url, http):
                                         response_format="wav")
     wave, sr = sf.read(io.BytesIO(speech.content))
     assert sr == 24000 and len(wave) > 0.3 * sr
+    # OpenAI's server-sent events: base64 audio deltas, then the usage.
+    with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alice", input="Hello from the client. Once more.", response_format="pcm",
+            stream_format="sse") as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    events = [json.loads(line.removeprefix("data: ")) for line in lines]
+    pcm = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert len(pcm) > 0.3 * 2 * sr and events[-1]["type"] == "speech.audio.done"
+    assert events[-1]["usage"]["output_tokens"] == len(pcm) // 2 // 256
 
 
 def test_errors_from_inside_a_replica_keep_their_status(http):
