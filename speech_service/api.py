@@ -15,6 +15,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +40,8 @@ from .schemas import (
     ErrorResponse,
     Job,
     JobList,
+    SpeechAudioDelta,
+    SpeechAudioDone,
     SpeechRequest,
     VoiceCreated,
     VoiceList,
@@ -61,6 +64,24 @@ _DESCRIPTIONS = {
     503: "A model, the store or capacity is unavailable for now (`Retry-After` when it will pass)",
     504: "The request did not finish within the configured time",
 }
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its `$defs` put in place: an OpenAPI document has no `$defs` to point to."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            return inline(defs[ref.split("/")[-1]]) if ref.startswith("#/$defs/") else {
+                k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return inline(schema)
+
+
+# Each event of `stream_format: "sse"` (as OpenAPI 3.2 describes a server-sent event): its data is JSON.
+SPEECH_EVENT_SCHEMA = {"type": "object", "required": ["data"], "properties": {"data": {
+    "type": "string", "contentMediaType": "application/json",
+    "contentSchema": _inlined(TypeAdapter(SpeechAudioDelta | SpeechAudioDone).json_schema())}}}
 # What a route that reaches a model replica may answer besides its own errors.
 MODEL_ERRORS = (429, 503, 504)
 
@@ -353,8 +374,9 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
         return Response(status_code=204)
 
     @v1.post("/audio/speech", response_class=Response, responses={
-        200: {"content": {media: {"schema": {"type": "string", "format": "binary"}}
-                          for media, _ in audio.FORMATS.values()},
+        200: {"content": {**{media: {"schema": {"type": "string", "format": "binary"}}
+                             for media, _ in audio.FORMATS.values()},
+                          "text/event-stream": {"schema": SPEECH_EVENT_SCHEMA}},
               "description": "Speech in the requested format (streamed when `stream` is true); with "
                              "`stream_format: \"sse\"`, `text/event-stream` of OpenAI's `speech.audio.delta` "
                              "and `speech.audio.done` events"},

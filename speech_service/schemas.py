@@ -53,6 +53,26 @@ class SpeechRequest(SynthesisOptions):
         return SynthesisOptions.model_validate(self.model_dump(include=set(SynthesisOptions.model_fields)))
 
 
+class SpeechUsage(BaseModel):
+    input_tokens: int = Field(..., description="Characters of `input` (F5 reads characters)")
+    output_tokens: int = Field(..., description="Mel frames made (256 samples each; F5 writes frames)")
+    total_tokens: int
+
+
+class SpeechAudioDelta(BaseModel):
+    """One event of `stream_format: "sse"`: the next piece of the encoded audio."""
+
+    type: Literal["speech.audio.delta"] = "speech.audio.delta"
+    audio: str = Field(..., description="Base64 of the next bytes of audio in `response_format`")
+
+
+class SpeechAudioDone(BaseModel):
+    """The last event of `stream_format: "sse"`."""
+
+    type: Literal["speech.audio.done"] = "speech.audio.done"
+    usage: SpeechUsage
+
+
 class VoiceCreated(VoiceRecord):
     warnings: list[str] = Field(default_factory=list, description="e.g. why a supplied ref_text was replaced")
 

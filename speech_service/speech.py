@@ -16,7 +16,7 @@ from . import audio, metrics
 from .config import ServiceSettings, SynthesisOptions
 from .errors import BadRequest, PayloadTooLarge, ReferenceMissing
 from .references import Reference
-from .schemas import SpeechRequest
+from .schemas import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, SpeechUsage
 from .store import VoiceStore
 
 T = TypeVar("T")
@@ -128,14 +128,14 @@ class SpeechService:
 
 async def _events(encoded: AsyncIterator[bytes], pieces: _SpokenPieces, input_tokens: int) -> AsyncIterator[bytes]:
     async for data in encoded:
-        yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+        yield _event(SpeechAudioDelta(audio=base64.b64encode(data).decode()))
     output_tokens = pieces.samples // audio.HOP_LENGTH
-    yield _event({"type": "speech.audio.done", "usage": {
-        "input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens}})
+    yield _event(SpeechAudioDone(usage=SpeechUsage(input_tokens=input_tokens, output_tokens=output_tokens,
+                                                   total_tokens=input_tokens + output_tokens)))
 
 
-def _event(payload: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(payload)}\n\n".encode()
+def _event(event: SpeechAudioDelta | SpeechAudioDone) -> bytes:
+    return f"data: {event.model_dump_json()}\n\n".encode()
 
 
 class _SpokenPieces:
