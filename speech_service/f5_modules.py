@@ -13,6 +13,11 @@ einx registers a backend for each array library already imported, and its torch 
 `torch._dynamo`: about 1 s of a replica's cold start. Imported before torch, einx registers that
 backend on its first call instead: a process that imports this module before torch (the
 Synthesizer replica does) saves that second.
+
+And f5-tts's `model/modules.py` imports librosa's mel filter bank at module level, for its BigVGAN
+mel; Vocos's mel (ours) never calls it. `librosa.filters` imports scipy.signal and scipy.stats:
+0.7-1.3 s of a replica's cold start. While f5-tts's modules import, `librosa.filters` is a stand-in
+whose `mel` imports the real one when first called; the stand-in is gone once they are imported.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import importlib
 import importlib.util
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 import einx  # noqa: F401  (see the docstring: before torch)
@@ -49,10 +56,33 @@ def _register_light_package() -> None:
         sys.modules[PACKAGE] = package
 
 
+def _librosa_mel(*args, **kwargs):
+    """librosa's mel filter bank, imported on its first use (see the docstring)."""
+    from librosa.filters import mel
+
+    return mel(*args, **kwargs)
+
+
+@contextmanager
+def _librosa_filters_on_demand() -> Iterator[None]:
+    if "librosa.filters" in sys.modules:
+        yield
+        return
+    stand_in = ModuleType("librosa.filters", "Stands in while f5-tts imports; see speech_service.f5_modules.")
+    stand_in.mel = _librosa_mel
+    sys.modules["librosa.filters"] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get("librosa.filters") is stand_in:
+            del sys.modules["librosa.filters"]
+
+
 def submodule(name: str) -> ModuleType:
     """`f5_tts.model.<name>` (e.g. "cfm", "utils", "backbones.dit")."""
     _register_light_package()
-    return importlib.import_module(f"{PACKAGE}.{name}")
+    with _lock, _librosa_filters_on_demand():
+        return importlib.import_module(f"{PACKAGE}.{name}")
 
 
 def backbone_class(name: str) -> type:

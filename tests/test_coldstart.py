@@ -51,6 +51,21 @@ def test_the_synthesizer_loads_and_speaks_without_torch_dynamo(synth_settings):
         "clip = engine.prepare(__import__('numpy').random.default_rng(0).standard_normal(24000).astype('float32'))\n"
         "assert len(engine.synthesize(clip, 'A test.', 'Hello there.')) > 0")
     assert "torch._dynamo" not in loaded and "einx" in loaded
+    # f5-tts's modules import librosa's mel filter bank, which imports scipy.signal and scipy.stats;
+    # the Vocos mel never calls it.
+    assert not {"librosa.filters", "scipy.signal", "scipy.stats"} & loaded
+
+
+def test_f5s_librosa_mel_still_works_when_called():
+    """The BigVGAN mel of f5-tts gets the real filter bank on its first call."""
+    loaded = modules_after(
+        "from speech_service import f5_modules\n"
+        "modules = f5_modules.submodule('modules')\n"
+        "import sys; assert 'librosa.filters' not in sys.modules\n"
+        "bank = modules.librosa_mel_fn(sr=24000, n_fft=1024, n_mels=100, fmin=0, fmax=None)\n"
+        "from librosa.filters import mel\n"
+        "assert (bank == mel(sr=24000, n_fft=1024, n_mels=100, fmin=0, fmax=None)).all() and bank.shape == (100, 513)")
+    assert "librosa.filters" in loaded
 
 
 def test_threads_follow_config_else_the_cpus_ray_gave_rounded_up():
