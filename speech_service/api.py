@@ -64,6 +64,8 @@ _DESCRIPTIONS = {
     503: "A model, the store or capacity is unavailable for now (`Retry-After` when it will pass)",
     504: "The request did not finish within the configured time",
 }
+
+
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
     """A JSON schema with its `$defs` put in place: an OpenAPI document has no `$defs` to point to."""
     defs = schema.pop("$defs", {})
@@ -82,6 +84,7 @@ def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
 SPEECH_EVENT_SCHEMA = {"type": "object", "required": ["data"], "properties": {"data": {
     "type": "string", "contentMediaType": "application/json",
     "contentSchema": _inlined(TypeAdapter(SpeechAudioDelta | SpeechAudioDone).json_schema())}}}
+
 # What a route that reaches a model replica may answer besides its own errors.
 MODEL_ERRORS = (429, 503, 504)
 

@@ -147,8 +147,8 @@ FORMATS: dict[str, tuple[str, list[str]]] = {
 # Raw PCM into ffmpeg. No probing: by default ffmpeg reads megabytes of a pipe (seconds of audio)
 # before it encodes anything, which would hold a stream's first sentence back.
 PCM_INPUT = ["-probesize", "32", "-analyzeduration", "0", "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1"]
-# Output options that streams add: every packet written at once, and Ogg pages of 0.1 s (the
-# default second would hold back a short first sentence).
+# Output options a stream adds for its format: Ogg pages of 0.1 s (the default second would hold
+# back a short first sentence). Every stream also writes each packet at once (`-flush_packets`).
 STREAM_OUTPUT = {"opus": ["-page_duration", "100000"]}
 # Formats made by numpy alone, in well under a millisecond for seconds of audio; the rest run ffmpeg.
 RAW_FORMATS = ("pcm", "wav")

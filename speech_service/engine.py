@@ -120,20 +120,17 @@ _ENDS_CLAUSE = re.compile(r"[;:,.!?；：，。！？][\"')\]]*$")
 _LIST_ITEM = re.compile(r"[ \t]*(?:[-*•–]|(\d{1,3})[.)])[ \t]+")  # "- milk", "2. eggs", "3) bread"
 
 
-def _paragraphs(text: str) -> Iterator[str]:
+def _paragraphs(text: str) -> list[str]:
     """Paragraphs (split at blank lines) and list items (a line of its own each), on one line each."""
-    lines: list[str] = []
+    paragraphs: list[list[str]] = [[]]
     for line in text.splitlines():
         item = _LIST_ITEM.match(line)
-        if (item or not line.strip()) and lines:
-            yield " ".join(" ".join(lines).split())
-            lines = []
+        if item or not line.strip():
+            paragraphs.append([])
         if item:  # a bullet is not read; a number is, followed by a pause
             line = (f"{item.group(1)}, " if item.group(1) else "") + line[item.end():]
-        if line.strip():
-            lines.append(line)
-    if lines:
-        yield " ".join(" ".join(lines).split())
+        paragraphs[-1].append(line)
+    return [flat for lines in paragraphs if (flat := " ".join(" ".join(lines).split()))]
 
 
 def flatten_layout(text: str) -> str:
@@ -141,7 +138,7 @@ def flatten_layout(text: str) -> str:
     without it (a heading, "- milk") gets a full stop, so it keeps its pause; a single line break,
     often only where an editor wrapped the text, is a space. Runs before `normalize_for_speech`,
     which would turn "2." into a word."""
-    paragraphs = list(_paragraphs(text))
+    paragraphs = _paragraphs(text)
     ended = [p if _ENDS_CLAUSE.search(p) else p + "." for p in paragraphs[:-1]]
     return " ".join([*ended, *paragraphs[-1:]])
 
