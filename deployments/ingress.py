@@ -18,6 +18,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.serve_state import capacity_problem, deployment_status
 from speech_service.api import create_app
+from speech_service.audio import Speech
 from speech_service.coldstart import last_cold_starts, open_status_store
 from speech_service.config import LimitSettings, ServiceSettings, SynthesisOptions
 from speech_service.errors import (
@@ -57,7 +58,7 @@ class ServeBackends:
         self.limits = limits
         self.app_name = app_name
 
-    async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> np.ndarray:
+    async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> Speech:
         return await self._call("Synthesizer", SynthesizerUnavailable,
                                 lambda: self.synthesizer.synthesize.remote(reference, text, options,
                                                                            dispatched_at=time.time()))

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +35,13 @@ from speech_service.logs import route_to_serve_logs
 from speech_service.references import Reference
 
 if TYPE_CHECKING:
+    from speech_service.audio import Speech
     from speech_service.engine import BatchItem, SynthesisEngine
 
 logger = logging.getLogger("ray.serve")
+
+# A segment's waveform, and the (start, end) of the model call that made it (shared by its batch).
+_Sampled = tuple[np.ndarray, tuple[float, float]]
 
 # Fields whose change means new weights; the rest (sampling defaults, batching) apply to the loaded engine.
 _LIVE_FIELDS = {"defaults", "max_batch_size", "batch_wait_timeout_s", "max_batch_frames", "normalize_text",
@@ -63,7 +68,7 @@ class Synthesizer:
         self._engine: SynthesisEngine | None = None
         self._load_error = "the Synthesizer has no user_config yet"
         # Knobs are set from user_config in reconfigure; one model call at a time on this replica.
-        self._batcher: ContinuousBatcher[BatchItem, np.ndarray] = ContinuousBatcher(self._sample_batch)
+        self._batcher: ContinuousBatcher[BatchItem, _Sampled] = ContinuousBatcher(self._sample_batch)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         settings = SynthesizerSettings.model_validate(config or {})
@@ -119,24 +124,31 @@ class Synthesizer:
         except ServiceError as exc:
             return refusal(exc)
 
-    async def _sample(self, item: BatchItem) -> np.ndarray:
-        """One segment's waveform, sampled together with whatever else is queued."""
+    async def _sample(self, item: BatchItem) -> _Sampled:
+        """One segment, sampled together with whatever else is queued."""
         return await self._batcher.submit(item)
 
-    async def _sample_batch(self, items: list[BatchItem]) -> list[np.ndarray]:
-        return await asyncio.to_thread(self._ready().synthesize_batch, items)  # the engine call blocks
+    async def _sample_batch(self, items: list[BatchItem]) -> list[_Sampled]:
+        return await asyncio.to_thread(self._timed_batch, items)  # the engine call blocks
+
+    def _timed_batch(self, items: list[BatchItem]) -> list[_Sampled]:
+        started = time.perf_counter()
+        waves = self._ready().synthesize_batch(items)
+        span = (started, time.perf_counter())
+        return [(wave, span) for wave in waves]
 
     async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions,
-                         dispatched_at: float | None = None) -> np.ndarray:
-        from speech_service.audio import join
+                         dispatched_at: float | None = None) -> Speech:
+        from speech_service.audio import Speech, join
         from speech_service.engine import cross_fade_samples
 
         metrics.record_queue_wait(dispatched_at)
         items = await asyncio.to_thread(self._items, reference, text, options)
         if isinstance(items, ServiceError):
             return items
-        waves = await asyncio.gather(*(self._sample(item) for item in items))
-        return join(waves, cross_fade_samples(items))
+        sampled = await asyncio.gather(*(self._sample(item) for item in items))
+        model_s = sum(end - start for start, end in {span for _, span in sampled})  # each call once
+        return Speech(join([wave for wave, _ in sampled], cross_fade_samples(items)), model_s)
 
     async def synthesize_stream(self, reference: Reference, text: str, options: SynthesisOptions,
                                 dispatched_at: float | None = None) -> AsyncIterator[np.ndarray]:
@@ -150,7 +162,8 @@ class Synthesizer:
             return
         seams = CrossFade(cross_fade_samples(items))
         for item in items:
-            if (piece := seams.push(await self._sample(item))) is not None:
+            wave, _ = await self._sample(item)
+            if (piece := seams.push(wave)) is not None:
                 yield piece
         if (piece := seams.finish()) is not None:
             yield piece

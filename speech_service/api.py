@@ -382,7 +382,12 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
                           "text/event-stream": {"schema": SPEECH_EVENT_SCHEMA}},
               "description": "Speech in the requested format (streamed when `stream` is true); with "
                              "`stream_format: \"sse\"`, `text/event-stream` of OpenAI's `speech.audio.delta` "
-                             "and `speech.audio.done` events"},
+                             "and `speech.audio.done` events",
+              "headers": {"Server-Timing": {
+                  "description": "Whole (not streamed) responses: where the time went, in ms: `model`, the "
+                                 "model calls that made this speech; `total`, the request up to its encoded "
+                                 "audio (`model;dur=93.1, total;dur=97.4`)",
+                  "schema": {"type": "string"}}}},
         **errors_for(400, 404, 409, 413, 422, *MODEL_ERRORS)})
     async def speech(body: SpeechRequest) -> Response:
         media_type = audio.FORMATS[body.response_format][0]
@@ -390,7 +395,8 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
             return StreamingResponse(await speech_service.stream_events(body), media_type="text/event-stream")
         if body.stream:
             return StreamingResponse(await speech_service.stream(body), media_type=media_type)
-        return Response(await speech_service.synthesize(body), media_type=media_type)
+        speech = await speech_service.synthesize(body)
+        return Response(speech.data, media_type=media_type, headers={"Server-Timing": speech.server_timing()})
 
     # -- asynchronous jobs (docs/ARCHITECTURE.md, "Jobs") ------------------------------------------
     @v1.post("/jobs", status_code=202, response_model=Job,

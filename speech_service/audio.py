@@ -83,6 +83,15 @@ def _trim_edges(audio: np.ndarray, threshold_db: float = -42.0) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Speech:
+    """A request's whole waveform (mono float32, 24 kHz), and the wall time of the model calls that
+    made it: what the service spent on the model, apart from queues, hops and encoding."""
+
+    wave: np.ndarray
+    model_s: float
+
+
+@dataclass(frozen=True)
 class PreparedReference:
     audio: np.ndarray  # mono float32, 24 kHz
     original_duration_s: float

@@ -449,9 +449,10 @@ class JobRunner:
         deadline = loop.time() + self.settings.segment_timeout_s
         while True:
             try:
-                return await asyncio.wait_for(
+                speech = await asyncio.wait_for(
                     self.speech.send(reference, lambda ref: self.speech.backends.synthesize(ref, text, options)),
                     max(deadline - loop.time(), 0.0))
+                return speech.wave
             except TimeoutError:
                 raise TimeoutError(f"A Synthesizer call took over {self.settings.segment_timeout_s:g} s.") from None
             except Overloaded as exc:

@@ -8,6 +8,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -28,8 +29,8 @@ _INLINE_ENCODE_SAMPLES = 30 * audio.SAMPLE_RATE
 class Backends(Protocol):
     """The model side of the service, as the API sees it."""
 
-    async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> np.ndarray:
-        """24 kHz mono float32 speech; `options` are the request's sampling overrides. Raises
+    async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> audio.Speech:
+        """The whole speech; `options` are the request's sampling overrides. Raises
         `ReferenceMissing` when `reference` comes without its clip and the model side lacks it."""
 
     def stream(self, reference: Reference, text: str, options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
@@ -39,6 +40,17 @@ class Backends(Protocol):
 
     async def status(self) -> dict[str, Any]:
         """Deployment and model state; must not wake any model replica."""
+
+
+@dataclass(frozen=True)
+class EncodedSpeech:
+    data: bytes
+    model_s: float  # the model calls' wall time (`audio.Speech`)
+    total_s: float  # from the request's start to its encoded audio
+
+    def server_timing(self) -> str:
+        """The `Server-Timing` header: where a response's time went, in milliseconds."""
+        return f"model;dur={1000 * self.model_s:.1f}, total;dur={1000 * self.total_s:.1f}"
 
 
 class SpeechService:
@@ -79,7 +91,7 @@ class SpeechService:
                 reference = await self.reference_with_clip(reference.voice)
             return await call(reference)
 
-    async def synthesize(self, body: SpeechRequest) -> bytes:
+    async def synthesize(self, body: SpeechRequest) -> EncodedSpeech:
         """The whole speech, encoded in the requested format."""
         started = time.monotonic()
         self.check(body)
@@ -87,10 +99,13 @@ class SpeechService:
         speech = await self.send(await self.reference(body.voice),
                                  lambda reference: self.backends.synthesize(reference, body.input, options))
         metrics.record_first_audio(started, stream=False)
-        metrics.record_speech(len(speech) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
-        if body.response_format in audio.RAW_FORMATS and len(speech) <= _INLINE_ENCODE_SAMPLES:
-            return audio.encode(speech, body.response_format)  # cheaper than the hop to a thread
-        return await asyncio.to_thread(audio.encode, speech, body.response_format)
+        wave = speech.wave
+        metrics.record_speech(len(wave) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
+        if body.response_format in audio.RAW_FORMATS and len(wave) <= _INLINE_ENCODE_SAMPLES:
+            data = audio.encode(wave, body.response_format)  # cheaper than the hop to a thread
+        else:
+            data = await asyncio.to_thread(audio.encode, wave, body.response_format)
+        return EncodedSpeech(data, speech.model_s, time.monotonic() - started)
 
     async def stream(self, body: SpeechRequest) -> AsyncIterator[bytes]:
         """Encoded audio as segments are ready. The first piece is awaited before this returns, so

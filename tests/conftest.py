@@ -89,6 +89,12 @@ def add_voice(client, name: str, wav: Path, ref_text: str) -> dict:
     return r.json()
 
 
+def server_timing(response) -> dict[str, float]:
+    """A response's `Server-Timing` header as {name: milliseconds}."""
+    entries = (entry.strip().split(";dur=") for entry in response.headers["server-timing"].split(","))
+    return {name: float(ms) for name, ms in entries}
+
+
 def free_port() -> int:
     import socket
 

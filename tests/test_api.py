@@ -4,6 +4,7 @@ import asyncio
 import base64
 import io
 import json
+import time
 
 import numpy as np
 import psutil
@@ -18,7 +19,7 @@ from speech_service.engine import SynthesisEngine
 from speech_service.objects import open_object_store
 from speech_service.transcription import WhisperBackend
 
-from conftest import LONG_TEXT, SHORT_TEXT, convert, decode_file
+from conftest import LONG_TEXT, SHORT_TEXT, convert, decode_file, server_timing
 
 
 class InProcessBackends:
@@ -37,7 +38,9 @@ class InProcessBackends:
     async def synthesize(self, reference, text, options):
         self.syntheses += 1
         clip = self._clip(reference)
-        return await asyncio.to_thread(self.engine.synthesize, clip, reference.ref_text, text, options)
+        started = time.perf_counter()
+        wave = await asyncio.to_thread(self.engine.synthesize, clip, reference.ref_text, text, options)
+        return audio.Speech(wave, time.perf_counter() - started)
 
     async def stream(self, reference, text, options):
         self.syntheses += 1
@@ -157,6 +160,8 @@ def test_speech_in_every_format(client, short_wav, fmt, content_type, tmp_path):
     r = speak(client, response_format=fmt, seed=3)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == content_type
+    timing = server_timing(r)  # the model's share of the response's time
+    assert 0 < timing["model"] <= timing["total"]
     if fmt == "pcm":
         seconds = len(r.content) / 2 / 24000
     else:

@@ -190,7 +190,7 @@ class Backends:
             await self.gate.wait()
         if (error := self.fail(self.calls)) is not None:
             raise error
-        return np.sin(np.arange(12000, dtype=np.float32) / 10) * 0.3
+        return audio.Speech(np.sin(np.arange(12000, dtype=np.float32) / 10) * 0.3, 0.01)
 
 
 def make_runner(tmp_path, backends, objects=None, **job_settings):

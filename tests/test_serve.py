@@ -16,7 +16,17 @@ import pytest
 import soundfile as sf
 from ray import serve
 
-from conftest import LONG_TEXT, SHORT_TEXT, add_voice, free_port, serve_config, start_serve, stop_serve, use_tiny_models
+from conftest import (
+    LONG_TEXT,
+    SHORT_TEXT,
+    add_voice,
+    free_port,
+    serve_config,
+    server_timing,
+    start_serve,
+    stop_serve,
+    use_tiny_models,
+)
 
 APP = "tts"
 
@@ -85,6 +95,8 @@ def test_long_recording_with_full_transcript_is_clipped_transcribed_and_speaks(h
     assert r.status_code == 200, r.text
     wave, sr = sf.read(io.BytesIO(r.content))
     assert sr == 24000 and len(wave) / sr > 10
+    timing = server_timing(r)  # measured in the replica, through the Ingress and HTTP
+    assert 0 < timing["model"] <= timing["total"]
 
 
 def test_synthesis_makes_no_transcriber_calls(http):

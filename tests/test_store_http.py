@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from speech_service import audio
 from speech_service.api import create_app
 from speech_service.config import ServiceSettings
 from speech_service.objects import open_object_store
@@ -25,7 +26,7 @@ CLIP_TEXTS = ["Hello there, this is the first voice.", "Good morning, a second s
 
 class StubBackends:
     async def synthesize(self, reference, text, options):
-        return np.zeros(12000, np.float32)
+        return audio.Speech(np.zeros(12000, np.float32), 0.01)
 
     async def stream(self, reference, text, options):
         yield np.zeros(12000, np.float32)
