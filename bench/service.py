@@ -139,8 +139,9 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
     import torch
     from ray import serve
 
+    from speech_service.audio import join
     from speech_service.config import SynthesisOptions, SynthesizerSettings
-    from speech_service.engine import SynthesisEngine
+    from speech_service.engine import SynthesisEngine, cross_fade_samples
     from speech_service.references import Reference
 
     deployments = config["applications"][0]["deployments"]
@@ -154,6 +155,9 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
     body = {"voice": "bench-rss", "input": SPEECH, "response_format": "pcm", "seed": 0, "nfe_step": nfe}
 
     pcm_bytes = []
+    # Each side's model calls (the replica's from its Server-Timing header), seconds: the time
+    # outside them is what each side adds, free of how fast either process happens to compute.
+    service_model_s, engine_model_s = [], []
 
     def service() -> float:
         start = time.perf_counter()
@@ -161,11 +165,17 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
         took = time.perf_counter() - start
         r.raise_for_status()
         pcm_bytes.append(len(r.content))
+        service_model_s.append(server_timing_ms(r.headers["server-timing"])["model"] / 1000)
         return took
 
     def direct() -> float:
+        """`engine.synthesize`, step by step, to time its model call as the replica times its own."""
         start = time.perf_counter()
-        engine.synthesize(clip, voice["ref_text"], SPEECH, SynthesisOptions(nfe_step=nfe, seed=0))
+        items = engine.items(clip, voice["ref_text"], SPEECH, SynthesisOptions(nfe_step=nfe, seed=0))
+        model_start = time.perf_counter()
+        waves = engine.synthesize_batch(items)
+        engine_model_s.append(time.perf_counter() - model_start)
+        join(waves, cross_fade_samples(items))
         return time.perf_counter() - start
 
     synthesizer = serve.get_deployment_handle("Synthesizer", APP)
@@ -178,6 +188,7 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
         return time.perf_counter() - start
 
     service(), direct(), handle()  # warm-up, not counted
+    del service_model_s[:], engine_model_s[:]
     service_s, engine_s, handle_s = [], [], []
     for i in range(runs):  # in turn, each first in turn, so a drift in the machine's speed cancels out
         order = [(service, service_s), (direct, engine_s), (handle, handle_s)]
@@ -186,15 +197,30 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
     paired = sorted(1000 * (a - b) for a, b in zip(service_s, engine_s, strict=True))
     ingress = sorted(1000 * (a - b) for a, b in zip(service_s, handle_s, strict=True))
     audio_s = pcm_bytes[-1] / 2 / 24000
+    service_outside = [1000 * (t - m) for t, m in zip(service_s, service_model_s, strict=True)]
+    engine_outside = [1000 * (t - m) for t, m in zip(engine_s, engine_model_s, strict=True)]
     return {"threads": threads, "nfe_step": nfe, "audio_s": round(audio_s, 3),
             "service_s": summary(service_s), "engine_s": summary(engine_s),
             "p50_difference_ms": round(1000 * (statistics.median(service_s) - statistics.median(engine_s)), 1),
             "paired_difference_p50_ms": round(statistics.median(paired), 1),
             "paired_difference_p50_ci95_ms": median_ci95(paired),
+            # The same comparison outside the model calls: the replica's and this process's
+            # compute speeds (which differ by a few per cent from one process to the next) drop out.
+            "outside_model_p50_ms": {"service": round(statistics.median(service_outside), 1),
+                                     "engine": round(statistics.median(engine_outside), 1)},
+            "outside_model_difference_ms": round(statistics.median(service_outside)
+                                                 - statistics.median(engine_outside), 1),
+            "model_p50_s": {"service": round(statistics.median(service_model_s), 4),
+                            "engine": round(statistics.median(engine_model_s), 4)},
             # HTTP, HAProxy or Serve's proxy, and the Ingress: service minus the handle call to the replica
             "http_and_ingress_p50_ms": round(statistics.median(ingress), 1),
             "replica_through_handle_s": summary(handle_s),
             "serve_floor_ms": serve_floor(http, runs=max(runs, 30))}
+
+
+def server_timing_ms(header: str) -> dict[str, float]:
+    entries = (entry.strip().split(";dur=") for entry in header.split(","))
+    return {name: float(ms) for name, ms in entries}
 
 
 def median_ci95(ordered: list[float]) -> list[float]:
@@ -263,6 +289,12 @@ def markdown(result: dict) -> str:
                   f"{o.get('paired_difference_p50_ms')} ms"
                   + (" (95 % interval {} to {} ms).".format(*o["paired_difference_p50_ci95_ms"])
                      if "paired_difference_p50_ci95_ms" in o else "."), ""]
+        if outside_model := o.get("outside_model_p50_ms"):
+            lines += [f"Outside the model calls (the replica's own, from its Server-Timing header; the "
+                      f"engine's timed around its `synthesize_batch`), p50: service "
+                      f"{outside_model['service']} ms, engine {outside_model['engine']} ms; difference "
+                      f"{o['outside_model_difference_ms']} ms. The model calls themselves, p50: replica "
+                      f"{o['model_p50_s']['service']} s, this process {o['model_p50_s']['engine']} s.", ""]
         if "http_and_ingress_p50_ms" in o:
             lines += [f"HTTP and the Ingress (service minus the handle call, paired median): "
                       f"{o['http_and_ingress_p50_ms']} ms.", ""]
