@@ -115,12 +115,14 @@ class Synthesizer:
             raise ModelUnavailable(self._load_error)
         return engine
 
-    def _items(self, reference: Reference, text: str, options: SynthesisOptions) -> list[BatchItem] | ServiceError:
+    def _items(self, reference: Reference, text: str, options: SynthesisOptions,
+               streaming: bool) -> list[BatchItem] | ServiceError:
         """The request's segments, or the refusal to answer the caller with (`refusal`)."""
         engine = self._ready()  # ModelUnavailable is raised: a replica without its model has failed
         try:
             clip = engine.clips.get(reference)  # ReferenceMissing: the caller sends the clip
-            return engine.items(clip, reference.ref_text, text, SynthesisOptions.model_validate(options))
+            return engine.items(clip, reference.ref_text, text, SynthesisOptions.model_validate(options),
+                                streaming=streaming)
         except ServiceError as exc:
             return refusal(exc)
 
@@ -143,7 +145,7 @@ class Synthesizer:
         from speech_service.engine import cross_fade_samples
 
         metrics.record_queue_wait(dispatched_at)
-        items = await asyncio.to_thread(self._items, reference, text, options)
+        items = await asyncio.to_thread(self._items, reference, text, options, False)
         if isinstance(items, ServiceError):
             return items
         sampled = await asyncio.gather(*(self._sample(item) for item in items))
@@ -156,7 +158,7 @@ class Synthesizer:
         from speech_service.engine import cross_fade_samples
 
         metrics.record_queue_wait(dispatched_at)
-        items = await asyncio.to_thread(self._items, reference, text, options)
+        items = await asyncio.to_thread(self._items, reference, text, options, True)
         if isinstance(items, ServiceError):
             yield items  # as the first piece
             return

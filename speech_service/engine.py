@@ -1,8 +1,9 @@
 """The synthesis engine: F5-TTS + Vocos through the `f5-tts` package's own loaders, no Ray.
 
 `SynthesisEngine.load(settings)` builds the model the way `f5_tts.api.F5TTS` does. `plan` splits
-text into segments that fit beside the reference clip (the first about one sentence, for streaming)
-and guards that no segment asks the model for more text than it has mel frames to fill.
+text into segments that fit beside the reference clip (as long as fit for a whole response; for a
+stream, the first about one sentence and then growing) and guards that no segment asks the model
+for more text than it has mel frames to fill.
 `synthesize_batch` samples segments of any requests together, one model call per group of equal
 sampling knobs (`sampling.sample_batch`, each item exactly its solo result), and vocodes each;
 `synthesize` and `stream` are one request's speech, cross-faded. `items` first writes numbers and
@@ -143,12 +144,13 @@ def flatten_layout(text: str) -> str:
     return " ".join([*ended, *paragraphs[-1:]])
 
 
-def split_text(text: str, max_bytes: int) -> list[str]:
-    """Segments of at most `max_bytes` UTF-8 bytes, the first about one sentence, then growing.
+def split_text(text: str, max_bytes: int, *, short_first: bool = False) -> list[str]:
+    """Segments of at most `max_bytes` UTF-8 bytes, each as long as fits: every segment repeats the
+    reference in the model's input, and every boundary is a seam, so fewer is better.
 
-    The first segment ends at the first sentence end, so streamed speech starts after one sentence
-    is synthesized; the next may hold twice its bytes, each later one twice the one before, up to
-    `max_bytes`, so long inputs soon get long segments (fewer seams, fewer model calls). Segments
+    With `short_first` (streaming), the first segment ends at the first sentence end, so the first
+    audio comes after one sentence is synthesized; the next may hold twice its bytes, each later
+    one twice the one before, up to `max_bytes`, so long inputs soon get long segments. Segments
     end at a sentence end where one fits, else at a clause end, else between words.
     """
     segments: list[str] = []
@@ -158,7 +160,8 @@ def split_text(text: str, max_bytes: int) -> list[str]:
     def close(upto: int) -> None:
         nonlocal budget, current
         segments.append(" ".join(current[:upto]))
-        budget = min(max_bytes, 2 * (len(segments[0].encode()) if len(segments) == 1 else budget))
+        if short_first:
+            budget = min(max_bytes, 2 * (len(segments[0].encode()) if len(segments) == 1 else budget))
         current = current[upto:]
 
     for clause in _clauses(text, max_bytes):
@@ -166,7 +169,7 @@ def split_text(text: str, max_bytes: int) -> list[str]:
             ends = [i + 1 for i, c in enumerate(current) if _SENTENCE_END.search(c)]
             close(ends[-1] if ends else len(current))
         current.append(clause)
-        if not segments and _SENTENCE_END.search(clause):
+        if short_first and not segments and _SENTENCE_END.search(clause):
             close(len(current))
     if current:
         close(len(current))
@@ -254,8 +257,10 @@ class SynthesisEngine:
         return (options or SynthesisOptions()).over(self.defaults).over(F5_DEFAULTS)
 
     # -- planning (pure, cheap) ------------------------------------------------------------
-    def plan(self, ref_samples: int, ref_text: str, text: str, speed: float = 1.0) -> list[Segment]:
-        """Split `text` into segments and check each fits the frames the model must fill."""
+    def plan(self, ref_samples: int, ref_text: str, text: str, speed: float = 1.0, *,
+             streaming: bool = False) -> list[Segment]:
+        """Split `text` into segments (`split_text`; a short first one when `streaming`) and check
+        each fits the frames the model must fill."""
         convert_char_to_pinyin = f5_modules.submodule("utils").convert_char_to_pinyin
         ref_text = normalize_ref_text(ref_text)
         ref_frames = ref_samples // HOP_LENGTH
@@ -266,7 +271,7 @@ class SynthesisEngine:
         room_s = max(self.max_segment_seconds - ref_s, 1.0)
         max_bytes = max(int(ref_bytes / ref_s * room_s * speed), 8)
         segments = []
-        for piece in split_text(text, max_bytes):
+        for piece in split_text(text, max_bytes, short_first=streaming):
             local_speed = 0.3 if len(piece.encode()) < 10 else speed  # f5-tts: stretch very short text
             duration = ref_frames + int(ref_frames / ref_bytes * len(piece.encode()) / local_speed)
             tokens = len(convert_char_to_pinyin([ref_text + piece])[0])
@@ -300,14 +305,14 @@ class SynthesisEngine:
         return Clip(mel=mel, samples=len(reference), rms=rms)
 
     def items(self, reference: np.ndarray | Clip, ref_text: str, text: str,
-              options: SynthesisOptions | None = None) -> list[BatchItem]:
-        """One request as batch items, one per segment; raises the planning errors."""
+              options: SynthesisOptions | None = None, *, streaming: bool = False) -> list[BatchItem]:
+        """One request as batch items, one per segment (`plan`); raises the planning errors."""
         options = self.resolve(options)
         clip = self.prepare(reference)
         text = flatten_layout(text)
         if self.normalize_text:  # what the model reads, never what is stored
             ref_text, text = normalize_for_speech(ref_text), normalize_for_speech(text)
-        segments = self.plan(clip.samples, ref_text, text, options.speed)
+        segments = self.plan(clip.samples, ref_text, text, options.speed, streaming=streaming)
         seed = options.seed if options.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         ref_text = normalize_ref_text(ref_text)
         return [BatchItem(clip, ref_text, segment, options, seed) for segment in segments]
@@ -376,13 +381,13 @@ class SynthesisEngine:
     def synthesize_segments(self, reference: np.ndarray | Clip, ref_text: str, text: str,
                             options: SynthesisOptions | None = None) -> Iterator[np.ndarray]:
         """Yield one waveform per text segment, each synthesized only when asked for."""
-        for item in self.items(reference, ref_text, text, options):
+        for item in self.items(reference, ref_text, text, options, streaming=True):
             yield self.synthesize_batch([item])[0]
 
     def stream(self, reference: np.ndarray | Clip, ref_text: str, text: str,
                options: SynthesisOptions | None = None) -> Iterator[np.ndarray]:
         """The speech, cross-faded, in pieces that can be played as they come."""
-        items = self.items(reference, ref_text, text, options)  # planning errors before the first piece
+        items = self.items(reference, ref_text, text, options, streaming=True)  # errors before the first piece
         waves = (self.synthesize_batch([item])[0] for item in items)
         return cross_fade(waves, cross_fade_samples(items))
 

@@ -44,7 +44,9 @@ def mixed_items(engine, voices, nfe_step=4):
     items = []
     for voice, text, seed in requests:
         reference, ref_text = voices[voice]
-        items += engine.items(reference, ref_text, text, SynthesisOptions(nfe_step=nfe_step, seed=seed))
+        # Planned as for a stream: short first segments, so more items and more lengths.
+        items += engine.items(reference, ref_text, text, SynthesisOptions(nfe_step=nfe_step, seed=seed),
+                              streaming=True)
     return items
 
 
@@ -112,19 +114,28 @@ def test_batches_are_split_by_size_and_frame_budget_and_knobs(engine, voices):
         assert len(a) == len(b) and relative_difference(a, b) <= 1e-5
 
 
-def test_a_long_request_is_sampled_in_one_model_call(engine, voices):
+def test_a_whole_response_takes_the_fewest_segments_and_one_model_call(engine, voices):
+    """Every segment repeats the reference in the model's input and adds a seam, so a whole response
+    takes the longest segments that fit; only a stream starts with a short one."""
     options = SynthesisOptions(nfe_step=4, seed=2)
-    segments = engine.plan(len(voices["short"][0]), SHORT_TEXT, LONG_TEXT)
+    text = LONG_TEXT + " " + LONG_TEXT
+    ref_samples = len(voices["short"][0])
+    whole_plan = engine.plan(ref_samples, SHORT_TEXT, text)
+    stream_plan = engine.plan(ref_samples, SHORT_TEXT, text, streaming=True)
+    assert 2 <= len(whole_plan) < len(stream_plan)
+    assert stream_plan[0].text == "The morning train left the station at seven."
+    assert " ".join(s.text for s in whole_plan) == " ".join(s.text for s in stream_plan) == text
+    assert len(engine.plan(ref_samples, SHORT_TEXT, "Two sentences here. And one more.")) == 1  # no seam
     before = engine.batch_sizes.copy()
-    whole = engine.synthesize(*voices["short"], LONG_TEXT, options)
-    assert len(segments) >= 3 and engine.batch_sizes - before == {len(segments): 1}
-    streamed = np.concatenate(list(engine.stream(*voices["short"], LONG_TEXT, options)))
-    assert len(streamed) == len(whole) and relative_difference(streamed, whole) <= 1e-5
+    whole = engine.synthesize(*voices["short"], text, options)
+    assert engine.batch_sizes - before == {len(whole_plan): 1}
+    streamed = np.concatenate(list(engine.stream(*voices["short"], text, options)))
+    assert len(streamed) == pytest.approx(len(whole), rel=0.05)  # the same text at the voice's pace
 
 
 def test_streaming_yields_the_first_sentence_before_sampling_the_second(engine, voices):
     text = "First sentence here. A second one follows it. And a third, to finish. The fourth ends it."
-    segments = engine.plan(len(voices["short"][0]), SHORT_TEXT, text)
+    segments = engine.plan(len(voices["short"][0]), SHORT_TEXT, text, streaming=True)
     assert segments[0].text == "First sentence here." and len(segments) >= 2
     steps = []
     hook = engine.model.transformer.register_forward_hook(lambda *_: steps.append(1))

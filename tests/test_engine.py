@@ -4,7 +4,7 @@ import pytest
 from speech_service import audio
 from speech_service.audio import cross_fade
 from speech_service.config import SynthesisOptions
-from speech_service.engine import SynthesisEngine, split_text
+from speech_service.engine import SynthesisEngine, cross_fade_samples, split_text
 from speech_service.errors import BadRequest, Unprocessable
 
 from conftest import SHORT_TEXT, decode_file
@@ -116,15 +116,17 @@ def test_cross_fade_yields_each_piece_once_it_is_final():
     assert sum(len(p) for p in pieces) == 1000
 
 
-def test_streamed_speech_is_the_same_speech(engine, reference):
-    """Streamed segments are sampled one by one, the whole speech as one batch: the same audio to
-    within float rounding (tests/test_batching.py holds batched items to their solo results)."""
+def test_streamed_pieces_are_their_segments_cross_faded(engine, reference):
+    """A stream samples its segments one by one and cross-fades piece by piece; the same segments
+    sampled as one batch and joined at once give the same audio to within float rounding
+    (tests/test_batching.py holds batched items to their solo results)."""
     text = "First sentence here. A second one follows it. And a third, to finish."
     params = SynthesisOptions(nfe_step=2, seed=4, cross_fade_duration=0.15)
     pieces = list(engine.stream(reference, SHORT_TEXT, text, params))
-    whole = engine.synthesize(reference, SHORT_TEXT, text, params)
+    items = engine.items(reference, SHORT_TEXT, text, params, streaming=True)
+    whole = join(engine.synthesize_batch(items), cross_fade_samples(items))
     streamed = np.concatenate(pieces)
-    assert len(pieces) >= 2 and len(streamed) == len(whole)
+    assert len(items) >= 2 and len(pieces) >= 2 and len(streamed) == len(whole)
     assert np.abs(streamed - whole).max() <= 1e-5 * np.abs(whole).max()
 
 

@@ -180,7 +180,8 @@ def test_numbers_keep_the_sentences_the_splitter_finds():
 def test_a_title_or_initial_does_not_end_a_segment(text, segments):
     """Streaming's first segment ends at the first sentence end: after "Mr." it would be a seam
     inside a name (raw text, as with `normalize_text` off or a name the rules leave)."""
-    assert split_text(text, 1000) == segments
+    assert split_text(text, 1000, short_first=True) == segments
+    assert split_text(text, 1000) == [text]  # a whole response: one segment, no seam
 
 
 @pytest.mark.parametrize("text, spoken", [
@@ -202,7 +203,7 @@ def test_layout_becomes_punctuation(text, spoken):
 
 def test_a_heading_is_a_segment_of_its_own():
     text = flatten_layout("Chapter One\n\nIt was a dark night. The end.")
-    assert split_text(text, 1000) == ["Chapter One.", "It was a dark night.", "The end."]
+    assert split_text(text, 1000, short_first=True) == ["Chapter One.", "It was a dark night.", "The end."]
 
 
 def test_any_mix_of_numbers_symbols_and_abbreviations_is_spoken_without_a_digit_left():
