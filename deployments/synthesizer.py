@@ -115,7 +115,7 @@ class Synthesizer:
             raise ModelUnavailable(self._load_error)
         return engine
 
-    def _items(self, reference: Reference, text: str, options: SynthesisOptions,
+    def _items(self, reference: Reference, text: str, options: SynthesisOptions, *,
                streaming: bool) -> list[BatchItem] | ServiceError:
         """The request's segments, or the refusal to answer the caller with (`refusal`)."""
         engine = self._ready()  # ModelUnavailable is raised: a replica without its model has failed
@@ -145,7 +145,7 @@ class Synthesizer:
         from speech_service.engine import cross_fade_samples
 
         metrics.record_queue_wait(dispatched_at)
-        items = await asyncio.to_thread(self._items, reference, text, options, False)
+        items = await asyncio.to_thread(self._items, reference, text, options, streaming=False)
         if isinstance(items, ServiceError):
             return items
         sampled = await asyncio.gather(*(self._sample(item) for item in items))
@@ -158,7 +158,7 @@ class Synthesizer:
         from speech_service.engine import cross_fade_samples
 
         metrics.record_queue_wait(dispatched_at)
-        items = await asyncio.to_thread(self._items, reference, text, options, True)
+        items = await asyncio.to_thread(self._items, reference, text, options, streaming=True)
         if isinstance(items, ServiceError):
             yield items  # as the first piece
             return
