@@ -1,4 +1,5 @@
 import asyncio
+import io
 import subprocess
 
 import numpy as np
@@ -93,6 +94,21 @@ def test_encodes_every_response_format(tmp_path, fmt):
     path = tmp_path / f"out.{fmt}"
     path.write_bytes(audio.encode(tone, fmt))
     assert abs(len(decode_file(path)) / SR - 2.0) < 0.1
+
+
+def test_whole_flac_is_lossless_and_mp3_is_128_kbps_without_a_gap():
+    """Made in this process, not by ffmpeg: FLAC carries exactly the samples that pcm and wav do; MP3 is
+    constant 128 kbps and decodes (here by ffmpeg, as most players would) to the same audio, its
+    encoder delay trimmed."""
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR * 2) / SR)).astype(np.float32)
+    flac, rate = sf.read(io.BytesIO(audio.encode(tone, "flac")), dtype="int16")
+    assert rate == SR and np.array_equal(flac, np.frombuffer(audio.encode(tone, "pcm"), "<i2"))
+    mp3 = audio.encode(tone, "mp3")
+    assert len(mp3) * 8 / 2 == pytest.approx(128_000, rel=0.06)
+    decoded = audio.decode(mp3, max_seconds=10)
+    assert len(decoded) == pytest.approx(len(tone), abs=SR // 100)
+    n = min(len(decoded), len(tone))
+    assert np.corrcoef(decoded[:n], tone[:n])[0, 1] > 0.99
 
 
 def test_pcm_is_raw_16_bit_little_endian():
