@@ -130,9 +130,10 @@ def memory_at_rest(http: httpx.Client, wav: Path, rest_s: float = 2.0) -> dict:
     return memory
 
 
-def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int | None = None) -> dict:
+def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int | None = None,
+             fmt: str = "pcm") -> dict:
     """Service p50 against the engine in this process, same voice (its clip prepared once on both
-    sides), text, seed and thread count."""
+    sides), text, seed and thread count; the service also encodes `fmt`, the engine nothing."""
     import io
 
     import soundfile as sf
@@ -152,9 +153,9 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
     reference, _ = sf.read(io.BytesIO(http.get("/v1/voices/bench-rss/audio").content), dtype="float32")
     clip = engine.prepare(reference)  # prepared once, as the service's replica keeps it
     nfe = nfe or user_config["defaults"]["nfe_step"]
-    body = {"voice": "bench-rss", "input": SPEECH, "response_format": "pcm", "seed": 0, "nfe_step": nfe}
+    body = {"voice": "bench-rss", "input": SPEECH, "response_format": fmt, "seed": 0, "nfe_step": nfe}
 
-    pcm_bytes = []
+    samples = []
     # Each side's model calls (the replica's from its Server-Timing header), seconds: the time
     # outside them is what each side adds, free of how fast either process happens to compute.
     service_model_s, engine_model_s = [], []
@@ -164,7 +165,6 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
         r = http.post("/v1/audio/speech", json=body)
         took = time.perf_counter() - start
         r.raise_for_status()
-        pcm_bytes.append(len(r.content))
         service_model_s.append(server_timing_ms(r.headers["server-timing"])["model"] / 1000)
         return took
 
@@ -175,7 +175,7 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
         model_start = time.perf_counter()
         waves = engine.synthesize_batch(items)
         engine_model_s.append(time.perf_counter() - model_start)
-        join(waves, cross_fade_samples(items))
+        samples.append(len(join(waves, cross_fade_samples(items))))
         return time.perf_counter() - start
 
     synthesizer = serve.get_deployment_handle("Synthesizer", APP)
@@ -196,10 +196,10 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
             times.append(run())
     paired = sorted(1000 * (a - b) for a, b in zip(service_s, engine_s, strict=True))
     ingress = sorted(1000 * (a - b) for a, b in zip(service_s, handle_s, strict=True))
-    audio_s = pcm_bytes[-1] / 2 / 24000
+    audio_s = samples[-1] / 24000
     service_outside = [1000 * (t - m) for t, m in zip(service_s, service_model_s, strict=True)]
     engine_outside = [1000 * (t - m) for t, m in zip(engine_s, engine_model_s, strict=True)]
-    return {"threads": threads, "nfe_step": nfe, "audio_s": round(audio_s, 3),
+    return {"threads": threads, "nfe_step": nfe, "format": fmt, "audio_s": round(audio_s, 3),
             "service_s": summary(service_s), "engine_s": summary(engine_s),
             "p50_difference_ms": round(1000 * (statistics.median(service_s) - statistics.median(engine_s)), 1),
             "paired_difference_p50_ms": round(statistics.median(paired), 1),
@@ -280,7 +280,7 @@ def markdown(result: dict) -> str:
     for o in result["overheads"] if "overheads" in result else [result["overhead"]]:  # older files hold one
         lines += ["", f"Concurrency 1, {o['threads']} torch thread(s), NFE {o['nfe_step']}, {o['audio_s']} s of audio:",
                   "", "| path | p50 (s) | p95 (s) | n |", "| --- | --- | --- | --- |",
-                  f"| service (HTTP, pcm) | {o['service_s']['p50']} | {o['service_s']['p95']} "
+                  f"| service (HTTP, {o.get('format', 'pcm')}) | {o['service_s']['p50']} | {o['service_s']['p95']} "
                   f"| {o['service_s']['n']} |",
                   f"| engine, direct | {o['engine_s']['p50']} | {o['engine_s']['p95']} | {o['engine_s']['n']} |",
                   *([f"| Synthesizer replica through a handle call | {h['p50']} | {h['p95']} | {h['n']} |"]
@@ -312,6 +312,8 @@ def main() -> None:
     parser.add_argument("--overhead-nfe", type=int, nargs="+", default=[None],
                         help="NFE steps of the overhead requests (default: the profile's); a small one "
                              "leaves less model time to blur the fixed cost")
+    parser.add_argument("--overhead-format", default="pcm", help="response_format of the overhead requests "
+                        "(the service encodes it, the engine returns samples)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, service and engine alike")
     parser.add_argument("--models-dir", type=Path, default=REPO / "models" / "offline")
     parser.add_argument("--name", help="result file name (default <machine>-service)")
@@ -332,7 +334,8 @@ def main() -> None:
                 result = {"machine": machine(), "ray_env": ray_env, "load_average_at_start": os.getloadavg(),
                           "cold_starts": cold_starts(http, wav, args.runs),
                           "memory_at_rest": memory_at_rest(http, wav),
-                          "overheads": [overhead(http, config, args.threads, args.overhead_runs, nfe)
+                          "overheads": [overhead(http, config, args.threads, args.overhead_runs, nfe,
+                                                 args.overhead_format)
                                         for nfe in args.overhead_nfe if args.overhead_runs > 0]}
         finally:
             stop_service()
