@@ -378,12 +378,6 @@ class SynthesisEngine:
             self.on_batch(size)
         logger.info("sampled %d segment(s) in one model call, %d padded frames", size, frames)
 
-    def synthesize_segments(self, reference: np.ndarray | Clip, ref_text: str, text: str,
-                            options: SynthesisOptions | None = None) -> Iterator[np.ndarray]:
-        """Yield one waveform per text segment, each synthesized only when asked for."""
-        for item in self.items(reference, ref_text, text, options, streaming=True):
-            yield self.synthesize_batch([item])[0]
-
     def stream(self, reference: np.ndarray | Clip, ref_text: str, text: str,
                options: SynthesisOptions | None = None) -> Iterator[np.ndarray]:
         """The speech, cross-faded, in pieces that can be played as they come."""
