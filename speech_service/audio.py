@@ -159,7 +159,7 @@ PCM_INPUT = ["-probesize", "32", "-analyzeduration", "0", "-f", "s16le", "-ar", 
 # Output options a stream adds for its format: Ogg pages of 0.1 s (the default second would hold
 # back a short first sentence). Every stream also writes each packet at once (`-flush_packets`).
 STREAM_OUTPUT = {"opus": ["-page_duration", "100000"]}
-# Formats made by numpy alone, in well under a millisecond for seconds of audio; the rest run ffmpeg.
+# Formats made by numpy alone, in well under a millisecond for seconds of audio.
 RAW_FORMATS = ("pcm", "wav")
 # Whole responses that libsndfile (bundled with the soundfile wheel) encodes in this process: no
 # ffmpeg to start, which took 85-100 ms a response here (6 s of flac now 2.5 ms, of mp3 44 ms).

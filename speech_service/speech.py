@@ -22,7 +22,8 @@ from .store import VoiceStore
 
 T = TypeVar("T")
 # pcm/wav of up to 30 s of speech are encoded on the event loop (about 2 ms at most); longer ones
-# and the ffmpeg formats in a thread, so one long response does not stall the others.
+# and the compressed formats (libsndfile or ffmpeg) in a thread, so one long response does not
+# stall the others.
 _INLINE_ENCODE_SAMPLES = 30 * audio.SAMPLE_RATE
 
 
