@@ -54,7 +54,7 @@ from .voices import correct_ref_text, register_voice
 logger = logging.getLogger(__name__)
 
 _DESCRIPTIONS = {
-    400: "Bad request: malformed JSON, an invalid voice name, undecodable or silent audio, …",
+    400: "Bad request: malformed JSON, an invalid voice name, an upload that is no supported audio file, …",
     401: "Missing or unknown API key",
     404: "No such voice (or resource)",
     409: "The voice exists already, or is being replaced",

@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     voice_commands = voices.add_subparsers(dest="voices_command", required=True, metavar="ACTION")
     add = voice_commands.add_parser("add", parents=[common], help="create a voice from an audio file")
     add.add_argument("name")
-    add.add_argument("file", help="wav, mp3, flac, ogg, m4a, ... (anything ffmpeg reads)")
+    add.add_argument("file", help="wav, aiff, flac, mp3, aac, ogg/opus, m4a/mp4 or webm/mkv")
     add.add_argument("--ref-text", help="what is said in the clip (transcribed when left out)")
     add.add_argument("--language", help="language code for transcription, e.g. en")
     add.add_argument("--overwrite", action="store_true", help="replace a voice of that name")

@@ -123,6 +123,8 @@ class LimitSettings(_Strict):
     min_reference_seconds: float = 0.3
     max_reference_seconds: float = 600.0
     max_clip_seconds: float = 12.0
+    # Wall-clock bound on decoding one upload; past it ffmpeg is stopped and the upload refused (422).
+    decode_timeout_s: float = Field(30.0, gt=0, le=600)
     max_input_chars: int = Field(4096, gt=0)
     # Plausible speaking rate of a reference transcript, in characters per second of clip.
     min_ref_chars_per_second: float = 0.3

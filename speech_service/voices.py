@@ -81,7 +81,7 @@ async def register_voice(store: VoiceStore, transcribe: Transcribe, limits: Limi
 
 
 def _prepare(data: bytes, limits: LimitSettings) -> audio.PreparedReference:
-    decoded = audio.decode(data, max_seconds=limits.max_reference_seconds)
+    decoded = audio.decode(data, max_seconds=limits.max_reference_seconds, timeout_s=limits.decode_timeout_s)
     return audio.prepare_reference(decoded, max_clip_s=limits.max_clip_seconds, min_s=limits.min_reference_seconds)
 
 

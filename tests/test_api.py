@@ -263,7 +263,7 @@ def test_bad_voice_names(client, short_wav, name, tmp_path):
 def test_bad_audio_uploads(client, tmp_path):
     cases = {
         "empty.wav": (b"", "empty_audio"),
-        "junk.mp3": (b"this is not audio at all" * 100, "undecodable_audio"),
+        "junk.mp3": (b"this is not audio at all" * 100, "unsupported_audio"),
     }
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(24000 * 3, np.float32), 24000)

@@ -30,7 +30,8 @@ def test_decodes_stereo_and_other_rates(short_wav, tmp_path):
     assert abs(len(decode_file(stereo)) - len(decode_file(short_wav))) < SR * 0.05
 
 
-@pytest.mark.parametrize("data, code", [(b"", "empty_audio"), (b"definitely not audio" * 50, "undecodable_audio")])
+@pytest.mark.parametrize("data, code", [(b"", "empty_audio"), (b"definitely not audio" * 50, "unsupported_audio"),
+                                        (b"fLaC" + b"\x00" * 500, "undecodable_audio")])
 def test_rejects_empty_and_undecodable(data, code):
     with pytest.raises(BadRequest) as err:
         audio.decode(data, max_seconds=600)
