@@ -1,6 +1,7 @@
 # Two commands set everything up: `make serve` or `make demo` to run, `make test` to test.
 # Each creates/refreshes .venv, installs the Debian packages the service needs when missing,
-# installs the project and byte-compiles it.
+# installs the project at the versions of constraints.txt, writes the Serve profiles and
+# byte-compiles the project.
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
@@ -14,12 +15,19 @@ export RAY_USAGE_STATS_ENABLED := 0
 include config/ray.env
 export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' config/ray.env)
 
-.PHONY: setup system-packages serve demo demo-s3 offline-models status test clean
+# Serve profiles: config/serve.yaml is production; each other profile is written from it and the
+# changes in config/profiles/NAME.yaml (deployments/profiles.py).
+PROFILES := $(patsubst config/profiles/%.yaml,config/serve.%.yaml,$(wildcard config/profiles/*.yaml))
 
-setup: system-packages $(STAMP)
+.PHONY: setup system-packages serve demo demo-s3 offline-models status lint test test-fast lock clean
+
+setup: system-packages $(STAMP) $(PROFILES)
 	@# An editable install leaves our modules uncompiled: compile them here, not in the first replica
 	@# that starts (about 0.35 s of its cold start on 2 cores). Up-to-date files are skipped.
-	@$(BIN)/python -m compileall -q speech_service deployments
+	@$(BIN)/python -m compileall -q speech_service deployments f5voice
+
+config/serve.%.yaml: config/profiles/%.yaml config/serve.yaml deployments/profiles.py $(STAMP)
+	$(BIN)/python -m deployments.profiles $*
 
 system-packages:
 	@missing=""; for pkg in $(APT_PKGS); do \
@@ -30,17 +38,24 @@ system-packages:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS); \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[offline,test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[offline,test]"
 	touch $(STAMP)
+
+# A new constraints.txt: the project's ranges resolved afresh in a scratch venv, then frozen.
+lock:
+	rm -rf build/lock && python3 -m venv build/lock
+	build/lock/bin/pip install -q --upgrade pip && build/lock/bin/pip install -q ".[offline,test]"
+	{ sed -n '1,/^# Refresh/p' constraints.txt; build/lock/bin/pip freeze --exclude f5-voice-service; } > constraints.new
+	mv constraints.new constraints.txt
 
 serve: setup
 	$(BIN)/serve run config/serve.yaml
 
 offline-models: setup
-	$(BIN)/python -m speech_service.offline_models $(OFFLINE_MODELS)
+	$(BIN)/python -m speech_service.weights.offline $(OFFLINE_MODELS)
 
 demo: offline-models
 	$(BIN)/serve run config/serve.offline.yaml
@@ -72,7 +87,15 @@ demo-s3: offline-models
 status:
 	RAY_AUTH_MODE=token $(BIN)/serve status
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+
+# Everything without Ray, a browser or an S3 server: the loop to run while working (under a minute).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not ray and not browser and not s3" -q
+
+# All tiers: lint, then every test. The README's test command and CI's.
+test: lint
 	$(BIN)/python -m pytest
 
 clean:

@@ -52,11 +52,11 @@ def free_port() -> int:
 
 
 def offline_config(models: dict[str, Path], store: Path, port: int, synth_threads: int | None) -> dict:
-    """config/serve.offline.yaml with the given models, store and port; model replicas go back to
+    """The offline profile with the given models, store and port; model replicas go back to
     zero a few seconds after their last request, so each cold start can be measured from zero."""
-    import yaml
+    from deployments.profiles import load_profile
 
-    config = yaml.safe_load((REPO / "config" / "serve.offline.yaml").read_text())
+    config = load_profile("offline")
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     app = config["applications"][0]
     app["args"]["store"] = {"kind": "local", "path": str(store)}

@@ -25,9 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from speech_service import audio
+from speech_service.audio import encoding, preparation, uploads
 from speech_service.config import SynthesisOptions, SynthesizerSettings
-from speech_service.engine import SynthesisEngine
-from speech_service.offline_models import TINY_DIT, prepare, write_tiny_f5
+from speech_service.synthesis.engine import SynthesisEngine
+from speech_service.weights.offline import TINY_DIT, prepare, write_tiny_f5
 
 REF_TEXT = "The quick brown fox jumps over the lazy dog. Speech synthesis is fun to test."
 GEN_TEXT = ("Good morning, and welcome aboard. Today we travel along the coast, past the old harbour "
@@ -88,9 +89,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "ref.wav"
         subprocess.run(["espeak-ng", "-w", str(wav), REF_TEXT], check=True)
-        ref = audio.prepare_reference(audio.decode(wav.read_bytes(), max_seconds=600))
+        ref = preparation.prepare_reference(uploads.decode(wav.read_bytes(), max_seconds=600))
         ref_path = Path(tmp) / "ref24k.wav"
-        ref_path.write_bytes(audio.to_wav_bytes(ref.audio))
+        ref_path.write_bytes(encoding.to_wav_bytes(ref.audio))
         params = SynthesisOptions(nfe_step=args.nfe, seed=0)
         out_len = len(engine.synthesize(ref.audio, REF_TEXT, GEN_TEXT, params)) / audio.SAMPLE_RATE
 

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, machine, write_result
 from speech_service.config import SynthesisOptions, SynthesizerSettings
-from speech_service.engine import SynthesisEngine
-from speech_service.offline_models import TINY_DIT, TINY_VOCOS
+from speech_service.synthesis.engine import SynthesisEngine
+from speech_service.weights.offline import TINY_DIT, TINY_VOCOS
 
 SAMPLE_RATE = 24000
 REF_TEXT = "The quick brown fox jumps over the lazy dog, and the dog sleeps in the warm sun."
@@ -56,7 +56,7 @@ def random_f5(path: Path, arch: dict) -> Path:
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from speech_service import f5_modules
+    from speech_service.synthesis import f5_modules
 
     if path.exists():
         return path
@@ -136,7 +136,8 @@ def case(engine, ref, options, concurrency: int, batched: bool) -> dict:
 
 def first_audio(engine, ref, options) -> float:
     start = time.perf_counter()
-    next(iter(engine.stream(ref, REF_TEXT, TEXT, options)))
+    first = engine.items(ref, REF_TEXT, TEXT, options, streaming=True)[0]  # a stream's first segment
+    engine.synthesize_batch([first])
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - start

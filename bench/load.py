@@ -46,7 +46,8 @@ async def replica_batch_sizes() -> Counter:
 def audio_seconds(data: bytes, fmt: str) -> float:
     if fmt == "pcm":
         return len(data) / BYTES_PER_SECOND
-    from speech_service.audio import SAMPLE_RATE, decode
+    from speech_service.audio import SAMPLE_RATE
+    from speech_service.audio.uploads import decode
 
     return len(decode(data, max_seconds=3600)) / SAMPLE_RATE
 
@@ -166,7 +167,7 @@ def main() -> None:
         import tempfile
 
         from bench.common import free_port, offline_config, start_service, stop_service
-        from speech_service.offline_models import prepare
+        from speech_service.weights.offline import prepare
 
         with tempfile.TemporaryDirectory() as tmp:
             config = offline_config(prepare(args.models_dir), Path(tmp) / "store", free_port(), args.threads)

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from speech_service.model_source import fetch_file, pulled_record
-from speech_service.models import mirror
+from speech_service.weights.mirror import mirror
+from speech_service.weights.source import fetch_file, pulled_record
 
 from conftest import SeaweedFS
 

@@ -140,10 +140,10 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
     import torch
     from ray import serve
 
-    from speech_service.audio import join
+    from speech_service.audio.seams import join
     from speech_service.config import SynthesisOptions, SynthesizerSettings
-    from speech_service.engine import SynthesisEngine, cross_fade_samples
     from speech_service.references import Reference
+    from speech_service.synthesis.engine import SynthesisEngine, cross_fade_samples
 
     deployments = config["applications"][0]["deployments"]
     user_config = next(d for d in deployments if d["name"] == "Synthesizer")["user_config"]
@@ -319,7 +319,7 @@ def main() -> None:
     parser.add_argument("--name", help="result file name (default <machine>-service)")
     args = parser.parse_args()
 
-    from speech_service.offline_models import prepare
+    from speech_service.weights.offline import prepare
 
     models = prepare(args.models_dir)
     with tempfile.TemporaryDirectory() as tmp:

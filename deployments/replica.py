@@ -36,3 +36,10 @@ def report_cold_start(clock: coldstart.ColdStartClock, store: dict[str, Any] | N
     metrics.record_cold_start(record["total_s"])
     if store is not None:
         coldstart.save(coldstart.open_status_store(StoreSettings.model_validate(store)), record)
+
+
+def replica_hooks(deployment: str, store: dict[str, Any] | None) -> dict[str, Any]:
+    """What a replica class takes from its deployment: its cold-start clock (the worker's start ends
+    now, so call this first), the thread count rule, and where its cold start is reported."""
+    return {"clock": cold_start_clock(deployment), "threads": threads,
+            "on_cold_start": lambda clock: report_cold_start(clock, store)}

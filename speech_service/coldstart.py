@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .config import StoreSettings
-from .objects import ObjectStore, open_object_store
+from speech_service.config import StoreSettings
+from speech_service.storage.objects import ObjectStore, open_object_store
 
 logger = logging.getLogger(__name__)
 PREFIX = "status/cold_start/"
@@ -33,7 +33,7 @@ def process_start_time() -> float:
 
     On Linux: its start in clock ticks after boot (/proc/self/stat) against the uptime to the
     hundredth (/proc/uptime). psutil adds the start to the boot time /proc/stat gives in whole
-    seconds, which can make a process up to a second older than it is (0.79 s on a test machine)."""
+    seconds, which can make a process up to a second older than it is."""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22
         uptime = float(Path("/proc/uptime").read_text().split()[0])

@@ -78,7 +78,7 @@ class SynthesizerSettings(_Strict):
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
     max_batch_frames: int = Field(16384, ge=1024)
     # Numbers, amounts, times and symbols of English text spelled out as words before the model reads
-    # them (request text and the voice's transcript alike; `speech_service.spoken_text`).
+    # them (request text and the voice's transcript alike; `speech_service.text.spoken`).
     normalize_text: bool = True
     # Voices' clips a replica keeps prepared (a mel on its device, ~0.5 MB for 15 s), by sha256.
     reference_cache_size: int = Field(64, ge=1, le=4096)
@@ -147,7 +147,8 @@ class JobSettings(_Strict):
     lease_s: float = Field(30.0, gt=0)  # a running job whose lease is this old has lost its runner
     sweep_interval_s: float = Field(10.0, gt=0)  # how often each ingress looks for lost and expired jobs
     retry_delay_s: float = Field(2.0, ge=0)
-    segment_chars: int = Field(400, ge=20)  # text per Synthesizer call; progress counts these
+    # Accepted for older configs and ignored: a job's segments are the Synthesizer's plan of the whole text.
+    segment_chars: int = Field(400, ge=20)
     segment_timeout_s: float = Field(600.0, gt=0)  # one Synthesizer call longer than this is a failed attempt
 
 

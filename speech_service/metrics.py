@@ -18,84 +18,65 @@ _RATIOS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5, 10]
 _BATCH_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
 
 
-@cache
-def requests() -> Counter:
-    return Counter("speech_requests", "HTTP requests answered, by route template, method and status",
-                   tag_keys=("route", "method", "status"))
+# name -> (kind, description, boundaries, tag keys)
+_DEFINITIONS: dict[str, tuple[type, str, list[float] | None, tuple[str, ...]]] = {
+    "speech_requests": (Counter, "HTTP requests answered, by route template, method and status", None,
+                        ("route", "method", "status")),
+    "speech_audio_seconds": (Counter, "Seconds of speech produced", None, ("stream",)),
+    "speech_real_time_factor": (Histogram, "Seconds spent making speech per second of speech (below 1 is "
+                                "faster than real time)", _RATIOS, ("stream",)),
+    "speech_time_to_first_audio_seconds": (Histogram, "From the request to its first audio (the whole audio "
+                                           "when not streamed)", _SECONDS, ("stream",)),
+    "speech_queue_wait_seconds": (Histogram, "From the ingress handing a request to the Synthesizer until a "
+                                  "replica starts on it (router queue, cold start, busy replicas)", _SECONDS, ()),
+    "speech_batch_size": (Histogram, "Requests (or segments) sampled together in one model call", _BATCH_SIZES, ()),
+    "speech_cold_starts": (Counter, "Model replicas started (weights loaded and warmed up)", None, ()),
+    "speech_cold_start_seconds": (Histogram, "From a model replica's process start to its model being ready",
+                                  _SECONDS, ()),
+    "speech_transcriptions": (Counter, "Reference clips transcribed by Whisper, by outcome", None, ("outcome",)),
+}
 
 
 @cache
-def audio_seconds() -> Counter:
-    return Counter("speech_audio_seconds", "Seconds of speech produced", tag_keys=("stream",))
-
-
-@cache
-def real_time_factor() -> Histogram:
-    return Histogram("speech_real_time_factor",
-                     "Seconds spent making speech per second of speech (below 1 is faster than real time)",
-                     boundaries=_RATIOS, tag_keys=("stream",))
-
-
-@cache
-def time_to_first_audio() -> Histogram:
-    return Histogram("speech_time_to_first_audio_seconds",
-                     "From the request to its first audio (the whole audio when not streamed)",
-                     boundaries=_SECONDS, tag_keys=("stream",))
-
-
-@cache
-def queue_wait() -> Histogram:
-    return Histogram("speech_queue_wait_seconds",
-                     "From the ingress handing a request to the Synthesizer until a replica starts on it "
-                     "(router queue, cold start, busy replicas)", boundaries=_SECONDS)
-
-
-@cache
-def batch_size() -> Histogram:
-    return Histogram("speech_batch_size", "Requests (or segments) sampled together in one model call",
-                     boundaries=_BATCH_SIZES)
-
-
-@cache
-def cold_starts() -> Counter:
-    return Counter("speech_cold_starts", "Model replicas started (weights loaded and warmed up)")
-
-
-@cache
-def cold_start_duration() -> Histogram:
-    return Histogram("speech_cold_start_seconds", "From a model replica's process start to its model being ready",
-                     boundaries=_SECONDS)
-
-
-@cache
-def transcriptions() -> Counter:
-    return Counter("speech_transcriptions", "Reference clips transcribed by Whisper, by outcome",
-                   tag_keys=("outcome",))
+def _metric(name: str) -> Counter | Histogram:
+    kind, description, boundaries, tag_keys = _DEFINITIONS[name]
+    options = {"boundaries": boundaries} if boundaries else {}
+    return kind(name, description, tag_keys=tag_keys, **options)
 
 
 def record_request(route: str, method: str, status: int) -> None:
-    requests().inc(1, tags={"route": route, "method": method, "status": str(status)})
+    _metric("speech_requests").inc(1, tags={"route": route, "method": method, "status": str(status)})
 
 
 def record_speech(audio_s: float, elapsed_s: float, *, stream: bool) -> None:
     """A finished synthesis: `audio_s` of speech made in `elapsed_s` (from the request's start)."""
     tags = {"stream": str(stream).lower()}
-    audio_seconds().inc(audio_s, tags=tags)
+    _metric("speech_audio_seconds").inc(audio_s, tags=tags)
     if audio_s > 0:
-        real_time_factor().observe(elapsed_s / audio_s, tags=tags)
+        _metric("speech_real_time_factor").observe(elapsed_s / audio_s, tags=tags)
 
 
 def record_first_audio(started: float, *, stream: bool) -> None:
-    time_to_first_audio().observe(time.monotonic() - started, tags={"stream": str(stream).lower()})
+    tags = {"stream": str(stream).lower()}
+    _metric("speech_time_to_first_audio_seconds").observe(time.monotonic() - started, tags=tags)
 
 
 def record_queue_wait(dispatched_at: float | None) -> None:
     """`dispatched_at` is the wall-clock time (time.time()) the ingress made the call."""
     if dispatched_at is not None:
-        queue_wait().observe(max(0.0, time.time() - dispatched_at))
+        _metric("speech_queue_wait_seconds").observe(max(0.0, time.time() - dispatched_at))
 
 
 def record_cold_start(seconds: float) -> None:
     """Serve tags it with the deployment and replica."""
-    cold_starts().inc(1)
-    cold_start_duration().observe(seconds)
+    _metric("speech_cold_starts").inc(1)
+    _metric("speech_cold_start_seconds").observe(seconds)
+
+
+def record_batch_size(size: int) -> None:
+    """One model call of `size` segments."""
+    _metric("speech_batch_size").observe(size)
+
+
+def record_transcription(outcome: str) -> None:
+    _metric("speech_transcriptions").inc(1, tags={"outcome": outcome})

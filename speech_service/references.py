@@ -1,35 +1,12 @@
-"""A voice's reference as it travels to the Synthesizer, and the replica's cache of prepared clips.
+"""A voice's reference as it travels from the Ingress to the Synthesizer (plain data: no torch).
 
-A request names its voice's clip by sha256 and carries the transcript; the clip itself is sent only
-to a replica that lacks it. Each Synthesizer replica keeps the clips it has prepared (decoded,
-loudness-normalised, as a mel on its device) by sha256 and answers `ReferenceMissing` for one it
-lacks; the caller (`SpeechService.send`) then sends the same call again with the clip. So a voice's
-clip is read, shipped and decoded once per replica, not once per request.
-
-The transcript is never cached: it travels with every request, taken from the same voice record as
-the sha256, and the cache is keyed by the clip's content. A cached clip therefore never meets a
-transcript written for other audio (docs/ARCHITECTURE.md, "Reference cache").
+A request names its voice's clip by sha256 and carries the transcript; the clip's bytes go only to
+a replica that lacks them (`synthesis.clips.ClipCache`, docs/ARCHITECTURE.md, "Reference cache").
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
-
-import numpy as np
-
-from .audio import read_wav_bytes
-from .errors import ReferenceMissing
-
-if TYPE_CHECKING:
-    from .engine import Clip
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,41 +21,3 @@ class Reference:
     def named(self) -> Reference:
         """This reference without the clip's bytes."""
         return replace(self, wav=None) if self.wav is not None else self
-
-
-class ClipCache:
-    """Prepared clips by sha256, least recently used evicted beyond `size`; thread-safe."""
-
-    def __init__(self, prepare: Callable[[np.ndarray], Clip], size: int):
-        self.prepare = prepare
-        self.size = size
-        self.hits = self.prepared = 0  # requests served from the cache; clips decoded and prepared
-        self._clips: OrderedDict[str, Clip] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, reference: Reference) -> Clip:
-        """The prepared clip; from `reference.wav` when not held (raises `ReferenceMissing` when
-        the reference names a clip this cache does not hold and carries no bytes)."""
-        with self._lock:
-            clip = self._clips.get(reference.sha256)
-            if clip is not None:
-                self._clips.move_to_end(reference.sha256)
-                self.hits += 1
-                return clip
-        if reference.wav is None:
-            raise ReferenceMissing(f"This replica holds no clip {reference.sha256[:16]} "
-                                   f"(voice '{reference.voice}'); send it.")
-        if hashlib.sha256(reference.wav).hexdigest() != reference.sha256:  # would pair text and audio wrongly
-            raise ValueError(f"the clip sent for voice '{reference.voice}' does not match its sha256")
-        clip = self.prepare(read_wav_bytes(reference.wav))
-        logger.info("prepared the clip of voice %s (%s)", reference.voice, reference.sha256[:16])
-        with self._lock:
-            self.prepared += 1
-            self._clips[reference.sha256] = clip
-            while len(self._clips) > self.size:
-                self._clips.popitem(last=False)
-        return clip
-
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return {"clips": len(self._clips), "size": self.size, "hits": self.hits, "prepared": self.prepared}

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .config import SynthesisOptions
-from .store import NAME_RE, VoiceRecord
+from speech_service.config import SynthesisOptions
+from speech_service.storage.voices import NAME_RE, VoiceRecord
 
 VOICE_NAME_PATTERN = NAME_RE.pattern
 LANGUAGE_PATTERN = r"^([a-z]{2,3})?$"  # an ISO 639 code as Whisper names languages; empty = detect

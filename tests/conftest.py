@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 
 from deployments import local_cluster
-from speech_service import audio
+from speech_service.audio import uploads
 from speech_service.config import SynthesizerSettings, TranscriberSettings
-from speech_service.offline_models import TINY_DIT, prepare
+from speech_service.weights.offline import TINY_DIT, prepare
 
 # ~25 s when spoken by espeak-ng at its default rate, with sentence pauses to clip at.
 LONG_TEXT = (
@@ -37,7 +38,7 @@ def convert(src: Path, dst: Path) -> Path:
 
 
 def decode_file(path: Path) -> np.ndarray:
-    return audio.decode(path.read_bytes(), max_seconds=600)
+    return uploads.decode(path.read_bytes(), max_seconds=600)
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +79,124 @@ def short_wav(speech_dir) -> Path:
 
 
 REPO = Path(__file__).resolve().parents[1]
+_S3_FIXTURES = {"s3_server", "s3_endpoint", "s3_vars", "s3_env"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that use the S3 server (by fixture, or by an "s3" store parameter)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if _S3_FIXTURES & set(item.fixturenames) or "s3" in params.values():
+            item.add_marker(pytest.mark.s3)
+
+
+# -- the models, loaded once per session --------------------------------------------------------
+@pytest.fixture(scope="session")
+def engine(synth_settings):
+    from speech_service.synthesis.engine import SynthesisEngine
+
+    return SynthesisEngine.load(synth_settings)
+
+
+@pytest.fixture(scope="session")
+def whisper(whisper_settings):
+    from speech_service.transcription.whisper import WhisperBackend
+
+    return WhisperBackend(whisper_settings)
+
+
+class CountingSynthesizer:
+    """The Synthesizer's replica class, called in process as its deployment calls it; counts the
+    calls and the clips they carried."""
+
+    def __init__(self, replica):
+        self.replica, self.calls, self.clips_sent = replica, 0, 0
+        self.plans = []  # every plan made, for tests that look at a job's segments
+
+    def _count(self, reference) -> None:
+        self.calls += 1
+        self.clips_sent += reference.wav is not None
+
+    def synthesize(self, reference, text, options):
+        self._count(reference)
+        return self.replica.synthesize(reference, text, options)
+
+    def synthesize_stream(self, reference, text, options):
+        self._count(reference)
+        return self.replica.synthesize_stream(reference, text, options)
+
+    def plan(self, reference, text, options):
+        self._count(reference)
+        plan = self.replica.plan(reference, text, options)
+        self.plans.append(plan)
+        return plan
+
+    def synthesize_segment(self, reference, plan, index):
+        self._count(reference)
+        return self.replica.synthesize_segment(reference, plan, index)
+
+
+class ThreadedTranscriber:
+    """The Transcriber's replica class; its blocking call runs in a thread, as Serve runs a replica's
+    sync method."""
+
+    def __init__(self, replica):
+        self.replica, self.calls = replica, 0
+
+    def transcribe(self, audio, language):
+        self.calls += 1
+        return asyncio.to_thread(self.replica.transcribe, audio, language)
+
+
+class InProcessBackends:
+    """The service's model side without Ray: `ModelBackends` and its call policy over the replica
+    classes the deployments wrap (`SynthesisReplica`, `TranscriptionReplica`), on the session's
+    engine and Whisper."""
+
+    def __init__(self, engine, whisper, synth_settings, whisper_settings, limits=None):
+        from speech_service.config import LimitSettings
+        from speech_service.service.model_calls import ModelBackends, ModelCalls
+        from speech_service.synthesis.replica import SynthesisReplica
+        from speech_service.transcription.replica import TranscriptionReplica
+
+        self.engine = engine
+        self.synthesis = SynthesisReplica(loader=lambda settings, clock: engine)
+        self.synthesis.reconfigure(synth_settings)
+        self.transcription = TranscriptionReplica(loader=lambda settings, clock: whisper)
+        self.transcription.reconfigure(whisper_settings)
+        self.synthesizer = CountingSynthesizer(self.synthesis)
+        self.transcriber = ThreadedTranscriber(self.transcription)
+        self.backends = ModelBackends(self.synthesizer, self.transcriber, ModelCalls(limits or LimitSettings()))
+
+    def __getattr__(self, name):  # synthesize, stream, transcribe, status
+        return getattr(self.backends, name)
+
+    @property
+    def transcriptions(self) -> int:
+        return self.transcriber.calls
+
+    @property
+    def syntheses(self) -> int:
+        return self.synthesizer.calls
+
+    @property
+    def clips_sent(self) -> int:
+        return self.synthesizer.clips_sent
+
+
+@pytest.fixture(scope="module")
+def backends(engine, whisper, synth_settings, whisper_settings):
+    return InProcessBackends(engine, whisper, synth_settings, whisper_settings)
+
+
+def engine_stream(engine, clip, ref_text: str, text: str, options):
+    """A stream's pieces as the Synthesizer replica makes them, straight from the engine: its
+    streaming plan, each segment sampled alone, cross-faded."""
+    from speech_service.audio.seams import cross_fade
+    from speech_service.synthesis.engine import cross_fade_samples
+
+    items = engine.items(clip, ref_text, text, options, streaming=True)
+    return cross_fade((engine.synthesize_batch([item])[0] for item in items), cross_fade_samples(items))
 
 
 def add_voice(client, name: str, wav: Path, ref_text: str) -> dict:
@@ -226,6 +345,26 @@ def s3_vars(s3_server) -> dict[str, str]:
     """boto3's standard environment variables for the test server (for this process or a replica's)."""
     return {"AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_config(request, tmp_path) -> dict:
+    """The `store` settings of a test, once per store kind: a directory under tmp_path, or a fresh
+    bucket (keys under a prefix) on the test S3 server, reached through boto3's own credential chain."""
+    if request.param == "local":
+        return {"path": str(tmp_path / "store")}
+    server = request.getfixturevalue("s3_server")
+    request.getfixturevalue("s3_env")
+    return {"kind": "s3", "bucket": server.create_bucket(), "prefix": "svc", "endpoint_url": server.endpoint}
+
+
+@pytest.fixture
+def object_store(store_config):
+    """The `ObjectStore` of `store_config`."""
+    from speech_service.config import StoreSettings
+    from speech_service.storage.objects import open_object_store
+
+    return open_object_store(StoreSettings.model_validate(store_config))
 
 
 @pytest.fixture

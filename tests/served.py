@@ -12,16 +12,18 @@ from pathlib import Path
 
 import uvicorn
 
-from speech_service.api import create_app
 from speech_service.config import ServiceSettings
+from speech_service.http.app import create_app
 
 from conftest import free_port
 
 
 @contextlib.contextmanager
-def served_app(store: Path, backends, **settings) -> Iterator[str]:
-    """Serve `create_app` over `backends` with its store in `store`; yield the base URL."""
-    settings = ServiceSettings.model_validate({"store": {"path": str(store)}, **settings})
+def served_app(store: Path | dict, backends, **settings) -> Iterator[str]:
+    """Serve `create_app` over `backends` with its store in `store` (a directory, or the `store`
+    settings); yield the base URL."""
+    store = store if isinstance(store, dict) else {"path": str(store)}
+    settings = ServiceSettings.model_validate({"store": store, **settings})
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, backends), host="127.0.0.1", port=port,
                                            log_level="warning"))

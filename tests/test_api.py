@@ -1,10 +1,8 @@
 """The HTTP contract, served in-process by FastAPI over the real engine and the real Whisper."""
 
-import asyncio
 import base64
 import io
 import json
-import time
 
 import numpy as np
 import psutil
@@ -13,52 +11,12 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from speech_service import audio
-from speech_service.api import create_app
+from speech_service.audio import encoding
 from speech_service.config import ServiceSettings, SynthesisOptions
-from speech_service.engine import SynthesisEngine
-from speech_service.objects import open_object_store
-from speech_service.transcription import WhisperBackend
+from speech_service.http.app import create_app
+from speech_service.storage.objects import open_object_store
 
-from conftest import LONG_TEXT, SHORT_TEXT, convert, decode_file, server_timing
-
-
-class InProcessBackends:
-    """The API's Backends without Ray: the same engine and Whisper the deployments wrap."""
-
-    def __init__(self, engine, whisper):
-        self.engine, self.whisper = engine, whisper
-        self.transcriptions = 0
-        self.syntheses = 0
-        self.clips_sent = 0  # calls that carried a clip's bytes
-
-    def _clip(self, reference):
-        self.clips_sent += reference.wav is not None
-        return self.engine.clips.get(reference)  # as the Synthesizer replica does
-
-    async def synthesize(self, reference, text, options):
-        self.syntheses += 1
-        clip = self._clip(reference)
-        started = time.perf_counter()
-        wave = await asyncio.to_thread(self.engine.synthesize, clip, reference.ref_text, text, options)
-        return audio.Speech(wave, time.perf_counter() - started)
-
-    async def stream(self, reference, text, options):
-        self.syntheses += 1
-        pieces = self.engine.stream(self._clip(reference), reference.ref_text, text, options)
-        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
-            yield piece
-
-    async def transcribe(self, audio, language):
-        self.transcriptions += 1
-        return await asyncio.to_thread(self.whisper.transcribe, audio, language)
-
-    async def status(self):
-        return {"deployments": {}}
-
-
-@pytest.fixture(scope="module")
-def backends(synth_settings, whisper_settings):
-    return InProcessBackends(SynthesisEngine.load(synth_settings), WhisperBackend(whisper_settings))
+from conftest import LONG_TEXT, SHORT_TEXT, convert, decode_file, engine_stream, server_timing
 
 
 def make_client(tmp_path, backends, **settings):
@@ -68,20 +26,11 @@ def make_client(tmp_path, backends, **settings):
     return client
 
 
-def store_settings(kind, request, tmp_path) -> dict:
-    """A local store under tmp_path, or a fresh bucket on the test S3 server."""
-    if kind == "s3":
-        server = request.getfixturevalue("s3_server")
-        request.getfixturevalue("s3_env")  # credentials through boto3's own chain
-        return {"kind": "s3", "bucket": server.create_bucket(), "endpoint_url": server.endpoint}
-    return {"path": str(tmp_path / "store")}
-
-
-@pytest.fixture(params=["local", "s3"])
-def client(request, tmp_path, backends):
+@pytest.fixture
+def client(store_config, tmp_path, backends):
     """The voice tests run on both stores; speech-format tests pin `local` (the store is not what
     they test)."""
-    return make_client(tmp_path, backends, store=store_settings(request.param, request, tmp_path))
+    return make_client(tmp_path, backends, store=store_config)
 
 
 def upload(client, name, path, **fields):
@@ -137,7 +86,7 @@ def test_upload_without_transcript_is_transcribed_once(client, short_wav, backen
     assert backends.transcriptions == before + 1  # synthesis never transcribes
 
 
-@pytest.mark.parametrize("client", ["local"], indirect=True)
+@pytest.mark.parametrize("store_config", ["local"], indirect=True)
 def test_long_upload_with_full_transcript_stores_the_clip_and_its_own_transcript(client, long_wav, tmp_path):
     mp3 = convert(long_wav, tmp_path / "long.mp3")
     r = upload(client, "alice", mp3, ref_text=LONG_TEXT)
@@ -150,7 +99,7 @@ def test_long_upload_with_full_transcript_stores_the_clip_and_its_own_transcript
     assert speak(client, input="A new sentence, in the voice of the clip.").status_code == 200
 
 
-@pytest.mark.parametrize("client", ["local"], indirect=True)
+@pytest.mark.parametrize("store_config", ["local"], indirect=True)
 @pytest.mark.parametrize("fmt, content_type", [
     ("mp3", "audio/mpeg"), ("opus", "audio/ogg"), ("aac", "audio/aac"),
     ("flac", "audio/flac"), ("wav", "audio/wav"), ("pcm", "audio/pcm"),
@@ -171,7 +120,7 @@ def test_speech_in_every_format(client, short_wav, fmt, content_type, tmp_path):
     assert 0.3 < seconds < 3.0
 
 
-@pytest.mark.parametrize("client", ["local"], indirect=True)
+@pytest.mark.parametrize("store_config", ["local"], indirect=True)
 @pytest.mark.parametrize("fmt", ["pcm", "wav", "mp3", "opus", "aac", "flac"])
 def test_streamed_speech_is_the_engines_stream_and_as_long_as_the_whole(client, backends, short_wav, fmt, tmp_path):
     upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
@@ -188,8 +137,8 @@ def test_streamed_speech_is_the_engines_stream_and_as_long_as_the_whole(client, 
         start = 44 if fmt == "wav" else 0
         assert fmt == "pcm" or streamed[:4] == b"RIFF"
         clip, _ = sf.read(io.BytesIO(client.get("/v1/voices/alice/audio").content), dtype="float32")
-        pieces = backends.engine.stream(clip, SHORT_TEXT, text, SynthesisOptions(nfe_step=2, seed=9))
-        expected = np.frombuffer(audio.to_pcm16(np.concatenate(list(pieces))), np.int16).astype(int)
+        pieces = engine_stream(backends.engine, clip, SHORT_TEXT, text, SynthesisOptions(nfe_step=2, seed=9))
+        expected = np.frombuffer(encoding.to_pcm16(np.concatenate(list(pieces))), np.int16).astype(int)
         got = np.frombuffer(streamed[start:], np.int16).astype(int)
         assert len(got) == len(expected) and np.abs(got - expected).max() <= 2
 
@@ -204,7 +153,7 @@ def test_streamed_speech_is_the_engines_stream_and_as_long_as_the_whole(client, 
     assert seconds("streamed", streamed) == pytest.approx(seconds("whole", whole.content), rel=0.1)
 
 
-@pytest.mark.parametrize("client", ["local"], indirect=True)
+@pytest.mark.parametrize("store_config", ["local"], indirect=True)
 def test_sse_events_carry_the_streamed_audio_and_the_usage(client, short_wav):
     """OpenAI's `stream_format: "sse"`: base64 audio in `speech.audio.delta` events, then
     `speech.audio.done` with usage; the audio is the same as the plain stream's."""
@@ -235,7 +184,7 @@ def test_streaming_errors_keep_their_status(client, short_wav):
     assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "ffmpeg"]
 
 
-@pytest.mark.parametrize("client", ["local"], indirect=True)
+@pytest.mark.parametrize("store_config", ["local"], indirect=True)
 def test_openai_fields_and_f5_extensions_are_honoured(client, short_wav):
     upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
     body = dict(model="tts-1", response_format="pcm", seed=5, nfe_step=4, cfg_strength=1.5,
@@ -331,7 +280,7 @@ def test_unknown_routes_answer_json(client):
     assert_error(client.put("/v1/voices"), 405, "method_not_allowed")
 
 
-@pytest.mark.parametrize("client", ["local"], indirect=True)
+@pytest.mark.parametrize("store_config", ["local"], indirect=True)
 def test_a_clip_reaches_the_model_once_and_speech_follows_every_change_of_the_voice(client, backends, short_wav,
                                                                                     tmp_path):
     """The model side keeps prepared clips by sha256: a voice's clip is sent once, its transcript with
@@ -351,7 +300,7 @@ def test_a_clip_reaches_the_model_once_and_speech_follows_every_change_of_the_vo
         voice, wav = client.get("/v1/voices/cached").json(), client.get("/v1/voices/cached/audio").content
         wave = backends.engine.synthesize(audio.read_wav_bytes(wav), voice["ref_text"], body["input"],
                                           SynthesisOptions(nfe_step=4, seed=3))
-        return np.frombuffer(audio.encode(wave, "pcm"), np.int16).astype(int)
+        return np.frombuffer(encoding.encode(wave, "pcm"), np.int16).astype(int)
 
     def same(a, b):
         return len(a) == len(b) and np.abs(a - b).max() <= 1

@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from speech_service import audio
+from speech_service.audio import encoding, preparation, uploads
 from speech_service.errors import BadRequest, Unprocessable
 
 from conftest import convert, decode_file
@@ -34,36 +35,36 @@ def test_decodes_stereo_and_other_rates(short_wav, tmp_path):
                                         (b"fLaC" + b"\x00" * 500, "undecodable_audio")])
 def test_rejects_empty_and_undecodable(data, code):
     with pytest.raises(BadRequest) as err:
-        audio.decode(data, max_seconds=600)
+        uploads.decode(data, max_seconds=600)
     assert err.value.code == code
 
 
 def test_rejects_audio_over_the_length_limit(short_wav):
     with pytest.raises(Unprocessable) as err:
-        audio.decode(short_wav.read_bytes(), max_seconds=1.0)
+        uploads.decode(short_wav.read_bytes(), max_seconds=1.0)
     assert err.value.code == "audio_too_long"
 
 
 def test_rejects_silence_and_near_silence():
     with pytest.raises(BadRequest) as err:
-        audio.prepare_reference(np.zeros(SR * 3, dtype=np.float32))
+        preparation.prepare_reference(np.zeros(SR * 3, dtype=np.float32))
     assert err.value.code == "silent_audio"
     hiss = (np.random.default_rng(0).standard_normal(SR * 3) * 1e-4).astype(np.float32)
     with pytest.raises(BadRequest):
-        audio.prepare_reference(hiss)
+        preparation.prepare_reference(hiss)
 
 
 def test_rejects_a_click_shorter_than_the_minimum():
     clip = np.zeros(SR * 2, dtype=np.float32)
     clip[SR : SR + SR // 10] = 0.5 * np.sin(np.arange(SR // 10) * 0.3)
     with pytest.raises(BadRequest) as err:
-        audio.prepare_reference(clip, min_s=0.3)
+        preparation.prepare_reference(clip, min_s=0.3)
     assert err.value.code == "audio_too_short"
 
 
 def test_short_reference_is_trimmed_not_clipped(short_wav):
     padded = np.concatenate([np.zeros(SR), decode_file(short_wav), np.zeros(SR)])
-    ref = audio.prepare_reference(padded)
+    ref = preparation.prepare_reference(padded)
     assert not ref.clipped
     assert ref.duration_s < len(padded) / SR - 1.5  # both silent edges went
     assert ref.original_duration_s == pytest.approx(len(padded) / SR)
@@ -71,11 +72,11 @@ def test_short_reference_is_trimmed_not_clipped(short_wav):
 
 def test_long_reference_is_clipped_at_a_pause(long_wav):
     samples = decode_file(long_wav)
-    ref = audio.prepare_reference(samples, max_clip_s=12)
+    ref = preparation.prepare_reference(samples, max_clip_s=12)
     assert ref.clipped and 6 <= ref.duration_s <= 12.05
     # The clip is a prefix of the recording (minus its leading silence) that ends where a pause begins.
     body = ref.audio[: -int(0.05 * SR)]
-    hop = int(audio.FRAME_S * SR)
+    hop = int(preparation.FRAME_S * SR)
     start = next(o for o in range(0, SR * 2, hop) if np.array_equal(samples[o : o + 1000], body[:1000]))
     assert np.array_equal(samples[start : start + len(body)], body)
     after = samples[start + len(body) : start + len(body) + SR // 5]
@@ -85,7 +86,7 @@ def test_long_reference_is_clipped_at_a_pause(long_wav):
 def test_reference_without_pauses_is_cut_hard():
     t = np.arange(SR * 20) / SR
     tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    ref = audio.prepare_reference(tone, max_clip_s=12)
+    ref = preparation.prepare_reference(tone, max_clip_s=12)
     assert ref.clipped and ref.duration_s == pytest.approx(12.05, abs=0.02)
 
 
@@ -93,7 +94,7 @@ def test_reference_without_pauses_is_cut_hard():
 def test_encodes_every_response_format(tmp_path, fmt):
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR * 2) / SR)).astype(np.float32)
     path = tmp_path / f"out.{fmt}"
-    path.write_bytes(audio.encode(tone, fmt))
+    path.write_bytes(encoding.encode(tone, fmt))
     assert abs(len(decode_file(path)) / SR - 2.0) < 0.1
 
 
@@ -102,11 +103,11 @@ def test_whole_flac_is_lossless_and_mp3_is_128_kbps_without_a_gap():
     constant 128 kbps and decodes (here by ffmpeg, as most players would) to the same audio, its
     encoder delay trimmed."""
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR * 2) / SR)).astype(np.float32)
-    flac, rate = sf.read(io.BytesIO(audio.encode(tone, "flac")), dtype="int16")
-    assert rate == SR and np.array_equal(flac, np.frombuffer(audio.encode(tone, "pcm"), "<i2"))
-    mp3 = audio.encode(tone, "mp3")
+    flac, rate = sf.read(io.BytesIO(encoding.encode(tone, "flac")), dtype="int16")
+    assert rate == SR and np.array_equal(flac, np.frombuffer(encoding.encode(tone, "pcm"), "<i2"))
+    mp3 = encoding.encode(tone, "mp3")
     assert len(mp3) * 8 / 2 == pytest.approx(128_000, rel=0.06)
-    decoded = audio.decode(mp3, max_seconds=10)
+    decoded = uploads.decode(mp3, max_seconds=10)
     assert len(decoded) == pytest.approx(len(tone), abs=SR // 100)
     n = min(len(decoded), len(tone))
     assert np.corrcoef(decoded[:n], tone[:n])[0, 1] > 0.99
@@ -114,7 +115,7 @@ def test_whole_flac_is_lossless_and_mp3_is_128_kbps_without_a_gap():
 
 def test_pcm_is_raw_16_bit_little_endian():
     tone = np.array([0.0, 0.5, -0.5, 1.0], dtype=np.float32)
-    assert np.frombuffer(audio.encode(tone, "pcm"), "<i2").tolist() == [0, 16384, -16384, 32767]
+    assert np.frombuffer(encoding.encode(tone, "pcm"), "<i2").tolist() == [0, 16384, -16384, 32767]
 
 
 def _heard_seconds(encoded: bytes) -> float:
@@ -145,7 +146,7 @@ def test_a_stream_is_playable_before_its_input_ends(fmt):
     async def listen() -> bool:
         """Whether the input had ended when the first 0.25 s became playable."""
         received, ended_first = b"", None
-        async for data in audio.StreamEncoder(fmt).encode(segments()):
+        async for data in encoding.StreamEncoder(fmt).encode(segments()):
             received += data
             playable = len(received) / 2 / SR if fmt == "pcm" else _heard_seconds(received)
             if ended_first is None and playable >= 0.25:

@@ -7,23 +7,19 @@ import pytest
 import torch
 
 from speech_service import audio
+from speech_service.audio import preparation
 from speech_service.config import SynthesisOptions
-from speech_service.engine import SynthesisEngine
+from speech_service.synthesis.engine import SynthesisEngine
 
-from conftest import LONG_TEXT, SHORT_TEXT, decode_file
+from conftest import LONG_TEXT, SHORT_TEXT, decode_file, engine_stream
 
 LONG_REF_TEXT = "The morning train left the station at seven. Passengers read newspapers and drank coffee."
 
 
 @pytest.fixture(scope="module")
-def engine(synth_settings):
-    return SynthesisEngine.load(synth_settings)
-
-
-@pytest.fixture(scope="module")
 def voices(short_wav, long_wav):
     """Two voices: the short espeak clip and about 5 s of another recording with its own words."""
-    short = audio.prepare_reference(decode_file(short_wav)).audio
+    short = preparation.prepare_reference(decode_file(short_wav)).audio
     long = decode_file(long_wav)[: int(5.2 * audio.SAMPLE_RATE)]
     return {"short": (short, SHORT_TEXT), "long": (long, LONG_REF_TEXT)}
 
@@ -54,7 +50,7 @@ def test_one_item_is_exactly_what_cfm_sample_gives(engine, voices):
     """`sample_batch` is `CFM.sample` with per-item seeds: alone, an item is bit for bit the package's."""
     from f5_tts.model.utils import convert_char_to_pinyin
 
-    from speech_service.sampling import sample_batch
+    from speech_service.synthesis.sampling import sample_batch
 
     item = engine.items(*voices["long"], "Hello there, friend.", SynthesisOptions(nfe_step=6, seed=9))[0]
     text = convert_char_to_pinyin([item.ref_text + item.segment.text])
@@ -129,7 +125,7 @@ def test_a_whole_response_takes_the_fewest_segments_and_one_model_call(engine, v
     before = engine.batch_sizes.copy()
     whole = engine.synthesize(*voices["short"], text, options)
     assert engine.batch_sizes - before == {len(whole_plan): 1}
-    streamed = np.concatenate(list(engine.stream(*voices["short"], text, options)))
+    streamed = np.concatenate(list(engine_stream(engine, *voices["short"], text, options)))
     assert len(streamed) == pytest.approx(len(whole), rel=0.05)  # the same text at the voice's pace
 
 
@@ -140,7 +136,7 @@ def test_streaming_yields_the_first_sentence_before_sampling_the_second(engine, 
     steps = []
     hook = engine.model.transformer.register_forward_hook(lambda *_: steps.append(1))
     try:
-        pieces = engine.stream(*voices["short"], text, SynthesisOptions(nfe_step=4, seed=1))
+        pieces = engine_stream(engine, *voices["short"], text, SynthesisOptions(nfe_step=4, seed=1))
         first = next(pieces)
         steps_for_first = len(steps)
         rest = list(pieces)

@@ -11,6 +11,8 @@ from ray import serve
 
 from conftest import SHORT_TEXT, add_voice, free_port, serve_config, start_serve, stop_serve, use_tiny_models
 
+pytestmark = pytest.mark.ray
+
 APP = "tts"
 TEXTS = ["Good morning to you.", "A longer sentence, with a pause or two, to fill more frames.", "Yes.",
          "How are you doing today?", "The weather is fine.", "Thank you, and good night."]

@@ -13,17 +13,8 @@ import httpx
 import pytest
 import soundfile as sf
 
-from speech_service.engine import SynthesisEngine
-from speech_service.transcription import WhisperBackend
-
 from conftest import REPO, SHORT_TEXT, convert, free_port
 from served import served_app, without_request_id
-from test_api import InProcessBackends
-
-
-@pytest.fixture(scope="module")
-def backends(synth_settings, whisper_settings):
-    return InProcessBackends(SynthesisEngine.load(synth_settings), WhisperBackend(whisper_settings))
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +26,13 @@ def url(backends, tmp_path_factory):
 def f5voice(*args: str, url: str | None = None, stdin: bytes | None = None, env: dict | None = None):
     """Run the command line in its own process; the URL comes from the environment, as users set it."""
     environment = {"PATH": "/usr/bin:/bin", **({"F5VOICE_URL": url} if url else {}), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "speech_service.cli", *args], check=False, input=stdin,
+    return subprocess.run([sys.executable, "-m", "f5voice", *args], check=False, input=stdin,
                           capture_output=True, env=environment, cwd=REPO, timeout=300)
 
 
 def test_the_console_script_is_declared_and_runs_where_installed():
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert re.search(r'^\[project\.scripts\]\nf5voice = "speech_service\.cli:main"$', pyproject, re.MULTILINE)
+    assert re.search(r'^\[project\.scripts\]\nf5voice = "f5voice\.cli:main"$', pyproject, re.MULTILINE)
     script = Path(sys.executable).parent / "f5voice"
     if script.exists():  # after `make setup`; a checkout run with an older install has none yet
         shown = subprocess.run([str(script), "--help"], capture_output=True, check=False)

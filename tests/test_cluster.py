@@ -10,13 +10,15 @@ import boto3
 import httpx
 import pytest
 import soundfile as sf
-import yaml
 from ray import serve
 from ray.util.state import list_actors
 
-from speech_service.models import mirror
+from deployments.profiles import load_profile
+from speech_service.weights.mirror import mirror
 
-from conftest import REPO, SHORT_TEXT, add_voice, deployments, free_port, start_serve, stop_serve, use_tiny_models
+from conftest import SHORT_TEXT, add_voice, deployments, free_port, start_serve, stop_serve, use_tiny_models
+
+pytestmark = pytest.mark.ray
 
 APP = "tts"
 
@@ -51,7 +53,7 @@ def base_url(cluster, s3_server, s3_vars, voice_bucket, offline_models, tmp_path
         mirror(str(offline_models["checkpoint"]), f"s3://{weights}/f5-tiny")
         mirror(str(offline_models["vocoder"]), f"s3://{weights}/vocos-tiny")
 
-    config = yaml.safe_load((REPO / "config" / "serve.cluster.yaml").read_text())
+    config = load_profile("cluster")
     config["http_options"] = {"host": "127.0.0.1", "port": free_port()}
     app = config["applications"][0]
     app["args"]["store"].update(bucket=voice_bucket, endpoint_url=s3_server.endpoint,

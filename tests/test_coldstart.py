@@ -9,8 +9,8 @@ import pytest
 
 from speech_service import coldstart
 from speech_service.devices import cpu_threads, resolve
-from speech_service.engine import SynthesisEngine
-from speech_service.objects import LocalObjectStore
+from speech_service.storage.objects import LocalObjectStore
+from speech_service.synthesis.engine import SynthesisEngine
 
 from conftest import REPO
 
@@ -23,19 +23,19 @@ def modules_after(code: str) -> set[str]:
 
 
 def test_the_transcriber_imports_neither_torch_nor_f5():
-    loaded = modules_after("import deployments.transcriber, speech_service.transcription")
+    loaded = modules_after("import deployments.transcriber, speech_service.transcription.whisper")
     assert "faster_whisper" not in loaded  # imported when a replica loads, not with the module
     assert not {m for m in loaded if m.split(".")[0] in ("torch", "f5_tts", "transformers")}
     assert "scipy.signal" not in loaded  # ~70 MB for one resampling call
 
 
 def test_the_engine_imports_f5_model_code_but_not_its_trainer():
-    loaded = modules_after("from speech_service import f5_modules\n"
+    loaded = modules_after("from speech_service.synthesis import f5_modules\n"
                            "f5_modules.backbone_class('DiT'); f5_modules.submodule('cfm')")
     assert {"f5_tts.model.cfm", "f5_tts.model.backbones.dit", "f5_tts.model.utils"} <= loaded
     assert not {"f5_tts.model.trainer", "accelerate", "wandb", "transformers"} & loaded
     # Code that wants the whole package still gets it, trainer included.
-    loaded = modules_after("from speech_service import f5_modules\nf5_modules.submodule('cfm')\n"
+    loaded = modules_after("from speech_service.synthesis import f5_modules\nf5_modules.submodule('cfm')\n"
                            "from f5_tts.model import CFM, Trainer\n"
                            "assert CFM is f5_modules.submodule('cfm').CFM")
     assert "f5_tts.model.trainer" in loaded
@@ -44,10 +44,11 @@ def test_the_engine_imports_f5_model_code_but_not_its_trainer():
 def test_the_synthesizer_loads_and_speaks_without_torch_dynamo(synth_settings):
     """einx (imported by F5's DiT, never called) imports torch._dynamo, ~1 s, when torch came first."""
     loaded = modules_after(
-        "from speech_service import f5_modules  # the Synthesizer replica's order\n"
-        "from speech_service.engine import SynthesisEngine\n"
+        "from speech_service.synthesis import f5_modules  # the Synthesizer replica's order\n"
+        "from speech_service.synthesis.engine import SynthesisEngine\n"
         "from speech_service.config import SynthesizerSettings\n"
-        f"engine = SynthesisEngine.load(SynthesizerSettings.model_validate_json({synth_settings.model_dump_json()!r}))\n"
+        f"settings = SynthesizerSettings.model_validate_json({synth_settings.model_dump_json()!r})\n"
+        "engine = SynthesisEngine.load(settings)\n"
         "clip = engine.prepare(__import__('numpy').random.default_rng(0).standard_normal(24000).astype('float32'))\n"
         "assert len(engine.synthesize(clip, 'A test.', 'Hello there.')) > 0")
     assert "torch._dynamo" not in loaded and "einx" in loaded
@@ -59,7 +60,7 @@ def test_the_synthesizer_loads_and_speaks_without_torch_dynamo(synth_settings):
 def test_f5s_librosa_mel_still_works_when_called():
     """The BigVGAN mel of f5-tts gets the real filter bank on its first call."""
     loaded = modules_after(
-        "from speech_service import f5_modules\n"
+        "from speech_service.synthesis import f5_modules\n"
         "modules = f5_modules.submodule('modules')\n"
         "import sys; assert 'librosa.filters' not in sys.modules\n"
         "bank = modules.librosa_mel_fn(sr=24000, n_fft=1024, n_mels=100, fmin=0, fmax=None)\n"

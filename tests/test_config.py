@@ -4,6 +4,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from deployments.profiles import deployment_options, load_profile, merged, profile_names, write_profile
 from deployments.ray_env import read_ray_env
 from deployments.synthesizer import Synthesizer
 from deployments.transcriber import Transcriber
@@ -11,11 +12,11 @@ from speech_service.config import ServiceSettings, SynthesizerSettings, Transcri
 
 from conftest import REPO, deployments
 
-PROFILES = ["serve.yaml", "serve.offline.yaml", "serve.offline-s3.yaml"]
+PROFILES = ["production", "offline", "offline-s3", "cluster"]
 
 
 def load(name: str) -> dict:
-    return yaml.safe_load((REPO / "config" / name).read_text())
+    return load_profile(name)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -42,7 +43,7 @@ def test_profiles_validate_as_serve_configs_and_settings(profile):
 
 
 def test_production_profile_asks_for_a_gpu_and_the_real_models():
-    d = deployments(load("serve.yaml"))
+    d = deployments(load("production"))
     assert d["Synthesizer"]["ray_actor_options"]["num_gpus"] == 1
     synth = SynthesizerSettings.model_validate(d["Synthesizer"]["user_config"])
     assert synth.architecture == "F5TTS_v1_Base" and synth.checkpoint.startswith("hf://SWivid/F5-TTS/")
@@ -53,7 +54,7 @@ def test_production_profile_asks_for_a_gpu_and_the_real_models():
 def test_decorators_agree_with_the_production_profile():
     """`serve.run(serve_app.build({}))` without the YAML keeps the same GPU and scaling shape."""
     assert Synthesizer.ray_actor_options["num_gpus"] == 1
-    d = deployments(load("serve.yaml"))
+    d = deployments(load("production"))
     for deployment in (Synthesizer, Transcriber):
         options = deployment._deployment_config.autoscaling_config
         shipped = d[deployment.name]["autoscaling_config"]
@@ -86,3 +87,51 @@ def test_every_launcher_starts_ray_with_the_data_plane_of_ray_env():
     cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
     starts = [c for c in cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"] if "ray start" in c]
     assert len(starts) == 2 and all(". config/ray.env" in c for c in starts)
+
+
+def test_profiles_state_only_what_they_change():
+    """Each profile file is a change to config/serve.yaml, not a copy of it: nothing in it repeats
+    the production value."""
+    production = load_profile("production")
+
+    def repeats(change, base, path=""):
+        if isinstance(change, dict) and isinstance(base, dict):
+            for key, value in change.items():
+                if key in base:
+                    yield from repeats(value, base[key], f"{path}/{key}")
+        elif isinstance(change, list) and isinstance(base, list):
+            names = {e.get("name"): e for e in base if isinstance(e, dict)}
+            for entry in change:
+                if isinstance(entry, dict) and entry.get("name") in names:
+                    rest = {k: v for k, v in entry.items() if k != "name"}
+                    yield from repeats(rest, names[entry["name"]], f"{path}/{entry['name']}")
+        elif change == base:
+            yield path
+
+    for name in profile_names():
+        change = yaml.safe_load((REPO / "config" / "profiles" / f"{name}.yaml").read_text())
+        base = load_profile(change.pop("extends")) if "extends" in change else production
+        assert not list(repeats(change, base)), name
+
+
+def test_merging_rules():
+    base = {"a": {"b": 1, "c": 2}, "deployments": [{"name": "X", "n": 1, "m": {"k": 1}}, {"name": "Y", "n": 2}],
+            "tags": [1, 2]}
+    change = {"a": {"c": None, "d": 4}, "deployments": [{"name": "X", "m": {"j": 2}}, {"name": "Z"}], "tags": [3]}
+    assert merged(base, change) == {
+        "a": {"b": 1, "d": 4}, "tags": [3],
+        "deployments": [{"name": "X", "n": 1, "m": {"k": 1, "j": 2}}, {"name": "Y", "n": 2}, {"name": "Z"}]}
+    assert base["a"] == {"b": 1, "c": 2}  # the base is left as it was
+
+
+def test_written_profiles_are_the_merged_ones(tmp_path):
+    for name in profile_names():
+        written = yaml.safe_load(write_profile(name, tmp_path / f"serve.{name}.yaml").read_text())
+        assert written == load_profile(name)
+        ServeDeploySchema.model_validate(written)
+
+
+def test_the_decorators_take_the_production_profile_options():
+    assert deployment_options("Synthesizer")["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 1}
+    assert Transcriber._deployment_config.max_ongoing_requests == deployments(load("production"))["Transcriber"][
+        "max_ongoing_requests"]

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import free_port, serve_config, start_serve, stop_serve, use_tiny_models
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def served(offline_models, tmp_path_factory):

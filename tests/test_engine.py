@@ -2,24 +2,21 @@ import numpy as np
 import pytest
 
 from speech_service import audio
-from speech_service.audio import cross_fade
+from speech_service.audio import preparation
+from speech_service.audio.seams import cross_fade
 from speech_service.config import SynthesisOptions
-from speech_service.engine import SynthesisEngine, cross_fade_samples, split_text
 from speech_service.errors import BadRequest, Unprocessable
+from speech_service.synthesis.engine import SynthesisEngine, cross_fade_samples
+from speech_service.text.segments import split_text
 
-from conftest import SHORT_TEXT, decode_file
+from conftest import SHORT_TEXT, decode_file, engine_stream
 
 SR = audio.SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")
-def engine(synth_settings):
-    return SynthesisEngine.load(synth_settings)
-
-
-@pytest.fixture(scope="module")
 def reference(short_wav):
-    return audio.prepare_reference(decode_file(short_wav)).audio
+    return preparation.prepare_reference(decode_file(short_wav)).audio
 
 
 def test_loads_through_f5_tts_loaders_on_the_cpu(engine):
@@ -122,7 +119,7 @@ def test_streamed_pieces_are_their_segments_cross_faded(engine, reference):
     (tests/test_batching.py holds batched items to their solo results)."""
     text = "First sentence here. A second one follows it. And a third, to finish."
     params = SynthesisOptions(nfe_step=2, seed=4, cross_fade_duration=0.15)
-    pieces = list(engine.stream(reference, SHORT_TEXT, text, params))
+    pieces = list(engine_stream(engine, reference, SHORT_TEXT, text, params))
     items = engine.items(reference, SHORT_TEXT, text, params, streaming=True)
     whole = join(engine.synthesize_batch(items), cross_fade_samples(items))
     streamed = np.concatenate(pieces)
@@ -131,7 +128,7 @@ def test_streamed_pieces_are_their_segments_cross_faded(engine, reference):
 
 
 def test_the_tiny_checkpoint_has_no_all_zero_tensor(offline_models):
-    from speech_service.offline_models import zero_tensors
+    from speech_service.weights.offline import zero_tensors
 
     assert zero_tensors(offline_models["checkpoint"]) == []
 
@@ -139,7 +136,7 @@ def test_the_tiny_checkpoint_has_no_all_zero_tensor(offline_models):
 def test_the_tiny_model_listens_to_text_reference_and_seed(engine, reference, long_wav):
     """With F5's zero-initialised output layer the DiT predicted zero flow: the output was the seeded
     noise whatever the text or the voice. Random weights everywhere make each input matter."""
-    other_voice = audio.prepare_reference(decode_file(long_wav)).audio[: len(reference)]
+    other_voice = preparation.prepare_reference(decode_file(long_wav)).audio[: len(reference)]
     params = SynthesisOptions(nfe_step=4, seed=3)
     base = engine.synthesize(reference, SHORT_TEXT, "Hello there, friend.", params)
     variants = [

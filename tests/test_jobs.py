@@ -7,20 +7,24 @@ import asyncio
 import io
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from speech_service import audio
-from speech_service.audio import join
-from speech_service.config import JobSettings, ServiceSettings
+from speech_service.audio import encoding
+from speech_service.audio.seams import join
+from speech_service.config import F5_DEFAULTS, JobSettings, ServiceSettings
 from speech_service.errors import BadRequest, Conflict, NotFound, Overloaded, PayloadTooLarge, Unprocessable
-from speech_service.jobs import JobRunner, JobStore, Superseded, split_segments
-from speech_service.objects import LocalObjectStore, S3ObjectStore
+from speech_service.plans import Segment, SpeechPlan
 from speech_service.schemas import JobProgress, SpeechRequest
-from speech_service.speech import SpeechService
-from speech_service.store import VoiceRecord, VoiceStore, now, sha256
+from speech_service.service.jobs import JobRunner
+from speech_service.service.speech import SpeechService
+from speech_service.storage.jobs import JobStore, Superseded
+from speech_service.storage.objects import LocalObjectStore
+from speech_service.storage.voices import VoiceRecord, VoiceStore, now, sha256
 
 TEXT = "First sentence here. Second one follows! Third is a question? Fourth ends it."
 
@@ -29,18 +33,27 @@ def request(**fields) -> SpeechRequest:
     return SpeechRequest(**{"voice": "alice", "input": TEXT, "response_format": "wav", **fields})
 
 
-@pytest.fixture(params=["local", "s3"])
-def objects(request, tmp_path):
+@pytest.fixture
+def objects(object_store):
     """The store-level tests run on both stores: a directory and a real S3 server (SeaweedFS)."""
-    if request.param == "local":
-        return LocalObjectStore(tmp_path / "store")
-    server = request.getfixturevalue("s3_server")
-    request.getfixturevalue("s3_env")
-    return S3ObjectStore(server.create_bucket(), prefix="svc", endpoint_url=server.endpoint)
+    return object_store
 
 
-def job_store(objects, **settings) -> JobStore:
-    return JobStore(objects, JobSettings(**settings))
+class Clock:
+    """The time of leases and expiry, moved by the test: no test waits for a lease to run out."""
+
+    def __init__(self):
+        self.t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+
+
+def job_store(objects, clock=None, **settings) -> JobStore:
+    return JobStore(objects, JobSettings(**settings), clock or Clock())
 
 
 # -- the store --------------------------------------------------------------------------------------
@@ -93,13 +106,16 @@ def test_listing_is_newest_first_in_pages(objects):
 
 
 def test_finished_jobs_expire_with_their_audio(objects):
-    jobs = job_store(objects, result_ttl_s=0.3)
+    clock = Clock()
+    jobs = job_store(objects, clock, result_ttl_s=300)
     kept = jobs.create(request())  # not finished: never expires
     job = jobs.create(request())
     jobs.claim(job.id)
     jobs.succeed(job.id, 1, b"audio")
     assert jobs.result(job.id)[1] == b"audio"
-    time.sleep(0.4)
+    clock.advance(299)
+    assert jobs.result(job.id)[1] == b"audio"
+    clock.advance(2)
     with pytest.raises(NotFound):
         jobs.result(job.id)
     assert objects.list("jobs/") == [f"jobs/{kept.id}.json"]
@@ -125,15 +141,17 @@ def test_cancel_stops_the_holder_and_its_result_is_dropped(objects):
 
 
 def test_a_lapsed_lease_is_retried_then_failed(objects):
-    jobs = job_store(objects, lease_s=0.2, max_attempts=2)
+    clock = Clock()
+    jobs = job_store(objects, clock, lease_s=30, max_attempts=2)
     job = jobs.create(request())
     assert jobs.claim(job.id).attempts == 1  # its runner then dies: nothing renews the lease
+    clock.advance(29)
     assert jobs.claim(job.id) is None
-    time.sleep(0.3)
+    clock.advance(2)
     assert jobs.claim(job.id).attempts == 2
     with pytest.raises(Superseded):
         jobs.renew(job.id, 1)  # the first runner, were it alive, has lost the job
-    time.sleep(0.3)
+    clock.advance(31)
     assert jobs.claim(job.id) is None
     failed = jobs.get(job.id)
     assert failed.status == "failed" and failed.error.code == "runner_lost"
@@ -158,13 +176,7 @@ def test_concurrent_claims_have_one_winner(objects):
     assert sum(r is not None for r in results) == 1 and jobs.get(job.id).attempts == 1
 
 
-def test_segments_and_join():
-    assert split_segments(TEXT, 40) == ["First sentence here. Second one follows!",
-                                        "Third is a question? Fourth ends it."]
-    assert split_segments(TEXT, 1000) == [TEXT]
-    listed = "Buy these:\n- eggs\n- milk.\n\nThen go home."
-    assert split_segments(listed, 1000) == [listed]  # the layout reaches the engine as it was
-    assert split_segments(listed, 30) == ["Buy these:\n- eggs\n- milk.", "Then go home."]
+def test_join():
     a, b = np.ones(100, np.float32), np.zeros(100, np.float32)
     joined = join([a, b], 10)
     assert len(joined) == 190 and joined[89] == 1 and joined[100] == 0 and 0 < joined[95] < 1
@@ -176,15 +188,25 @@ class ReplicaDied(Exception):
 
 
 class Backends:
-    """Speech stand-in: 0.5 s of tone per call. `fail` decides per call (1-based) what to raise;
-    `gate` (when set) holds every call until it opens."""
+    """Speech stand-in: a plan of `segments` segments, 0.5 s of tone per segment call. `fail`
+    decides per segment call (1-based) what to raise; `gate` (when set) holds every call until it
+    opens. `planned` keeps the texts it was asked to plan."""
 
-    def __init__(self, fail=lambda n: None):
+    def __init__(self, fail=lambda n: None, segments=1):
         self.calls = 0
         self.fail = fail
+        self.segments = segments
+        self.planned: list[str] = []
         self.gate: asyncio.Event | None = None
 
-    async def synthesize(self, reference, text, options):
+    async def plan(self, reference, text, options):
+        self.planned.append(text)
+        words = text.split()
+        size = -(-len(words) // self.segments)
+        parts = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
+        return SpeechPlan([Segment(part, 100) for part in parts], options.over(F5_DEFAULTS), seed=7)
+
+    async def synthesize_segment(self, reference, plan, index):
         self.calls += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -193,15 +215,15 @@ class Backends:
         return audio.Speech(np.sin(np.arange(12000, dtype=np.float32) / 10) * 0.3, 0.01)
 
 
-def make_runner(tmp_path, backends, objects=None, **job_settings):
+def make_runner(tmp_path, backends, objects=None, clock=None, **job_settings):
     settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")},
                                                "jobs": {"retry_delay_s": 0, **job_settings}})
     voices = VoiceStore(LocalObjectStore(tmp_path / "store"))
-    wav = audio.to_wav_bytes(np.zeros(24000, np.float32) + 0.1)
+    wav = encoding.to_wav_bytes(np.zeros(24000, np.float32) + 0.1)
     voices.put(VoiceRecord(name="alice", ref_text="Hello.", ref_text_source="user", duration_s=1.0,
                            original_duration_s=1.0, clipped=False, sha256=sha256(wav), created_at=now()),
                wav, overwrite=False)
-    jobs = JobStore(objects or LocalObjectStore(tmp_path / "store"), settings.jobs)
+    jobs = JobStore(objects or LocalObjectStore(tmp_path / "store"), settings.jobs, clock or Clock())
     return JobRunner(jobs, SpeechService(settings, voices, backends), settings.jobs)
 
 
@@ -216,7 +238,7 @@ async def finished(runner, job_id, timeout=10):
 
 
 def test_a_job_runs_to_succeeded_with_progress(tmp_path, objects):
-    runner = make_runner(tmp_path, Backends(), objects, segment_chars=40)
+    runner = make_runner(tmp_path, Backends(segments=2), objects)
 
     async def scenario():
         job = await runner.submit(request())
@@ -225,14 +247,15 @@ def test_a_job_runs_to_succeeded_with_progress(tmp_path, objects):
     record = asyncio.run(scenario())
     assert record.status == "succeeded" and record.attempts == 1 and record.error is None
     assert record.progress == JobProgress(segments_done=2, segments_total=2, audio_seconds=1.0)
+    assert runner.speech.backends.planned == [TEXT]  # the whole text, planned once
     _, data = runner.store.result(record.id)
     wave, rate = sf.read(io.BytesIO(data))
     assert rate == 24000 and len(wave) == 24000 - int(0.15 * 24000)  # two pieces, one cross-fade
 
 
 def test_a_replica_death_is_retried(tmp_path):
-    backends = Backends(fail=lambda n: ReplicaDied("The actor died unexpectedly") if n == 2 else None)
-    runner = make_runner(tmp_path, backends, segment_chars=40)
+    backends = Backends(fail=lambda n: ReplicaDied("The actor died unexpectedly") if n == 2 else None, segments=2)
+    runner = make_runner(tmp_path, backends)
 
     async def scenario():
         return await finished(runner, (await runner.submit(request())).id)
@@ -281,8 +304,8 @@ def test_a_request_error_fails_at_once(tmp_path):
 
 
 def test_cancel_stops_the_runner_between_segments(tmp_path):
-    backends = Backends()
-    runner = make_runner(tmp_path, backends, segment_chars=20)  # four segments
+    backends = Backends(segments=4)
+    runner = make_runner(tmp_path, backends)
 
     async def scenario():
         backends.gate = asyncio.Event()
@@ -301,16 +324,17 @@ def test_cancel_stops_the_runner_between_segments(tmp_path):
 
 
 def test_a_sweep_takes_over_a_job_whose_runner_died(tmp_path, objects):
-    backends = Backends()
-    runner = make_runner(tmp_path, backends, objects, lease_s=0.2)
+    backends, clock = Backends(), Clock()
+    runner = make_runner(tmp_path, backends, objects, clock, lease_s=30)
     job = runner.store.create(request())
     runner.store.claim(job.id)  # a runner in another process took it, then died
 
     async def scenario():
+        clock.advance(29)
         await runner.sweep()  # the lease still holds: left alone
         await asyncio.sleep(0.05)
         assert backends.calls == 0 and runner.store.get(job.id).attempts == 1
-        await asyncio.sleep(0.2)
+        clock.advance(2)
         await runner.sweep()
         return await finished(runner, job.id)
 
@@ -360,7 +384,8 @@ class CountingStore(LocalObjectStore):
 
 def test_the_sweep_reads_a_finished_job_once_and_removes_it_when_expired(tmp_path):
     objects = CountingStore(tmp_path / "store")
-    runner = make_runner(tmp_path, Backends(), objects, result_ttl_s=0.5)
+    clock = Clock()
+    runner = make_runner(tmp_path, Backends(), objects, clock, result_ttl_s=300)
 
     async def scenario():
         job = await runner.submit(request())
@@ -369,9 +394,21 @@ def test_the_sweep_reads_a_finished_job_once_and_removes_it_when_expired(tmp_pat
         for _ in range(3):
             await runner.sweep()
         reads = objects.reads[f"jobs/{job.id}.json"] - before
-        await asyncio.sleep(0.6)
+        clock.advance(301)
         await runner.sweep()
         return reads
 
     assert asyncio.run(scenario()) == 1
     assert objects.list("jobs/") == []
+
+
+def test_the_layout_reaches_the_planner_as_it_was(tmp_path):
+    """A job's text is planned whole, line breaks included: they are layout the pipeline reads."""
+    backends = Backends(segments=2)
+    runner = make_runner(tmp_path, backends)
+    listed = "Buy these:\n- eggs\n- milk.\n\nThen go home."
+
+    async def scenario():
+        return await finished(runner, (await runner.submit(request(input=listed))).id)
+
+    assert asyncio.run(scenario()).status == "succeeded" and backends.planned == [listed]

@@ -2,37 +2,22 @@
 
 import time
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from speech_service import audio
-from speech_service.api import create_app
+from speech_service.audio import uploads
 from speech_service.config import ServiceSettings
-from speech_service.engine import SynthesisEngine
-from speech_service.transcription import WhisperBackend
+from speech_service.http.app import create_app
 
 from conftest import LONG_TEXT, SHORT_TEXT
-from test_api import InProcessBackends, assert_error, upload
-
-
-@pytest.fixture(scope="module")
-def backends(synth_settings, whisper_settings):
-    return InProcessBackends(SynthesisEngine.load(synth_settings), WhisperBackend(whisper_settings))
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path) -> dict:
-    """The `store` settings: a directory, or a bucket on a real S3 server (SeaweedFS)."""
-    if request.param == "local":
-        return {"path": str(tmp_path / "store")}
-    server = request.getfixturevalue("s3_server")
-    request.getfixturevalue("s3_env")
-    return {"kind": "s3", "bucket": server.create_bucket(), "endpoint_url": server.endpoint}
+from test_api import assert_error, upload
 
 
 @pytest.fixture
-def client(store, backends, short_wav):
-    settings = ServiceSettings.model_validate({"store": store, "jobs": {"segment_chars": 120}})
+def client(store_config, backends, short_wav):
+    settings = ServiceSettings.model_validate({"store": store_config})
     with TestClient(create_app(settings, backends)) as client:  # `with`: the app's lifespan runs the jobs
         assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201
         yield client
@@ -61,10 +46,10 @@ def test_a_job_runs_to_succeeded_and_its_audio_decodes(client, fmt, media_type):
     assert job["status"] == "succeeded", job
     assert job["attempts"] == 1 and job["error"] is None and job["audio_url"] == f"/v1/jobs/{job['id']}/audio"
     progress = job["progress"]
-    assert progress["segments_total"] == progress["segments_done"] >= 3 and progress["audio_seconds"] > 5
+    assert progress["segments_total"] == progress["segments_done"] >= 2 and progress["audio_seconds"] > 5
     r = client.get(job["audio_url"])
     assert r.status_code == 200 and r.headers["content-type"] == media_type
-    wave = audio.decode(r.content, max_seconds=600)  # ffmpeg reads it back at 24 kHz
+    wave = uploads.decode(r.content, max_seconds=600)  # ffmpeg reads it back at 24 kHz
     assert abs(len(wave) / audio.SAMPLE_RATE - progress["audio_seconds"]) < 1.5
 
     assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
@@ -110,8 +95,8 @@ def test_unknown_job_is_404(client):
     assert_error(client.delete("/v1/jobs/job_0123456789abcdef0123"), 404, "job_not_found")
 
 
-def test_jobs_outlive_the_app_that_ran_them(store, backends, short_wav):
-    settings = ServiceSettings.model_validate({"store": store})
+def test_jobs_outlive_the_app_that_ran_them(store_config, backends, short_wav):
+    settings = ServiceSettings.model_validate({"store": store_config})
     with TestClient(create_app(settings, backends)) as first:
         upload(first, "alice", short_wav, ref_text=SHORT_TEXT)
         job = first.post("/v1/jobs", json={"voice": "alice", "input": "Hello.", "response_format": "flac"}).json()
@@ -120,4 +105,30 @@ def test_jobs_outlive_the_app_that_ran_them(store, backends, short_wav):
         assert second.get(f"/v1/jobs/{job['id']}").json() == job
         r = second.get(f"/v1/jobs/{job['id']}/audio")
         assert r.headers["content-type"] == "audio/flac"
-        assert len(audio.decode(r.content, max_seconds=600)) > 0.3 * audio.SAMPLE_RATE
+        assert len(uploads.decode(r.content, max_seconds=600)) > 0.3 * audio.SAMPLE_RATE
+
+
+def test_a_jobs_audio_is_the_speech_response_made_durable(client, backends):
+    """Same body, same seed: the job speaks the whole response's plan, segment by segment, and
+    joins it as the whole response does."""
+    body = {"voice": "alice", "input": LONG_TEXT, "response_format": "wav", "nfe_step": 2, "seed": 11}
+    whole = client.post("/v1/audio/speech", json=body)
+    assert whole.status_code == 200, whole.text
+    job = wait_finished(client, client.post("/v1/jobs", json=body).json()["id"])
+    plan = backends.synthesizer.plans[-1]
+    assert job["status"] == "succeeded" and job["progress"]["segments_total"] == len(plan.segments) >= 2
+    spoken = np.frombuffer(client.get(job["audio_url"]).content[44:], np.int16).astype(int)
+    expected = np.frombuffer(whole.content[44:], np.int16).astype(int)
+    assert len(spoken) == len(expected) and np.abs(spoken - expected).max() <= 1
+
+
+def test_a_job_never_splits_a_title_from_its_name(client, backends):
+    text = " ".join(["We met Dr. Smith at the station and talked about the long journey home.",
+                     "Bring something small, e.g. this apple, and a book to read on the way."] * 4)
+    job = wait_finished(client, client.post("/v1/jobs", json={
+        "voice": "alice", "input": text, "response_format": "wav", "nfe_step": 2}).json()["id"])
+    segments = [segment.text for segment in backends.synthesizer.plans[-1].segments]
+    assert job["status"] == "succeeded" and len(segments) >= 2
+    # Spoken as words ("Doctor Smith", "for example this"), each whole inside one segment.
+    assert sum(s.count("Doctor Smith") for s in segments) == 4
+    assert sum(s.count("for example this") for s in segments) == 4

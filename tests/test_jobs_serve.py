@@ -22,6 +22,8 @@ from conftest import (
     use_tiny_models,
 )
 
+pytestmark = pytest.mark.ray
+
 logger = logging.getLogger(__name__)
 APP = "tts"
 LEASE_S = 4.0
@@ -85,7 +87,8 @@ def test_a_job_succeeds_and_its_audio_decodes(http):
     assert done["status"] == "succeeded" and done["attempts"] == 1, done
     audio = http.get(done["audio_url"])
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/mpeg"
-    from speech_service.audio import SAMPLE_RATE, decode
+    from speech_service.audio import SAMPLE_RATE
+    from speech_service.audio.uploads import decode
 
     assert abs(len(decode(audio.content, max_seconds=600)) / SAMPLE_RATE - done["progress"]["audio_seconds"]) < 1.5
 

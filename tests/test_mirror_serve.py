@@ -13,9 +13,11 @@ import pytest
 import soundfile as sf
 from ray import serve
 
-from speech_service.model_source import pulled_record
+from speech_service.weights.source import pulled_record
 
 from conftest import SHORT_TEXT, free_port, serve_config, start_serve, stop_serve, use_tiny_models
+
+pytestmark = pytest.mark.ray
 
 APP = "tts"
 BUCKET = "mirrored-weights"
@@ -27,7 +29,7 @@ def mirrored(s3_server, s3_vars, offline_models) -> dict[str, str]:
 
     boto3.client("s3", **s3_server.client_kwargs()).create_bucket(Bucket=BUCKET)
     for source, prefix in [(offline_models["checkpoint"], "f5-tiny"), (offline_models["vocoder"], "vocos-tiny")]:
-        subprocess.run([sys.executable, "-m", "speech_service.models", "mirror", str(source),
+        subprocess.run([sys.executable, "-m", "speech_service.weights.mirror", "mirror", str(source),
                         f"s3://{BUCKET}/{prefix}"], check=True, env={**os.environ, **s3_vars}, timeout=120)
     return {"checkpoint": f"s3://{BUCKET}/f5-tiny/{offline_models['checkpoint'].name}",
             "vocoder": f"s3://{BUCKET}/vocos-tiny"}

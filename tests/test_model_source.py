@@ -14,9 +14,10 @@ from multiprocessing import get_context
 import boto3
 import pytest
 
-from speech_service.engine import VOCODER_FILES, SynthesisEngine
-from speech_service.model_source import SourceUnavailable, fetch_dir, fetch_file, pulled_record
-from speech_service.models import mirror
+from speech_service.synthesis.engine import SynthesisEngine
+from speech_service.synthesis.loading import VOCODER_FILES
+from speech_service.weights.mirror import mirror
+from speech_service.weights.source import SourceUnavailable, fetch_dir, fetch_file, pulled_record
 
 
 def sha256(path) -> str:
@@ -52,7 +53,7 @@ def test_mirror_command_copies_a_directory_with_a_sha256_manifest(bucket, offlin
     (source / "extra").mkdir()
     (source / "extra" / "notes.txt").write_text("nested files keep their relative path")
 
-    run = subprocess.run([sys.executable, "-m", "speech_service.models", "mirror", str(source),
+    run = subprocess.run([sys.executable, "-m", "speech_service.weights.mirror", "mirror", str(source),
                           f"s3://{bucket}/mirrors/vocos/"], check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert f"s3://{bucket}/mirrors/vocos/manifest.json: 3 files" in run.stdout
@@ -69,7 +70,8 @@ def test_mirror_command_copies_a_directory_with_a_sha256_manifest(bucket, offlin
 
 
 def test_mirror_into_a_missing_bucket_fails_clearly(s3_env, offline_models):
-    run = subprocess.run([sys.executable, "-m", "speech_service.models", "mirror", str(offline_models["checkpoint"]),
+    run = subprocess.run([sys.executable, "-m", "speech_service.weights.mirror", "mirror",
+                          str(offline_models["checkpoint"]),
                           "s3://no-such-bucket-here/f5"], check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     assert "bucket no-such-bucket-here" in run.stderr
@@ -129,7 +131,7 @@ def test_missing_bucket_manifest_or_file_is_source_unavailable(bucket, offline_m
     with pytest.raises(SourceUnavailable, match="manifest.json"):
         fetch_file("s3://no-such-bucket-here/f5/model.safetensors", str(tmp_path))
     boto3.client("s3").upload_file(str(offline_models["checkpoint"]), bucket, "raw/model.safetensors")
-    with pytest.raises(SourceUnavailable, match="speech_service.models mirror"):  # uploaded without a manifest
+    with pytest.raises(SourceUnavailable, match="speech_service.weights.mirror mirror"):  # uploaded without a manifest
         fetch_file(f"s3://{bucket}/raw/model.safetensors", str(tmp_path))
     mirror(str(offline_models["vocoder"]), f"s3://{bucket}/vocos")
     with pytest.raises(SourceUnavailable, match="no missing.bin in its manifest"):

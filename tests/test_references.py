@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 
 from speech_service import audio
+from speech_service.audio import encoding
 from speech_service.errors import ReferenceMissing
-from speech_service.references import ClipCache, Reference
+from speech_service.references import Reference
+from speech_service.synthesis.clips import ClipCache
 
 
 def clip_bytes(frequency: float) -> bytes:
     t = np.arange(12000, dtype=np.float32) / audio.SAMPLE_RATE
-    return audio.to_wav_bytes(0.2 * np.sin(2 * np.pi * frequency * t))
+    return encoding.to_wav_bytes(0.2 * np.sin(2 * np.pi * frequency * t))
 
 
 def reference(wav: bytes, text: str = "Hello.", voice: str = "alice") -> Reference:

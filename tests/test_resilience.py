@@ -32,6 +32,8 @@ from conftest import (
     use_tiny_models,
 )
 
+pytestmark = pytest.mark.ray
+
 MEDIUM_TEXT = ("The morning train left the station at seven. Passengers read newspapers and drank coffee. "
                "Outside the window, fields of wheat moved in the wind.")
 UNPLACEABLE = {"num_cpus": 0.5, "num_gpus": 0, "resources": {"no_such_node": 1}}
@@ -106,7 +108,8 @@ def test_unmet_demand_names_what_no_node_offers():
 
 def test_killed_synthesizer_mid_request_is_retried_and_a_started_stream_ends_cleanly(http):
     before = synthesizer().info.remote().result(timeout_s=300)  # wakes the replica
-    body = {"voice": "alice", "input": MEDIUM_TEXT, "seed": 3, "response_format": "wav", "nfe_step": 8}
+    # Many steps over a long text: seconds of work, so the kill lands while it is in flight.
+    body = {"voice": "alice", "input": LONG_TEXT, "seed": 3, "response_format": "wav", "nfe_step": 64}
     answers: dict = {}
 
     with http.stream("POST", "/v1/audio/speech", json={"voice": "alice", "input": LONG_TEXT, "stream": True,
@@ -120,19 +123,15 @@ def test_killed_synthesizer_mid_request_is_retried_and_a_started_stream_ends_cle
         assert request.is_alive()
         os.kill(before["pid"], signal.SIGKILL)
         rest = b"".join(pieces)  # the response ends; no protocol error
-    assert len(first) > 0 and len(rest) >= 0 and stream.is_closed
+    # The stream ended cleanly: closed, without a protocol error, on a whole 16-bit sample.
+    assert len(first) > 0 and (len(first) + len(rest)) % 2 == 0 and stream.is_closed
 
     request.join(600)
     r = answers["r"]
-    if r.status_code == 503:  # the retry also failed: a JSON 503 that says when to come back
-        assert_json_error(r, 503, "synthesizer_unavailable")
-        assert int(r.headers["Retry-After"]) > 0
-    assert r.status_code in (200, 503), r.text
-
+    assert r.status_code == 200, r.text  # retried on the replica Serve started in the dead one's place
     again = http.post("/v1/audio/speech", json=body)
     assert again.status_code == 200, again.text
-    if r.status_code == 200:
-        assert r.content == again.content  # the retried request is the seeded speech, whole
+    assert r.content == again.content  # the retried request is the seeded speech, whole
     after = synthesizer().info.remote().result(timeout_s=300)
     assert after["pid"] != before["pid"]
 

@@ -16,14 +16,14 @@ import pytest
 import soundfile as sf
 from ray import serve
 
-from speech_service import audio
+from speech_service.audio import encoding
 from speech_service.config import SynthesisOptions
-from speech_service.engine import SynthesisEngine
 
 from conftest import (
     LONG_TEXT,
     SHORT_TEXT,
     add_voice,
+    engine_stream,
     free_port,
     serve_config,
     server_timing,
@@ -31,6 +31,8 @@ from conftest import (
     stop_serve,
     use_tiny_models,
 )
+
+pytestmark = pytest.mark.ray
 
 APP = "tts"
 
@@ -132,7 +134,7 @@ def test_status_reports_the_last_cold_start_of_each_started_deployment(http):
         assert sum(record["phases"].values()) == pytest.approx(record["total_s"], abs=0.01)
 
 
-def test_a_stream_through_the_handle_is_the_engines_own_stream(http, synth_settings):
+def test_a_stream_through_the_handle_is_the_engines_own_stream(http, engine):
     """Pieces cross the handle and the Ingress's encoder without loss, repetition or reordering: the
     same samples as the engine's own stream in this process, to within float rounding."""
     text = "One sentence first. Then a second one. A third to end."
@@ -143,9 +145,9 @@ def test_a_stream_through_the_handle_is_the_engines_own_stream(http, synth_setti
         assert r.status_code == 200
         streamed = np.frombuffer(b"".join(r.iter_bytes()), np.int16).astype(int)
     clip, _ = sf.read(io.BytesIO(http.get("/v1/voices/alice/audio").content), dtype="float32")
-    engine = SynthesisEngine.load(synth_settings)
-    pieces = list(engine.stream(clip, http.get("/v1/voices/alice").json()["ref_text"], text, SynthesisOptions(**knobs)))
-    expected = np.frombuffer(audio.to_pcm16(np.concatenate(pieces)), np.int16).astype(int)
+    pieces = list(engine_stream(engine, clip, http.get("/v1/voices/alice").json()["ref_text"], text,
+                                SynthesisOptions(**knobs)))
+    expected = np.frombuffer(encoding.to_pcm16(np.concatenate(pieces)), np.int16).astype(int)
     assert len(pieces) >= 2 and len(streamed) == len(expected)
     assert np.abs(streamed - expected).max() <= 2
 

@@ -6,6 +6,8 @@ import pytest
 
 from conftest import SHORT_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def http(tmp_path_factory):

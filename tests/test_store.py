@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from speech_service import objects
 from speech_service.errors import BadRequest, Conflict, NotFound, StoreUnavailable
-from speech_service.objects import LocalObjectStore, S3ObjectStore
-from speech_service.store import VoiceRecord, VoiceStore, now, record_key, sha256
+from speech_service.storage import objects
+from speech_service.storage.objects import LocalObjectStore
+from speech_service.storage.voices import VoiceRecord, VoiceStore, now, record_key, sha256
 
 
 def record(name="alice", wav=b"RIFF-one", text="Hello there."):
@@ -17,13 +17,9 @@ def record(name="alice", wav=b"RIFF-one", text="Hello there."):
                        original_duration_s=1.0, clipped=False, sha256=sha256(wav), created_at=now())
 
 
-@pytest.fixture(params=["local", "s3"])
-def objs(request, tmp_path):
-    if request.param == "local":
-        return LocalObjectStore(tmp_path / "store")
-    server = request.getfixturevalue("s3_server")
-    request.getfixturevalue("s3_env")
-    return S3ObjectStore(server.create_bucket(), endpoint_url=server.endpoint)
+@pytest.fixture
+def objs(object_store):
+    return object_store
 
 
 @pytest.fixture

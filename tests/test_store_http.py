@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from speech_service import audio
-from speech_service.api import create_app
 from speech_service.config import ServiceSettings
-from speech_service.objects import open_object_store
+from speech_service.http.app import create_app
+from speech_service.storage.objects import open_object_store
 
 from conftest import SeaweedFS, espeak
 
@@ -51,15 +51,9 @@ def make_client(store: dict) -> TestClient:
     return client
 
 
-@pytest.fixture(params=["local", "s3"])
-def client(request, tmp_path):
-    if request.param == "s3":
-        server = request.getfixturevalue("s3_server")
-        request.getfixturevalue("s3_env")
-        store = {"kind": "s3", "bucket": server.create_bucket(), "endpoint_url": server.endpoint}
-    else:
-        store = {"path": str(tmp_path / "store")}
-    with make_client(store) as client:
+@pytest.fixture
+def client(store_config):
+    with make_client(store_config) as client:
         yield client
 
 
@@ -80,10 +74,10 @@ def read_voice(client, name):
 
 def assert_record_matches_its_clip(client, name, uploaded: dict[str, str]):
     """`uploaded` maps each uploaded clip's sha256 (as the 201 answered) to the transcript sent with it."""
-    record, audio = read_voice(client, name)
-    assert record.status_code == 200 and audio.status_code == 200, (record.text, audio.text)
+    record, clip = read_voice(client, name)
+    assert record.status_code == 200 and clip.status_code == 200, (record.text, clip.text)
     voice = record.json()
-    assert hashlib.sha256(audio.content).hexdigest() == voice["sha256"]
+    assert hashlib.sha256(clip.content).hexdigest() == voice["sha256"]
     assert uploaded[voice["sha256"]] == voice["ref_text"]  # the transcript uploaded with this clip
 
 

@@ -5,19 +5,15 @@ import threading
 
 import pytest
 
-from speech_service import objects
 from speech_service.config import StoreSettings
 from speech_service.errors import StoreUnavailable
-from speech_service.objects import LocalObjectStore, PreconditionFailed, S3ObjectStore, open_object_store
+from speech_service.storage import objects
+from speech_service.storage.objects import LocalObjectStore, PreconditionFailed, S3ObjectStore, open_object_store
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return LocalObjectStore(tmp_path / "store")
-    server = request.getfixturevalue("s3_server")
-    request.getfixturevalue("s3_env")  # credentials through boto3's own chain
-    return S3ObjectStore(server.create_bucket(), prefix="svc", endpoint_url=server.endpoint)
+@pytest.fixture
+def store(object_store):
+    return object_store
 
 
 def test_put_get_list_delete(store):
@@ -119,7 +115,8 @@ def test_unreachable_s3_answers_store_unavailable_within_seconds(monkeypatch):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
-    for key, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    credentials = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
+    for key, value in credentials.items():
         monkeypatch.setenv(key, value)
     store = S3ObjectStore("bucket", endpoint_url=endpoint)
     for call in (lambda: store.get("k"), lambda: store.put("k", b"x", if_none_match=True), lambda: store.list("")):
@@ -151,12 +148,9 @@ def test_local_disk_errors_are_store_unavailable(tmp_path, monkeypatch):
 
 
 def test_the_s3_demo_profile_is_the_offline_profile_with_an_s3_store():
-    import yaml
+    from deployments.profiles import load_profile
 
-    from conftest import REPO
-
-    offline, s3 = (yaml.safe_load((REPO / "config" / name).read_text())
-                   for name in ("serve.offline.yaml", "serve.offline-s3.yaml"))
+    offline, s3 = load_profile("offline"), load_profile("offline-s3")
     store = s3["applications"][0]["args"].pop("store")
     offline["applications"][0]["args"].pop("store")
     assert s3 == offline

@@ -4,8 +4,9 @@ import random
 
 import pytest
 
-from speech_service.engine import flatten_layout, split_text
-from speech_service.spoken_text import normalize_for_speech
+from speech_service.text.layout import flatten_layout
+from speech_service.text.segments import split_text
+from speech_service.text.spoken import normalize_for_speech
 
 SPOKEN = [
     # cardinals, negatives, decimals

@@ -4,7 +4,8 @@ import jiwer
 import pytest
 
 from speech_service import audio
-from speech_service.transcription import WhisperBackend, resample_poly
+from speech_service.audio import preparation
+from speech_service.transcription.whisper import WhisperBackend, resample_poly
 
 from conftest import LONG_TEXT, SHORT_TEXT, decode_file, espeak
 
@@ -26,7 +27,7 @@ def test_whisper_base_transcribes_espeak_speech(whisper, speech_dir, sentence):
 
 
 def test_transcribes_the_clipped_clip_not_the_whole_recording(whisper, long_wav):
-    ref = audio.prepare_reference(decode_file(long_wav), max_clip_s=12)
+    ref = preparation.prepare_reference(decode_file(long_wav), max_clip_s=12)
     text = whisper.transcribe(ref.audio)
     words, all_words = normalise(text).split(), normalise(LONG_TEXT).split()
     assert 0.25 * len(all_words) < len(words) < 0.75 * len(all_words)

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from speech_service import audio
+from speech_service.audio import uploads
 from speech_service.errors import BadRequest, Unprocessable
 
 from conftest import SHORT_TEXT, convert, espeak
-from test_api import assert_error, backends, make_client  # noqa: F401 (a fixture)
+from test_api import assert_error, make_client
 
 SR = audio.SAMPLE_RATE
 
@@ -53,10 +54,10 @@ def hostile_uploads(planted) -> dict[str, bytes]:
 def test_the_attacks_work_on_a_probing_ffmpeg(planted, tmp_path):
     """The attacks are real: ffmpeg left to probe the bytes (as the service once did) decodes the
     server's file from the playlist and the concat list."""
-    uploads = hostile_uploads(planted)
+    hostile = hostile_uploads(planted)
     for name in ("hls_path", "hls_file_url", "concat_relative"):
         path = Path(tempfile.gettempdir()) / f"{uuid.uuid4().hex}.upload"
-        path.write_bytes(uploads[name])
+        path.write_bytes(hostile[name])
         try:
             out = subprocess.run(["ffmpeg", "-nostdin", "-v", "quiet", "-i", str(path), "-f", "f32le", "pipe:1"],
                                  capture_output=True).stdout
@@ -70,16 +71,16 @@ def test_the_attacks_work_on_a_probing_ffmpeg(planted, tmp_path):
 def test_hostile_bytes_are_refused(planted, kind):
     data = hostile_uploads(planted)[kind]
     with pytest.raises(BadRequest) as err:
-        audio.decode(data, max_seconds=600)
+        uploads.decode(data, max_seconds=600)
     assert err.value.code in ("unsupported_audio", "undecodable_audio") and err.value.param == "file"
 
 
 def test_refusals_say_what_the_upload_is(planted):
-    uploads = hostile_uploads(planted)
+    hostile = hostile_uploads(planted)
     for kind, words in [("hls_path", "HLS"), ("concat_relative", "concat list"), ("dash_manifest", "DASH"),
                         ("text", "text")]:
         with pytest.raises(BadRequest) as err:
-            audio.decode(uploads[kind], max_seconds=600)
+            uploads.decode(hostile[kind], max_seconds=600)
         assert err.value.code == "unsupported_audio" and words in err.value.message, err.value.message
         assert "WAV" in err.value.message and "MP3" in err.value.message  # and what would be accepted
 
@@ -110,8 +111,8 @@ PROMISED = [(".wav", []), (".aiff", []), (".flac", []), (".mp3", []), (".mp3", [
 def test_every_promised_format_decodes(short_wav, tmp_path, suffix, options):
     src = tmp_path / f"voice{suffix}"
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(short_wav), *options, str(src)], check=True)
-    expected = len(audio.decode(short_wav.read_bytes(), max_seconds=600))
-    samples = audio.decode(src.read_bytes(), max_seconds=600)
+    expected = len(uploads.decode(short_wav.read_bytes(), max_seconds=600))
+    samples = uploads.decode(src.read_bytes(), max_seconds=600)
     assert abs(len(samples) - expected) < 0.1 * SR  # codecs pad a little, never more
     assert np.max(np.abs(samples)) > 0.05  # speech, not silence
 
@@ -133,7 +134,7 @@ def test_a_decode_past_its_bound_is_stopped(tmp_path):
                     "-ar", "48000", str(long)], check=True)
     started = time.monotonic()
     with pytest.raises(Unprocessable) as err:
-        audio.decode(long.read_bytes(), max_seconds=600, timeout_s=0.05)
+        uploads.decode(long.read_bytes(), max_seconds=600, timeout_s=0.05)
     assert err.value.code == "decode_timeout" and time.monotonic() - started < 5
 
 
@@ -158,4 +159,4 @@ def test_a_real_file_with_a_misleading_name_still_uploads(short_wav, tmp_path, b
 
 def test_the_planted_file_is_speech(planted):
     """The planted file is what an escape would hand back, so its absence above means something."""
-    assert len(audio.decode(planted["beside"].read_bytes(), max_seconds=600)) > SR
+    assert len(uploads.decode(planted["beside"].read_bytes(), max_seconds=600)) > SR

@@ -15,19 +15,12 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from speech_service.engine import SynthesisEngine
-from speech_service.transcription import WhisperBackend
-
 from conftest import SHORT_TEXT, convert
 from served import served_app, without_request_id
-from test_api import InProcessBackends
+
+pytestmark = pytest.mark.browser
 
 SLOW = 180  # seconds: two shared cores run Whisper and the model for the page
-
-
-@pytest.fixture(scope="module")
-def backends(synth_settings, whisper_settings):
-    return InProcessBackends(SynthesisEngine.load(synth_settings), WhisperBackend(whisper_settings))
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from conftest import SHORT_TEXT, convert, free_port, serve_config, start_serve, 
 from test_cli import f5voice
 from test_web import browser, click, fill, player_state, text, until  # noqa: F401 (browser is a fixture)
 
+pytestmark = [pytest.mark.ray, pytest.mark.browser]
+
 
 @pytest.fixture(scope="module")
 def url(offline_models, tmp_path_factory):

@@ -1,0 +1,167 @@
+"""The commands of `f5voice`: voices, say, jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from f5voice.client import EXIT_JOB_FAILED, EXIT_USAGE, JOB_POLL_S, Api, CliError
+from f5voice.output import ProgressBar, output_format, say, show_voice, show_voice_table, write_stream
+
+# ---- commands ----
+
+def voices_add(api: Api, args: argparse.Namespace) -> None:
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"no such file: {path}", EXIT_USAGE)
+    fields = {"name": args.name, "overwrite": "true" if args.overwrite else "false"}
+    if args.ref_text:
+        fields["ref_text"] = args.ref_text
+    if args.language:
+        fields["language"] = args.language
+    with path.open("rb") as f:
+        voice = api.json("POST", "/v1/voices", data=fields, files={"file": (path.name, f)})
+    show_voice(voice, args.json)
+
+
+def voices_list(api: Api, args: argparse.Namespace) -> None:
+    voices = api.json("GET", "/v1/voices")["voices"]
+    if args.json:
+        print(json.dumps(voices, indent=2))
+    else:
+        show_voice_table(voices)
+
+
+def voices_show(api: Api, args: argparse.Namespace) -> None:
+    show_voice(api.json("GET", f"/v1/voices/{args.name}"), args.json)
+
+
+def voices_set_text(api: Api, args: argparse.Namespace) -> None:
+    show_voice(api.json("PATCH", f"/v1/voices/{args.name}", json={"ref_text": args.text}), args.json)
+
+
+def voices_rm(api: Api, args: argparse.Namespace) -> None:
+    for name in args.names:
+        api.call("DELETE", f"/v1/voices/{name}")
+        say(f"deleted {name}")
+
+
+def speech_body(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    body: dict[str, Any] = {"voice": args.voice, "input": text, "response_format": fmt, "speed": args.speed}
+    for field in ("seed", "nfe_step"):
+        if getattr(args, field) is not None:
+            body[field] = getattr(args, field)
+    return body
+
+
+def say_command(api: Api, args: argparse.Namespace) -> None:
+    fmt = output_format(args)
+    body = {**speech_body(args, fmt), "stream": True}
+    started = time.monotonic()  # the request's, not its response's: the service answers with the first audio
+    with api.stream("POST", "/v1/audio/speech", json=body) as chunks:
+        size, first_at = write_stream(chunks, args.output, api)
+    if args.output != "-":
+        first_note = f"first audio after {first_at - started:.2f} s, " if first_at is not None else ""
+        say(f"wrote {args.output} ({size / 1024:.0f} KiB {fmt}; {first_note}"
+            f"done in {time.monotonic() - started:.2f} s)")
+
+
+def job_fraction(job: dict) -> float:
+    progress = job.get("progress") or {}
+    if job["status"] == "succeeded":
+        return 1.0
+    total = progress.get("segments_total") or 0
+    return progress.get("segments_done", 0) / total if total else 0.0
+
+
+def job_label(job: dict) -> str:
+    progress = job.get("progress") or {}
+    label = f"{job['id']} {job['status']}"
+    if progress.get("segments_total"):
+        label += f", {progress['segments_done']}/{progress['segments_total']} segments"
+    if progress.get("audio_seconds"):
+        label += f", {progress['audio_seconds']:.1f} s of audio"
+    return label
+
+
+def finished_job(job: dict) -> dict:
+    """`job` if it succeeded; its error (in the API's words) as a CliError if it failed or was cancelled."""
+    if job["status"] == "succeeded":
+        return job
+    error = job.get("error") or {}
+    message = error.get("message") or f"the job was {job['status']}"
+    raise CliError(f"job {job['id']} {job['status']}: {message} [{error.get('code') or job['status']}]",
+                   EXIT_JOB_FAILED)
+
+
+def wait_for_job(api: Api, job: dict) -> dict:
+    """Poll until the job ends, drawing its progress on stderr."""
+    bar = ProgressBar()
+    try:
+        while True:
+            bar.update(job_fraction(job), job_label(job))
+            if job["status"] not in ("queued", "running"):
+                return finished_job(job)
+            time.sleep(JOB_POLL_S)
+            job = api.json("GET", f"/v1/jobs/{job['id']}")
+    finally:
+        bar.close()
+
+
+def fetch_job_audio(api: Api, job_id: str, output: str) -> None:
+    with api.stream("GET", f"/v1/jobs/{job_id}/audio") as chunks:
+        size, _ = write_stream(chunks, output, api)
+    if output != "-":
+        say(f"wrote {output} ({size / 1024:.0f} KiB)")
+
+
+def jobs_submit(api: Api, args: argparse.Namespace) -> None:
+    fmt = output_format(args) if args.output else (args.format or "mp3")
+    job = api.json("POST", "/v1/jobs", json=speech_body(args, fmt))
+    print(job["id"], flush=True)
+    if args.output or args.wait:
+        job = wait_for_job(api, job)
+    if args.output:
+        fetch_job_audio(api, job["id"], args.output)
+
+
+def jobs_status(api: Api, args: argparse.Namespace) -> None:
+    job = api.json("GET", f"/v1/jobs/{args.id}")
+    if args.wait:
+        job = wait_for_job(api, job)
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return
+    print(job_label(job))
+    if job.get("error"):
+        print(f"error: {job['error']['message']} [{job['error']['code']}]")
+    if job["status"] in ("failed", "cancelled"):
+        finished_job(job)
+
+
+def jobs_fetch(api: Api, args: argparse.Namespace) -> None:
+    if args.wait:
+        wait_for_job(api, api.json("GET", f"/v1/jobs/{args.id}"))
+    fetch_job_audio(api, args.id, args.output)
+
+
+def jobs_list(api: Api, args: argparse.Namespace) -> None:
+    jobs = api.json("GET", "/v1/jobs", params={"limit": args.limit})["data"]
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return
+    for job in jobs:
+        print(f"{job_label(job)}  voice={job['voice']}  {job['response_format']}  {job['created_at']}")
+    if not jobs:
+        say("no jobs")
+
+
+def jobs_rm(api: Api, args: argparse.Namespace) -> None:
+    for job_id in args.ids:
+        response = api.call("DELETE", f"/v1/jobs/{job_id}")
+        say(f"removed {job_id}" if response.status_code == 204 else f"cancelled {job_id}")

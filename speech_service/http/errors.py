@@ -1,0 +1,117 @@
+"""Errors as HTTP, mapped once: every `ServiceError`, validation failure, unknown route and
+unexpected exception becomes OpenAI's error shape, with the request id in its message."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
+
+from speech_service import metrics
+from speech_service.errors import (
+    MethodNotAllowed,
+    NotFound,
+    ServiceError,
+    error_type_for,
+    unwrap,
+)
+from speech_service.logs import REQUEST_ID_HEADER, bind_request_id, current_request_id, new_request_id
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, *, error_type: str | None = None,
+                   param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    """OpenAI's error shape; the message ends with the request id, so a report can be found in the logs."""
+    error_type = error_type or error_type_for(status)
+    request_id = current_request_id()
+    body = {"message": f"{message} (request id: {request_id})", "type": error_type, "param": param, "code": code}
+    return JSONResponse(status_code=status, content={"error": body}, headers=headers)
+
+
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    return error_response(exc.status_code, exc.code, exc.message, error_type=exc.type, param=exc.param,
+                          headers=exc.headers)
+
+
+# Validation failures of these fields keep the specific code (and 400) that the checks in the
+# service raise for the same mistake, whichever layer catches it first.
+_FIELD_CODES = {"name": "invalid_voice_name", "voice": "invalid_voice_name", "input": "empty_input",
+                "language": "invalid_language"}
+_SHAPE_ERRORS = {"string_pattern_mismatch", "string_too_short", "string_too_long"}
+
+
+def _validation_error(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, "invalid_json", "The request body is not valid JSON.")
+    fields, parts = [], []
+    for e in errors:
+        field = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "path", "query", "header"))
+        fields.append(field)
+        parts.append(f"{field or 'body'}: {e.get('msg')}")
+    first = errors[0] if errors else {}
+    if len(errors) == 1 and fields[0] in _FIELD_CODES and first.get("type") in _SHAPE_ERRORS:
+        return error_response(400, _FIELD_CODES[fields[0]], parts[0], param=fields[0])
+    return error_response(422, "invalid_request", "; ".join(parts), param=fields[0] if fields else None)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route answers at this path (Starlette's 405 names only one route's)."""
+    return [method for method in _METHODS
+            if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)]
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError):
+        return _logged(request, service_error_response(exc), exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return _logged(request, _validation_error(exc), "validation")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405:
+            allowed = _allowed_methods(app, request.scope)
+            error = MethodNotAllowed(f"{request.method} is not allowed here; use {', '.join(allowed)}.")
+            response = service_error_response(error)
+            response.headers["Allow"] = ", ".join(allowed)
+            return _logged(request, response, error.code)
+        if exc.status_code == 404:
+            return _logged(request, service_error_response(NotFound(f"No route {request.url.path}.")), "not_found")
+        return _logged(request, error_response(exc.status_code, "http_error", str(exc.detail), headers=exc.headers),
+                       "http_error")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        # Runs outside the request-id middleware (Starlette's outermost layer): bind and send the id here.
+        request_id = getattr(request.state, "request_id", None) or new_request_id()
+        bind_request_id(request_id)
+        cause = unwrap(exc)
+        if isinstance(cause, ServiceError):  # raised inside a replica and carried back by Ray
+            response = _logged(request, service_error_response(cause), cause.code)
+        else:
+            logger.exception("unhandled error in %s %s", request.method, request.url.path)
+            response = error_response(500, "internal_error", "Internal error; see the service logs.")
+        # Also outside the request counter.
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        metrics.record_request(route, request.method, response.status_code)
+        if getattr(request.state, "echo_request_id", True):
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+def _logged(request: Request, response: Response, code: str) -> Response:
+    level = logging.WARNING if response.status_code >= 500 else logging.INFO
+    logger.log(level, "%s %s -> %d %s", request.method, request.url.path, response.status_code, code)
+    return response

@@ -1,0 +1,85 @@
+"""The OpenAPI document: the error responses each route declares, the SSE event schema, and what
+FastAPI cannot see (`X-Request-ID` on every response, the configured limits)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import TypeAdapter
+
+from speech_service.config import ServiceSettings
+from speech_service.logs import REQUEST_ID_HEADER
+from speech_service.schemas import (
+    ErrorResponse,
+    SpeechAudioDelta,
+    SpeechAudioDone,
+)
+
+logger = logging.getLogger(__name__)
+
+_DESCRIPTIONS = {
+    400: "Bad request: malformed JSON, an invalid voice name, an upload that is no supported audio file, …",
+    401: "Missing or unknown API key",
+    404: "No such voice (or resource)",
+    409: "The voice exists already, or is being replaced",
+    413: "The upload or the input text is over its limit",
+    422: "A field is out of range or implausible (the error's `param` names it)",
+    429: "Too many requests; retry after `Retry-After` seconds",
+    503: "A model, the store or capacity is unavailable for now (`Retry-After` when it will pass)",
+    504: "The request did not finish within the configured time",
+}
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its `$defs` put in place: an OpenAPI document has no `$defs` to point to."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            return inline(defs[ref.split("/")[-1]]) if ref.startswith("#/$defs/") else {
+                k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return inline(schema)
+
+
+# Each event of `stream_format: "sse"` (as OpenAPI 3.2 describes a server-sent event): its data is JSON.
+SPEECH_EVENT_SCHEMA = {"type": "object", "required": ["data"], "properties": {"data": {
+    "type": "string", "contentMediaType": "application/json",
+    "contentSchema": _inlined(TypeAdapter(SpeechAudioDelta | SpeechAudioDone).json_schema())}}}
+
+# What a route that reaches a model replica may answer besides its own errors.
+MODEL_ERRORS = (429, 503, 504)
+
+
+def errors_for(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for the error statuses a route can answer, all in OpenAI's error shape."""
+    return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+def _document(app: FastAPI, settings: ServiceSettings) -> None:
+    """Add what FastAPI cannot see to the OpenAPI document: `X-Request-ID` on every response, and the
+    configured limits the service checks (accepted model names, input length)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        request_id = {"description": "The caller's X-Request-ID, or one made for this request",
+                      "required": True, "schema": {"type": "string"}}
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for response in operation.get("responses", {}).values():
+                    response.setdefault("headers", {})[REQUEST_ID_HEADER] = request_id
+        speech = schema.get("components", {}).get("schemas", {}).get("SpeechRequest", {}).get("properties", {})
+        if speech:
+            speech["model"]["enum"] = list(settings.accepted_models)
+            speech["input"]["maxLength"] = settings.limits.max_input_chars
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi

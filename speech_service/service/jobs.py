@@ -1,0 +1,204 @@
+"""Asynchronous speech jobs: `JobRunner` runs the jobs of `storage.jobs.JobStore` in the ingress
+replica's event loop, renews their leases, and retries or fails them (docs/ARCHITECTURE.md, "Jobs")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+
+import numpy as np
+
+from speech_service import audio
+from speech_service.audio import encoding, seams
+from speech_service.config import JobSettings
+from speech_service.errors import NotFound, Overloaded, ServiceError, unwrap
+from speech_service.plans import SpeechPlan
+from speech_service.schemas import JobError, JobProgress, SpeechRequest
+from speech_service.service.speech import SpeechService
+from speech_service.storage.jobs import JobRecord, JobStore, Superseded
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _seconds(waves: list[np.ndarray]) -> float:
+    return round(sum(len(w) for w in waves) / audio.SAMPLE_RATE, 2)
+
+
+class JobRunner:
+    """Runs jobs in this process (the ingress replica's event loop): one task per job it holds, and
+    a periodic sweep that removes expired jobs and picks up jobs whose runner was lost."""
+
+    def __init__(self, store: JobStore, speech: SpeechService, settings: JobSettings):
+        self.store = store
+        self.speech = speech
+        self.settings = settings
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._sweeper: asyncio.Task | None = None
+        # Finished records never change again: the sweep remembers when they expire instead of
+        # reading them every time (on S3 each read is a request).
+        self._expiry: dict[str, datetime] = {}
+        # The plan and the audio of the segments finished so far, per job this process runs: a retry
+        # after a failed Synthesizer call resumes after them (same plan and seed, so the same audio).
+        self._segments: dict[str, tuple[str, SpeechPlan, list[np.ndarray]]] = {}  # job id -> (clip sha256, ...)
+
+    async def submit(self, body: SpeechRequest) -> JobRecord:
+        """Check the request as `/v1/audio/speech` would (a bad one is an error now, not a failed job
+        later), store the job and start it."""
+        self.speech.check(body)
+        await asyncio.to_thread(self.speech.store.get, body.voice)
+        record = await asyncio.to_thread(self.store.create, body)
+        self._start(record.id)
+        return record
+
+    def _start(self, job_id: str) -> None:
+        if job_id in self._tasks:
+            return
+        task = asyncio.create_task(self._run(job_id), name=f"job {job_id}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="job sweep")
+
+    async def stop(self) -> None:
+        """Stop sweeping and hand the jobs this process runs back to the queue."""
+        tasks = [t for t in [self._sweeper, *self._tasks.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("job sweep failed; trying again in %s s", self.settings.sweep_interval_s)
+            await asyncio.sleep(self.settings.sweep_interval_s)
+
+    async def sweep(self) -> None:
+        """Remove expired jobs; re-run (or fail, when out of attempts) jobs nobody holds."""
+        ids = await asyncio.to_thread(self.store.ids)
+        self._expiry = {i: t for i, t in self._expiry.items() if i in set(ids)}
+        for job_id in ids:
+            if job_id in self._tasks or self._expiry.get(job_id, self.store.now()) > self.store.now():
+                continue
+            try:
+                record = await asyncio.to_thread(self.store.get, job_id)  # removes it once expired
+            except NotFound:
+                self._expiry.pop(job_id, None)
+                continue
+            if record.expires_at is not None:
+                self._expiry[job_id] = record.expires_at
+            elif record.lease_until <= self.store.now():
+                self._start(job_id)
+
+    async def _run(self, job_id: str) -> None:
+        try:
+            while (record := await asyncio.to_thread(self.store.claim, job_id)) is not None:
+                logger.info("job %s: attempt %d of %d", job_id, record.attempts, record.max_attempts)
+                if not await self._attempt(record):
+                    return
+                await asyncio.sleep(self.settings.retry_delay_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # e.g. the store is unreachable: the lease runs out and a sweep retries
+            logger.exception("job %s: runner error", job_id)
+        finally:
+            self._segments.pop(job_id, None)
+
+    async def _attempt(self, record: JobRecord) -> bool:
+        """One attempt; True when the job went back to the queue for another."""
+        lost = asyncio.Event()
+        work = asyncio.create_task(self._synthesize(record))
+        heartbeat = asyncio.create_task(self._heartbeat(record, work, lost))
+        try:
+            await work
+            return False
+        except Superseded:
+            return False
+        except asyncio.CancelledError:
+            if lost.is_set():  # the heartbeat found the job cancelled or taken over
+                return False
+            await asyncio.shield(asyncio.to_thread(self.store.release, record.id, record.attempts))
+            raise
+        except Exception as exc:
+            return await self._failed(record, exc)
+        finally:
+            heartbeat.cancel()
+            work.cancel()
+
+    async def _heartbeat(self, record: JobRecord, work: asyncio.Task, lost: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                await asyncio.to_thread(self.store.renew, record.id, record.attempts)
+            except Superseded:
+                lost.set()
+                work.cancel()
+                return
+            except Exception as exc:  # keep working; if this persists the lease runs out
+                logger.warning("job %s: could not renew the lease: %s", record.id, exc)
+
+    async def _synthesize(self, record: JobRecord) -> None:
+        """The whole response's plan, its segments made one call each (each call a check for
+        cancellation and a progress report), joined as the whole response joins them."""
+        body, attempt = record.request, record.attempts
+        # Transcript and clip read together once per attempt, so every segment speaks one version
+        # of the voice; the clip goes to a replica only when it lacks it (`SpeechService.send`).
+        reference = await self.speech.reference_with_clip(body.voice)
+        clip, plan, waves = self._segments.get(record.id) or (reference.sha256, None, [])
+        if clip != reference.sha256 or plan is None:  # the voice was replaced since: start again
+            plan = await self._call(lambda: self.speech.send(
+                reference, lambda ref: self.speech.backends.plan(ref, body.input, body.options())))
+            waves = []
+        self._segments[record.id] = (reference.sha256, plan, waves)
+        total = len(plan.segments)
+        await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
+            segments_done=len(waves), segments_total=total, audio_seconds=_seconds(waves)))
+        for index in range(len(waves), total):
+            speech = await self._call(lambda i=index: self.speech.send(
+                reference, lambda ref: self.speech.backends.synthesize_segment(ref, plan, i)))
+            waves.append(speech.wave)
+            # Also the check between segments: a cancelled job stops here.
+            await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
+                segments_done=index + 1, segments_total=total, audio_seconds=_seconds(waves)))
+        speech = seams.join(waves, plan.cross_fade_samples)
+        data = await asyncio.to_thread(encoding.encode, speech, body.response_format)
+        await asyncio.to_thread(self.store.succeed, record.id, attempt, data)
+        logger.info("job %s: succeeded on attempt %d", record.id, attempt)
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One Synthesizer call, within `segment_timeout_s`. A full queue (503 `overloaded`) is waited
+        out as its Retry-After says, within the same time: busy is not a failed attempt."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.segment_timeout_s
+        while True:
+            try:
+                return await asyncio.wait_for(call(), max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                raise TimeoutError(f"A Synthesizer call took over {self.settings.segment_timeout_s:g} s.") from None
+            except Overloaded as exc:
+                wait = exc.retry_after_s or self.settings.retry_delay_s
+                if loop.time() + wait >= deadline:
+                    raise
+                await asyncio.sleep(wait)
+
+    async def _failed(self, record: JobRecord, exc: Exception) -> bool:
+        cause = unwrap(exc)
+        if isinstance(cause, ServiceError):  # a 4xx is the request's fault: retrying cannot help
+            error, retryable = JobError(code=cause.code, message=cause.message), cause.status_code >= 500
+        elif isinstance(cause, TimeoutError):
+            error, retryable = JobError(code="synthesis_timeout", message=str(cause)), True
+        else:  # e.g. the Synthesizer replica died under the call (Ray's ActorDiedError)
+            first_line = (str(cause).strip().splitlines() or [""])[0][:300]
+            error, retryable = JobError(code="synthesis_failed", message=f"{type(cause).__name__}: {first_line}"), True
+        logger.warning("job %s: attempt %d failed: %s", record.id, record.attempts, error.message)
+        try:
+            after = await asyncio.to_thread(self.store.retry_or_fail, record.id, record.attempts, error, retryable)
+        except Superseded:
+            return False
+        return after.status == "queued"

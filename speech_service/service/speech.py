@@ -1,0 +1,177 @@
+"""The speech steps of one request, without HTTP: check it, load the voice, call the Synthesizer,
+encode. Routes (`api.py`) and jobs both go through `SpeechService`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from speech_service import audio, metrics
+from speech_service.audio import encoding
+from speech_service.config import ServiceSettings, SynthesisOptions
+from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing
+from speech_service.plans import SpeechPlan
+from speech_service.references import Reference
+from speech_service.schemas import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, SpeechUsage
+from speech_service.storage.voices import VoiceStore
+
+T = TypeVar("T")
+# pcm/wav of up to 30 s of speech are encoded on the event loop (about 2 ms at most); longer ones
+# and the compressed formats (libsndfile or ffmpeg) in a thread, so one long response does not
+# stall the others.
+_INLINE_ENCODE_SAMPLES = 30 * audio.SAMPLE_RATE
+
+
+class Backends(Protocol):
+    """The model side of the service, as the API sees it."""
+
+    async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> audio.Speech:
+        """The whole speech; `options` are the request's sampling overrides. Raises
+        `ReferenceMissing` when `reference` comes without its clip and the model side lacks it."""
+
+    def stream(self, reference: Reference, text: str, options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
+        """The same speech as `synthesize`, one piece per text segment as each is ready."""
+
+    async def plan(self, reference: Reference, text: str, options: SynthesisOptions) -> SpeechPlan:
+        """The plan `synthesize` would follow (its segments, knobs and seed)."""
+
+    async def synthesize_segment(self, reference: Reference, plan: SpeechPlan, index: int) -> audio.Speech:
+        """Segment `index` of `plan`, as `synthesize` has it before the cross-fades."""
+
+    async def transcribe(self, audio: np.ndarray, language: str | None) -> str: ...
+
+    async def status(self) -> dict[str, Any]:
+        """Deployment and model state; must not wake any model replica."""
+
+
+@dataclass(frozen=True)
+class EncodedSpeech:
+    data: bytes
+    model_s: float  # the model calls' wall time (`audio.Speech`)
+    total_s: float  # from the request's start to its encoded audio
+
+    def server_timing(self) -> str:
+        """The `Server-Timing` header: where a response's time went, in milliseconds."""
+        return f"model;dur={1000 * self.model_s:.1f}, total;dur={1000 * self.total_s:.1f}"
+
+
+class SpeechService:
+    def __init__(self, settings: ServiceSettings, store: VoiceStore, backends: Backends):
+        self.settings = settings
+        self.store = store
+        self.backends = backends
+
+    def check(self, body: SpeechRequest) -> None:
+        accepted = self.settings.accepted_models
+        if body.model not in accepted:
+            raise BadRequest(f"Unknown model '{body.model}'; use one of {json.dumps(accepted)}.",
+                             code="unknown_model", param="model")
+        if not body.input.strip():
+            raise BadRequest("input is empty.", code="empty_input", param="input")
+        limit = self.settings.limits.max_input_chars
+        if len(body.input) > limit:
+            raise PayloadTooLarge(f"input has {len(body.input)} characters; the limit is {limit}.",
+                                  code="input_too_long", param="input")
+
+    async def reference(self, voice: str) -> Reference:
+        """The voice's transcript and its clip's sha256, from one record; the clip is not read."""
+        record = await asyncio.to_thread(self.store.get, voice)
+        return Reference(voice, record.sha256, record.ref_text)
+
+    async def reference_with_clip(self, voice: str) -> Reference:
+        record, wav = await asyncio.to_thread(self.store.reference, voice)
+        return Reference(voice, record.sha256, record.ref_text, wav)
+
+    async def send(self, reference: Reference, call: Callable[[Reference], Awaitable[T]]) -> T:
+        """`call(reference)` with the clip named only; sent again with the clip when the replica
+        lacks it (once per voice and replica). A reference that came without its clip takes the
+        voice's current record and clip then, both together."""
+        try:
+            return await call(reference.named())
+        except ReferenceMissing:
+            if reference.wav is None:
+                reference = await self.reference_with_clip(reference.voice)
+            return await call(reference)
+
+    async def synthesize(self, body: SpeechRequest) -> EncodedSpeech:
+        """The whole speech, encoded in the requested format."""
+        started = time.monotonic()
+        self.check(body)
+        options = body.options()
+        speech = await self.send(await self.reference(body.voice),
+                                 lambda reference: self.backends.synthesize(reference, body.input, options))
+        metrics.record_first_audio(started, stream=False)
+        wave = speech.wave
+        metrics.record_speech(len(wave) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
+        if body.response_format in encoding.RAW_FORMATS and len(wave) <= _INLINE_ENCODE_SAMPLES:
+            data = encoding.encode(wave, body.response_format)  # cheaper than the hop to a thread
+        else:
+            data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
+        return EncodedSpeech(data, speech.model_s, time.monotonic() - started)
+
+    async def stream(self, body: SpeechRequest) -> AsyncIterator[bytes]:
+        """Encoded audio as segments are ready. The first piece is awaited before this returns, so
+        errors surface here (and keep their HTTP status) rather than inside a started response."""
+        encoded, _ = await self._open_stream(body)
+        return encoded
+
+    async def stream_events(self, body: SpeechRequest) -> AsyncIterator[bytes]:
+        """OpenAI's `stream_format: "sse"`: the audio of `stream`, base64 in `speech.audio.delta`
+        events, then `speech.audio.done` with the usage in F5's units: the input's characters and
+        the mel frames made (F5 reads characters and writes frames)."""
+        encoded, pieces = await self._open_stream(body)
+        return _events(encoded, pieces, len(body.input))
+
+    async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces]:
+        started = time.monotonic()
+        self.check(body)
+        options = body.options()
+
+        async def first_piece(reference: Reference) -> tuple[AsyncIterator[np.ndarray], np.ndarray]:
+            pieces = self.backends.stream(reference, body.input, options)
+            return pieces, await anext(pieces)
+
+        encoder = encoding.StreamEncoder(body.response_format)
+        encoder.start()  # ffmpeg starts while the first segment is made
+        try:
+            rest, first = await self.send(await self.reference(body.voice), first_piece)
+        except BaseException:
+            await encoder.close()
+            raise
+        metrics.record_first_audio(started, stream=True)
+        pieces = _SpokenPieces(first, rest, started)
+        return encoder.encode(pieces), pieces
+
+
+async def _events(encoded: AsyncIterator[bytes], pieces: _SpokenPieces, input_tokens: int) -> AsyncIterator[bytes]:
+    async for data in encoded:
+        yield _event(SpeechAudioDelta(audio=base64.b64encode(data).decode()))
+    output_tokens = pieces.samples // audio.HOP_LENGTH
+    yield _event(SpeechAudioDone(usage=SpeechUsage(input_tokens=input_tokens, output_tokens=output_tokens,
+                                                   total_tokens=input_tokens + output_tokens)))
+
+
+def _event(event: SpeechAudioDelta | SpeechAudioDone) -> bytes:
+    return f"data: {event.model_dump_json()}\n\n".encode()
+
+
+class _SpokenPieces:
+    """A stream's pieces, its first already made; counts the samples and records them at the end."""
+
+    def __init__(self, first: np.ndarray, rest: AsyncIterator[np.ndarray], started: float):
+        self.first, self.rest, self.started, self.samples = first, rest, started, 0
+
+    async def __aiter__(self) -> AsyncIterator[np.ndarray]:
+        self.samples = len(self.first)
+        yield self.first
+        async for piece in self.rest:
+            self.samples += len(piece)
+            yield piece
+        metrics.record_speech(self.samples / audio.SAMPLE_RATE, time.monotonic() - self.started, stream=True)

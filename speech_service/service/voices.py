@@ -1,0 +1,103 @@
+"""Voice registration: the one place where a reference clip and its transcript are paired.
+
+The rules of DESIGN.md live here: the clip is prepared and transcribed once, at upload; a supplied
+transcript is kept only when the clip was not shortened, otherwise the clip itself is transcribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from speech_service.audio import encoding, preparation, uploads
+from speech_service.config import LimitSettings
+from speech_service.errors import BadRequest, Conflict, NotFound, Unprocessable
+from speech_service.schemas import VoiceCreated
+from speech_service.storage.voices import VoiceRecord, VoiceStore, check_name, now, sha256
+
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")  # ISO 639 codes, as Whisper names languages
+
+Transcribe = Callable[[np.ndarray, "str | None"], Awaitable[str]]
+
+
+def check_ref_text(text: str, duration_s: float, limits: LimitSettings) -> str:
+    """A transcript plausible for a clip of `duration_s`, or a 422 saying why not."""
+    text = " ".join(text.split())
+    if not text:
+        raise Unprocessable("ref_text is empty.", code="empty_ref_text", param="ref_text")
+    rate = len(text) / duration_s
+    if rate > limits.max_ref_chars_per_second:
+        raise Unprocessable(
+            f"ref_text has {len(text)} characters for {duration_s:.1f} s of audio ({rate:.0f}/s, at "
+            f"most {limits.max_ref_chars_per_second:g}/s is plausible): it describes more than the clip.",
+            code="implausible_ref_text", param="ref_text",
+        )
+    if rate < limits.min_ref_chars_per_second:
+        raise Unprocessable(
+            f"ref_text has {len(text)} characters for {duration_s:.1f} s of audio: too little for "
+            "the clip; it describes less than what is spoken.",
+            code="implausible_ref_text", param="ref_text",
+        )
+    return text
+
+
+async def register_voice(store: VoiceStore, transcribe: Transcribe, limits: LimitSettings, *, name: str,
+                         data: bytes, ref_text: str | None, language: str | None,
+                         overwrite: bool) -> VoiceCreated:
+    check_name(name)
+    if language is not None and not LANGUAGE_RE.fullmatch(language):
+        raise BadRequest(f"language must be an ISO 639 code such as 'en', not '{language}'.",
+                         code="invalid_language", param="language")
+    if not overwrite and await asyncio.to_thread(_exists, store, name):  # S3 may be slow: off the event loop
+        raise Conflict(f"Voice '{name}' already exists; send overwrite=true to replace it.", code="voice_exists")
+    ref = await asyncio.to_thread(_prepare, data, limits)
+
+    warnings: list[str] = []
+    supplied = (ref_text or "").strip()
+    if supplied and not ref.clipped:
+        text, source = check_ref_text(supplied, ref.duration_s, limits), "user"
+    else:
+        if supplied:
+            warnings.append(
+                f"ref_text was replaced: it described the whole {ref.original_duration_s:.1f} s upload, "
+                f"but the reference was clipped to {ref.duration_s:.1f} s, so the clip was transcribed."
+            )
+        text, source = " ".join((await transcribe(ref.audio, language)).split()), "asr"
+        if not text:
+            raise Unprocessable("No speech was recognised in the reference audio; send ref_text.",
+                                code="no_speech_recognised")
+
+    wav = encoding.to_wav_bytes(ref.audio)
+    record = VoiceRecord(
+        name=name, ref_text=text, ref_text_source=source, language=language,
+        duration_s=round(ref.duration_s, 3), original_duration_s=round(ref.original_duration_s, 3),
+        clipped=ref.clipped, sha256=sha256(wav), created_at=now(),
+    )
+    await asyncio.to_thread(store.put, record, wav, overwrite=overwrite)
+    return VoiceCreated(**record.model_dump(), warnings=warnings)
+
+
+def _prepare(data: bytes, limits: LimitSettings) -> preparation.PreparedReference:
+    decoded = uploads.decode(data, max_seconds=limits.max_reference_seconds,
+                             timeout_s=limits.decode_timeout_s)
+    return preparation.prepare_reference(decoded, max_clip_s=limits.max_clip_seconds,
+                                         min_s=limits.min_reference_seconds)
+
+
+def correct_ref_text(store: VoiceStore, limits: LimitSettings, name: str, ref_text: str) -> VoiceRecord:
+    def corrected(record: VoiceRecord) -> VoiceRecord:  # checked against the clip the record has now
+        text = check_ref_text(ref_text, record.duration_s, limits)
+        return record.model_copy(update={"ref_text": text, "ref_text_source": "user", "updated_at": now()})
+
+    return store.update(check_name(name), corrected)
+
+
+def _exists(store: VoiceStore, name: str) -> bool:
+    try:
+        store.get(name)
+        return True
+    except NotFound:
+        return False

@@ -1,0 +1,126 @@
+"""Transcription backends. The default is faster-whisper (CTranslate2)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+from contextlib import nullcontext
+from typing import Protocol
+
+import numpy as np
+
+from speech_service.audio import SAMPLE_RATE
+from speech_service.config import TranscriberSettings
+from speech_service.devices import whisper_device
+from speech_service.errors import BadRequest
+
+logger = logging.getLogger(__name__)
+
+
+class _NoClock:
+    def phase(self, name: str):
+        return nullcontext()
+
+WHISPER_RATE = 16_000  # Whisper listens at 16 kHz; references are stored at SAMPLE_RATE
+
+
+class TranscriptionBackend(Protocol):
+    model_name: str
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+        """Text spoken in mono float32 24 kHz `audio`."""
+
+
+class WhisperBackend:
+    def __init__(self, settings: TranscriberSettings, clock=None):
+        """`clock` (a `coldstart.ColdStartClock`) times the phases of the start."""
+        clock = clock or _NoClock()
+        with clock.phase("imports"):
+            from faster_whisper import WhisperModel
+        device = whisper_device(settings.device)
+        self.model_name = settings.model
+        self.beam_size = settings.beam_size
+        logger.info("loading Whisper %s on %s with %s CPU threads", settings.model, device, settings.cpu_threads)
+        with clock.phase("weights"):  # a model name is fetched from the hub here, once
+            self.model = WhisperModel(settings.model, device=device, compute_type=settings.compute_type,
+                                      cpu_threads=settings.cpu_threads or 0, download_root=settings.cache_dir)
+        self.encoder = EncoderCache(self.model.encode)
+        self.model.encode = self.encoder  # faster-whisper calls self.encode for every window
+        with clock.phase("warm_up"):
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """One short encoder pass and one decoder step, so that a device's lazy set-up (CUDA's) is
+        not paid by the first upload. A full 30 s window would cost a CPU replica's cold start
+        about as much as the first upload's own encoder pass, and the first upload on a CPU runs no
+        slower without it."""
+        import ctranslate2
+
+        second = np.zeros((1, self.model.model.n_mels, 100), dtype=np.float32)  # 100 frames: 1 s
+        self.model.model.detect_language(self.model.model.encode(ctranslate2.StorageView.from_array(second)))
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+        if language is not None and language not in self.model.supported_languages:
+            raise BadRequest(f"Whisper does not know the language code '{language}'.", code="unsupported_language")
+        audio16k = resample_poly(audio, WHISPER_RATE, SAMPLE_RATE)
+        try:
+            if language is None and self.model.model.is_multilingual:
+                language = self.detect_language(audio16k)
+            segments, _ = self.model.transcribe(audio16k, language=language, beam_size=self.beam_size,
+                                                condition_on_previous_text=False)
+            return " ".join(s.text.strip() for s in segments).strip()
+        finally:
+            self.encoder.forget()  # an encoder output is megabytes (on the GPU, with a large model)
+
+    def detect_language(self, audio16k: np.ndarray) -> str:
+        """The language, detected on the very window transcription encodes first.
+
+        Asked for no language, faster-whisper runs an encoder pass of its own to detect it, then
+        encodes the window again to transcribe it: on a CPU that doubles an upload's transcription.
+        Transcription's first window leaves out the features' last frame (faster-whisper's
+        `content_frames`); detecting on the same input lets `EncoderCache` hand the second pass
+        the first one's output. Were the inputs ever to differ, the cache would miss, costing time,
+        never text."""
+        features = self.model.feature_extractor(audio16k)
+        language, _, _ = self.model.detect_language(features=features[..., :-1])
+        return language
+
+
+class EncoderCache:
+    """Whisper's encoder with the last output kept, per thread, keyed by the input's bytes."""
+
+    def __init__(self, encode):
+        self._encode = encode
+        self._last = threading.local()
+        self.passes = 0  # encoder passes run (tests read it)
+
+    def __call__(self, features: np.ndarray):
+        key = (features.shape, hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest())
+        if getattr(self._last, "key", None) != key:
+            self._last.key, self._last.output = key, self._encode(features)
+            self.passes += 1
+        return self._last.output
+
+    def forget(self) -> None:
+        """Drop this thread's kept output."""
+        self._last.__dict__.clear()
+
+
+def resample_poly(audio: np.ndarray, up: int, down: int) -> np.ndarray:
+    """`scipy.signal.resample_poly(audio, up, down)` with its default filter (Kaiser-windowed sinc,
+    beta 5, 10 zero crossings per side) in NumPy: importing scipy.signal costs the Transcriber
+    replica ~70 MB of memory for this one call."""
+    g = math.gcd(up, down)
+    up, down = up // g, down // g
+    max_rate = max(up, down)
+    half_len = 10 * max_rate
+    taps = np.arange(2 * half_len + 1) - half_len
+    h = np.sinc(taps / max_rate) * np.kaiser(2 * half_len + 1, 5.0)
+    h *= up / h.sum()
+    upsampled = np.zeros(len(audio) * up, dtype=np.float64)
+    upsampled[::up] = audio
+    filtered = np.convolve(upsampled, h)  # full: output sample k sits at k * down + half_len
+    n_out = -(-len(audio) * up // down)
+    return filtered[half_len::down][:n_out].astype(np.float32)

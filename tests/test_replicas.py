@@ -1,0 +1,242 @@
+"""The replica classes the deployments wrap, driven in process: their reload rules and refusals, and
+the Ingress's call policy (`ModelCalls`) with the failures Ray reports."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from speech_service.audio import encoding
+from speech_service.config import LimitSettings, SynthesisOptions
+from speech_service.errors import (
+    BadRequest,
+    CapacityUnavailable,
+    ModelUnavailable,
+    Overloaded,
+    ReferenceMissing,
+    RequestTimeout,
+    SynthesizerUnavailable,
+    Unprocessable,
+)
+from speech_service.references import Reference
+from speech_service.service import model_calls
+from speech_service.service.model_calls import ModelCalls
+from speech_service.storage.voices import sha256
+from speech_service.synthesis.replica import SynthesisReplica
+from speech_service.transcription.replica import TranscriptionReplica
+
+from conftest import SHORT_TEXT, decode_file
+
+
+class Loads:
+    """A loader that counts its calls and hands out the session's engine (or fails)."""
+
+    def __init__(self, model, fail: Exception | None = None):
+        self.model, self.fail, self.calls = model, fail, 0
+
+    def __call__(self, settings, clock):
+        self.calls += 1
+        if self.fail:
+            raise self.fail
+        return self.model
+
+
+@pytest.fixture
+def voice(short_wav):
+    wav = encoding.to_wav_bytes(decode_file(short_wav))
+    return Reference("alice", sha256(wav), SHORT_TEXT, wav)
+
+
+def test_a_replica_without_weights_stays_up_and_says_how_to_provide_them(synth_settings, voice):
+    loads = Loads(None, FileNotFoundError("no such file: model.safetensors"))
+    replica = SynthesisReplica(loader=loads)
+    replica.reconfigure(synth_settings)
+    with pytest.raises(ModelUnavailable) as err:
+        asyncio.run(replica.synthesize(voice, "Hello.", SynthesisOptions()))
+    assert "model.safetensors" in err.value.message and "checkpoint" in err.value.message
+    assert replica.info()["load_error"] == err.value.message and replica.info()["model"] is None
+
+
+def test_live_settings_apply_without_a_reload_and_weight_settings_reload(engine, synth_settings):
+    loads = Loads(engine)
+    replica = SynthesisReplica(loader=loads)
+    replica.reconfigure(synth_settings)
+    replica.reconfigure(synth_settings.model_copy(update={"defaults": SynthesisOptions(nfe_step=3),
+                                                          "max_batch_size": 3}))
+    assert loads.calls == 1 and engine.defaults.nfe_step == 3 and engine.max_batch_size == 3
+    replica.reconfigure(synth_settings.model_copy(update={"use_ema": not synth_settings.use_ema}))
+    assert loads.calls == 2  # a weight field: new weights
+    replica.reconfigure(synth_settings)
+    assert loads.calls == 3 and engine.defaults == synth_settings.defaults and engine.max_batch_size == 8
+
+
+def test_refusals_are_answered_not_raised(engine, synth_settings, voice):
+    replica = SynthesisReplica(loader=Loads(engine))
+    replica.reconfigure(synth_settings)
+    unknown = Reference("bob", "0" * 64, SHORT_TEXT)  # named only, never sent
+    assert isinstance(asyncio.run(replica.synthesize(unknown, "Hello.", SynthesisOptions())), ReferenceMissing)
+    assert isinstance(replica.plan(unknown, "Hello.", SynthesisOptions()), ReferenceMissing)
+
+    async def first_piece(reference, text):
+        return await anext(replica.synthesize_stream(reference, text, SynthesisOptions(nfe_step=2)))
+
+    assert isinstance(asyncio.run(first_piece(unknown, "Hello.")), ReferenceMissing)
+    too_long = Reference("alice", voice.sha256, SHORT_TEXT * 40, voice.wav)  # more text than the clip holds
+    refused = asyncio.run(replica.synthesize(too_long, "Hello.", SynthesisOptions(nfe_step=2)))
+    assert isinstance(refused, Unprocessable) and refused.code == "text_exceeds_frames"
+    spoken = asyncio.run(replica.synthesize(voice, "Hello there.", SynthesisOptions(nfe_step=2, seed=1)))
+    assert len(spoken.wave) > 0 and spoken.model_s > 0
+    # The clip is kept: named only, it is found now.
+    assert len(asyncio.run(replica.synthesize(voice.named(), "Hello.", SynthesisOptions(nfe_step=2))).wave) > 0
+
+
+def test_a_segment_of_a_plan_is_what_the_whole_response_has_there(engine, synth_settings, voice):
+    replica = SynthesisReplica(loader=Loads(engine))
+    replica.reconfigure(synth_settings)
+    text = "The first sentence is here. " * 12
+    options = SynthesisOptions(nfe_step=2, seed=4)
+    plan = replica.plan(voice, text, options)
+    assert len(plan.segments) >= 2 and plan.seed == 4
+    segments = [asyncio.run(replica.synthesize_segment(voice, plan, i)).wave for i in range(len(plan.segments))]
+    from speech_service.audio.seams import join
+
+    whole = asyncio.run(replica.synthesize(voice, text, options)).wave
+    assert np.abs(join(segments, plan.cross_fade_samples) - whole).max() < 1 / 32767
+
+
+def test_the_transcriber_refuses_an_unknown_language_and_fails_without_its_model(whisper, whisper_settings,
+                                                                               short_wav):
+    replica = TranscriptionReplica(loader=Loads(whisper))
+    replica.reconfigure(whisper_settings)
+    clip = decode_file(short_wav)
+    assert "fox" in replica.transcribe(clip, "en").lower()
+    assert isinstance(replica.transcribe(clip, "xx"), BadRequest)
+    broken = TranscriptionReplica(loader=Loads(None, OSError("no model.bin")))
+    broken.reconfigure(whisper_settings)
+    with pytest.raises(ModelUnavailable) as err:
+        broken.transcribe(clip)
+    assert "no model.bin" in err.value.message
+
+
+# -- the call policy ---------------------------------------------------------------------------
+class Gone(Exception):
+    pass
+
+
+class Full(Exception):
+    retry_after_s = 7
+
+
+def classify(exc):
+    return {Gone: "replica_gone", Full: "backpressure"}.get(type(exc))
+
+
+def calls(**limits) -> ModelCalls:
+    return ModelCalls(LimitSettings(**{"request_timeout_s": 5, "capacity_wait_s": 5, **limits}), classify=classify)
+
+
+@pytest.fixture(autouse=True)
+def quick_retry(monkeypatch):
+    monkeypatch.setattr(model_calls, "REPLICA_RETRY_DELAY_S", 0.01)
+
+
+def answers(*outcomes):
+    """`start` for a call whose attempts end as `outcomes` say (an exception is raised)."""
+    outcomes = list(outcomes)
+    started = []
+
+    async def attempt(outcome):
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def start():
+        started.append(1)
+        return attempt(outcomes.pop(0))
+
+    return start, started
+
+
+def test_a_call_whose_replica_died_is_sent_again_once():
+    start, started = answers(Gone("actor died"), "speech")
+    assert asyncio.run(calls().call("Synthesizer", SynthesizerUnavailable, start)) == "speech" and len(started) == 2
+    start, started = answers(Gone("actor died"), Gone("actor died again"), "never")
+    with pytest.raises(SynthesizerUnavailable) as err:
+        asyncio.run(calls().call("Synthesizer", SynthesizerUnavailable, start))
+    assert len(started) == 2 and err.value.status_code == 503 and err.value.headers["Retry-After"]
+
+
+def test_a_full_queue_is_503_overloaded_with_its_retry_after():
+    start, started = answers(Full())
+    with pytest.raises(Overloaded) as err:
+        asyncio.run(calls().call("Synthesizer", SynthesizerUnavailable, start))
+    assert err.value.headers == {"Retry-After": "7"} and len(started) == 1
+
+
+def test_a_returned_refusal_is_raised_and_other_errors_pass_through():
+    start, _ = answers(BadRequest("empty", code="empty_input"))
+    with pytest.raises(BadRequest):
+        asyncio.run(calls().call("Synthesizer", SynthesizerUnavailable, lambda: _answered(start)))
+    start, started = answers(ValueError("a bug"))
+    with pytest.raises(ValueError):
+        asyncio.run(calls().call("Synthesizer", SynthesizerUnavailable, start))
+    assert len(started) == 1  # not a replica's death: not sent again
+
+
+async def _answered(start):
+    try:
+        return await start()
+    except BadRequest as exc:
+        return exc  # as a replica returns its refusal
+
+
+class Hanging:
+    """A call that never answers, cancellable like a Ray response."""
+
+    def __init__(self):
+        self.cancelled = False
+
+    def __await__(self):
+        return asyncio.sleep(3600).__await__()
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_a_call_that_never_answers_is_504_within_its_bound_and_cancelled():
+    hanging = Hanging()
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout):
+        asyncio.run(calls(request_timeout_s=0.3).call("Synthesizer", SynthesizerUnavailable, lambda: hanging))
+    assert time.monotonic() - started < 2 and hanging.cancelled
+
+
+def test_a_deployment_no_node_can_host_is_503_capacity_unavailable():
+    policy = ModelCalls(LimitSettings(request_timeout_s=30, capacity_wait_s=0.2), classify=classify,
+                        capacity_problem=lambda deployment: f"no node has a GPU for the {deployment}")
+    started = time.monotonic()
+    with pytest.raises(CapacityUnavailable) as err:
+        asyncio.run(policy.call("Synthesizer", SynthesizerUnavailable, lambda: Hanging()))
+    assert "GPU" in err.value.message and time.monotonic() - started < 3
+
+
+def test_a_stream_is_retried_until_its_first_piece_and_then_ends_cleanly():
+    opened = []
+
+    async def pieces(fail_first: bool, fail_later: bool):
+        if fail_first:
+            raise Gone("died before its first piece")
+        yield b"one"
+        if fail_later:
+            raise Gone("died mid-stream")
+        yield b"two"
+
+    def open_pieces():
+        opened.append(1)
+        return pieces(fail_first=len(opened) == 1, fail_later=True)
+
+    async def collect():
+        return [p async for p in calls().stream("Synthesizer", SynthesizerUnavailable, open_pieces)]
+
+    assert asyncio.run(collect()) == [b"one"] and len(opened) == 2  # retried once; then a clean end
