@@ -90,9 +90,10 @@ status:
 lint: setup
 	$(BIN)/ruff check .
 
-# Everything without Ray, a browser or an S3 server: the loop to run while working (under a minute).
+# The loop to run while working (under a minute): everything without Ray, a browser, an S3 server
+# or the slow ones (subprocesses of their own, stress rounds, contract fuzzing).
 test-fast: setup
-	$(BIN)/python -m pytest -m "not ray and not browser and not s3" -q
+	$(BIN)/python -m pytest -m "not ray and not browser and not s3 and not slow" -q
 
 # All tiers: lint, then every test. The README's test command and CI's.
 test: lint

@@ -7,6 +7,7 @@ so operators can change them without a redeploy.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -152,14 +153,44 @@ class JobSettings(_Strict):
     segment_timeout_s: float = Field(600.0, gt=0)  # one Synthesizer call longer than this is a failed attempt
 
 
+class ApiKey(_Strict):
+    """One API key: its name (in logs, job ownership and errors), the key itself or `sha256:<hex>`
+    of it (so the config holds no secret), its scopes and its limits (per Ingress replica)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    key: str = Field(min_length=1)
+    scopes: list[Literal["admin", "speak"]] = Field(default_factory=lambda: ["admin"], min_length=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    max_concurrent: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _hash_is_a_sha256(self) -> ApiKey:
+        if self.key.startswith("sha256:") and not re.fullmatch(r"[0-9a-f]{64}", self.key.removeprefix("sha256:")):
+            raise ValueError(f"api key '{self.name}': a sha256: key needs 64 hex digits (lowercase)")
+        return self
+
+
 class ServiceSettings(_Strict):
     """The application's `args` in `config/serve.yaml`."""
 
     store: StoreSettings = Field(default_factory=StoreSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
-    api_keys: list[str] = Field(default_factory=list)
+    # Keys for /v1/*: each a plain string (an admin key, as before scopes) or an `ApiKey`; none: open.
+    api_keys: list[str | ApiKey] = Field(default_factory=list)
     # Model names accepted in `POST /v1/audio/speech` (OpenAI clients send e.g. "tts-1").
     accepted_models: list[str] = Field(
         default_factory=lambda: ["f5-tts", "F5TTS_v1_Base", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
     )
+
+    def keys(self) -> list[ApiKey]:
+        """Every key as an `ApiKey`; a plain string is the admin key `key-<position>`."""
+        return [k if isinstance(k, ApiKey) else ApiKey(name=f"key-{i}", key=k)
+                for i, k in enumerate(self.api_keys, 1)]
+
+    @model_validator(mode="after")
+    def _key_names_are_unique(self) -> ServiceSettings:
+        names = [k.name for k in self.keys()]
+        if len(names) != len(set(names)):
+            raise ValueError("api_keys: key names must be unique")
+        return self

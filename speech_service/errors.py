@@ -49,6 +49,20 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
 
 
+class Forbidden(ServiceError):
+    """A valid key without the scope the route needs."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(ServiceError):
+    """A key over its request rate or concurrency (`Retry-After` says when to come back)."""
+
+    status_code = 429
+    code = "rate_limited"
+
+
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"

@@ -116,6 +116,13 @@ class JobError(BaseModel):
     message: str
 
 
+class KeyInfo(BaseModel):
+    """`GET /v1/me`: the calling key (name None when the service has no keys) and its scopes."""
+
+    name: str | None
+    scopes: list[str]
+
+
 class Job(BaseModel):
     """A job as the API shows it (the stored record has more: the request, the runner's lease)."""
 

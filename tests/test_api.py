@@ -86,6 +86,7 @@ def test_upload_without_transcript_is_transcribed_once(client, short_wav, backen
     assert backends.transcriptions == before + 1  # synthesis never transcribes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store_config", ["local"], indirect=True)
 def test_long_upload_with_full_transcript_stores_the_clip_and_its_own_transcript(client, long_wav, tmp_path):
     mp3 = convert(long_wav, tmp_path / "long.mp3")

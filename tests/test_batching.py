@@ -63,6 +63,7 @@ def test_one_item_is_exactly_what_cfm_sample_gives(engine, voices):
     assert torch.equal(ours, theirs[0])
 
 
+@pytest.mark.slow
 def test_every_item_of_a_mixed_batch_is_its_solo_result(engine, voices):
     items = mixed_items(engine, voices)
     durations = {item.segment.duration_frames for item in items}
@@ -110,6 +111,7 @@ def test_batches_are_split_by_size_and_frame_budget_and_knobs(engine, voices):
         assert len(a) == len(b) and relative_difference(a, b) <= 1e-5
 
 
+@pytest.mark.slow
 def test_a_whole_response_takes_the_fewest_segments_and_one_model_call(engine, voices):
     """Every segment repeats the reference in the model's input and adds a seam, so a whole response
     takes the longest segments that fit; only a stream starts with a short one."""

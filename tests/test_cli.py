@@ -16,6 +16,8 @@ import soundfile as sf
 from conftest import REPO, SHORT_TEXT, convert, free_port
 from served import served_app, without_request_id
 
+pytestmark = pytest.mark.slow  # the client runs as its own process, as users run it
+
 
 @pytest.fixture(scope="module")
 def url(backends, tmp_path_factory):

@@ -22,6 +22,7 @@ def modules_after(code: str) -> set[str]:
     return set(json.loads(out.splitlines()[-1]))
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_transcriber_imports_neither_torch_nor_f5():
     loaded = modules_after("import deployments.transcriber, speech_service.transcription.whisper")
     assert "faster_whisper" not in loaded  # imported when a replica loads, not with the module
@@ -29,6 +30,7 @@ def test_the_transcriber_imports_neither_torch_nor_f5():
     assert "scipy.signal" not in loaded  # ~70 MB for one resampling call
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_engine_imports_f5_model_code_but_not_its_trainer():
     loaded = modules_after("from speech_service.synthesis import f5_modules\n"
                            "f5_modules.backbone_class('DiT'); f5_modules.submodule('cfm')")
@@ -41,6 +43,7 @@ def test_the_engine_imports_f5_model_code_but_not_its_trainer():
     assert "f5_tts.model.trainer" in loaded
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_synthesizer_loads_and_speaks_without_torch_dynamo(synth_settings):
     """einx (imported by F5's DiT, never called) imports torch._dynamo, ~1 s, when torch came first."""
     loaded = modules_after(
@@ -57,6 +60,7 @@ def test_the_synthesizer_loads_and_speaks_without_torch_dynamo(synth_settings):
     assert not {"librosa.filters", "scipy.signal", "scipy.stats"} & loaded
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_f5s_librosa_mel_still_works_when_called():
     """The BigVGAN mel of f5-tts gets the real filter bank on its first call."""
     loaded = modules_after(

@@ -71,6 +71,7 @@ def contract_failures(app) -> tuple[list[str], Counter]:
     return sorted(set(failures)), answers
 
 
+@pytest.mark.slow  # every operation fuzzed, speech made for each valid body
 def test_every_route_keeps_its_documented_contract(tmp_path, backends, short_wav):  # noqa: F811
     client = make_client(tmp_path, backends)
     assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201  # a voice to speak in

@@ -46,6 +46,7 @@ def test_same_seed_same_audio(engine, reference):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+@pytest.mark.slow
 def test_long_text_is_spoken_in_segments_that_each_fit(engine, reference):
     text = " ".join(f"This is sentence number {i}, which the service speaks in turn." for i in range(30))
     segments = engine.plan(len(reference), SHORT_TEXT, text)

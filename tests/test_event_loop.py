@@ -38,12 +38,13 @@ def silent_s3():
     listener.close()
 
 
+@pytest.mark.slow
 def test_health_answers_while_a_voice_creation_waits_on_a_silent_s3(silent_s3, backends, short_wav, monkeypatch):
     endpoint, held = silent_s3
     for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
-    store = {"kind": "s3", "bucket": "voices", "endpoint_url": endpoint, "read_timeout_s": 4, "max_attempts": 1}
+    store = {"kind": "s3", "bucket": "voices", "endpoint_url": endpoint, "read_timeout_s": 2, "max_attempts": 1}
     with served_app(store, backends, jobs={"sweep_interval_s": 3600}) as url:
         answers = []
 

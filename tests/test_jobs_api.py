@@ -58,7 +58,7 @@ def test_a_job_runs_to_succeeded_and_its_audio_decodes(client, fmt, media_type):
 
 
 def test_audio_is_409_until_the_job_succeeds_and_cancel(client):
-    body = {"voice": "alice", "input": LONG_TEXT * 2, "response_format": "wav", "nfe_step": 64}
+    body = {"voice": "alice", "input": LONG_TEXT * 2, "response_format": "wav", "nfe_step": 12}
     job = client.post("/v1/jobs", json=body).json()
     assert_error(client.get(f"/v1/jobs/{job['id']}/audio"), 409, "job_not_finished")
     r = client.delete(f"/v1/jobs/{job['id']}")

@@ -87,6 +87,7 @@ def assert_only_the_named_clip_is_left(client, name):
     assert keys == sorted([clip, f"voices/{name}/voice.json"]), keys
 
 
+@pytest.mark.slow  # 50 rounds of racing writers
 def test_two_writers_replacing_one_voice_never_tear_it(client, clips):
     first = upload(client, "alice", clips, 0)
     assert first.status_code == 201, first.text
@@ -140,6 +141,7 @@ def test_two_writers_replacing_one_voice_never_tear_it(client, clips):
     print(f"100 concurrent replacing uploads in {elapsed:.1f} s")
 
 
+@pytest.mark.slow
 def test_three_simultaneous_creates_one_wins(client, clips):
     for round_ in range(5):
         name = f"new-{round_}"
@@ -161,6 +163,7 @@ def test_three_simultaneous_creates_one_wins(client, clips):
         assert_only_the_named_clip_is_left(client, name)
 
 
+@pytest.mark.s3  # a SeaweedFS of its own, stopped under the service
 def test_s3_outage_answers_503_and_tears_nothing(tmp_path, clips, monkeypatch):
     for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                        "AWS_DEFAULT_REGION": "us-east-1"}.items():

@@ -5,14 +5,9 @@ import pytest
 
 from speech_service import audio
 from speech_service.audio import preparation
-from speech_service.transcription.whisper import WhisperBackend, resample_poly
+from speech_service.transcription.whisper import resample_poly
 
 from conftest import LONG_TEXT, SHORT_TEXT, decode_file, espeak
-
-
-@pytest.fixture(scope="module")
-def whisper(whisper_settings):
-    return WhisperBackend(whisper_settings)
 
 
 def normalise(text: str) -> str:
@@ -26,6 +21,7 @@ def test_whisper_base_transcribes_espeak_speech(whisper, speech_dir, sentence):
     assert jiwer.wer(normalise(sentence), normalise(text)) <= 0.25, text
 
 
+@pytest.mark.slow
 def test_transcribes_the_clipped_clip_not_the_whole_recording(whisper, long_wav):
     ref = preparation.prepare_reference(decode_file(long_wav), max_clip_s=12)
     text = whisper.transcribe(ref.audio)
@@ -45,6 +41,7 @@ def test_resampling_to_whisper_rate_matches_scipy(n):
     assert np.abs(ours - theirs).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_an_upload_without_a_language_is_encoded_once_and_heard_as_with_one(whisper, speech_dir):
     """faster-whisper alone encodes the first window twice when it detects the language."""
     clip = decode_file(espeak(SHORT_TEXT, speech_dir / "asr-detect.wav"))

@@ -80,6 +80,7 @@ def loaded_after(code: str) -> set[str]:
     return set(json.loads(out.splitlines()[-1]))
 
 
+@pytest.mark.slow  # a fresh interpreter each
 @pytest.mark.parametrize("code", [
     "import deployments.ingress",
     "import serve_app",

@@ -107,43 +107,55 @@ PROMISED = [(".wav", []), (".aiff", []), (".flac", []), (".mp3", []), (".mp3", [
             (".mka", ["-c:a", "flac"])]
 
 
-@pytest.mark.parametrize("suffix, options", PROMISED, ids=[f"{s}{'-' + o[-1] if o else ''}" for s, o in PROMISED])
-def test_every_promised_format_decodes(short_wav, tmp_path, suffix, options):
-    src = tmp_path / f"voice{suffix}"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(short_wav), *options, str(src)], check=True)
+@pytest.fixture(scope="module")
+def promised(short_wav, tmp_path_factory) -> list[Path]:
+    """espeak-ng speech in each promised container, made once."""
+    folder = tmp_path_factory.mktemp("promised")
+    files = []
+    for i, (suffix, options) in enumerate(PROMISED):
+        files.append(folder / f"voice{i}{suffix}")
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(short_wav), *options, str(files[-1])],
+                       check=True)
+    return files
+
+
+@pytest.fixture(scope="module")
+def long_flac(tmp_path_factory) -> Path:
+    """Ten minutes of tone at 48 kHz: more than a 50 ms bound decodes."""
+    path = tmp_path_factory.mktemp("long") / "long.flac"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=220:duration=590",
+                    "-ar", "48000", str(path)], check=True)
+    return path
+
+
+@pytest.mark.parametrize("index", range(len(PROMISED)), ids=[f"{s}{'-' + o[-1] if o else ''}" for s, o in PROMISED])
+def test_every_promised_format_decodes(short_wav, promised, index):
     expected = len(uploads.decode(short_wav.read_bytes(), max_seconds=600))
-    samples = uploads.decode(src.read_bytes(), max_seconds=600)
+    samples = uploads.decode(promised[index].read_bytes(), max_seconds=600)
     assert abs(len(samples) - expected) < 0.1 * SR  # codecs pad a little, never more
     assert np.max(np.abs(samples)) > 0.05  # speech, not silence
 
 
-def test_every_promised_format_uploads(short_wav, tmp_path, backends):
+@pytest.mark.slow
+def test_every_promised_format_uploads(promised, tmp_path, backends):
     client = make_client(tmp_path, backends)
-    for i, (suffix, options) in enumerate(PROMISED):
-        src = tmp_path / f"voice{i}{suffix}"
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(short_wav), *options, str(src)],
-                       check=True)
+    for i, src in enumerate(promised):
         r = client.post("/v1/voices", data={"name": f"v{i}", "ref_text": SHORT_TEXT},
                         files={"file": (src.name, src.read_bytes())})
-        assert r.status_code == 201, (suffix, r.text)
+        assert r.status_code == 201, (src.suffix, r.text)
 
 
-def test_a_decode_past_its_bound_is_stopped(tmp_path):
-    long = tmp_path / "long.flac"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=220:duration=590",
-                    "-ar", "48000", str(long)], check=True)
+def test_a_decode_past_its_bound_is_stopped(long_flac):
+    long = long_flac
     started = time.monotonic()
     with pytest.raises(Unprocessable) as err:
         uploads.decode(long.read_bytes(), max_seconds=600, timeout_s=0.05)
     assert err.value.code == "decode_timeout" and time.monotonic() - started < 5
 
 
-def test_a_slow_decode_answers_422_and_stores_nothing(tmp_path, backends):
+def test_a_slow_decode_answers_422_and_stores_nothing(tmp_path, backends, long_flac):
     client = make_client(tmp_path, backends, limits={"decode_timeout_s": 0.05})
-    long = tmp_path / "long.flac"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=220:duration=590",
-                    "-ar", "48000", str(long)], check=True)
-    r = client.post("/v1/voices", data={"name": "slow"}, files={"file": ("long.flac", long.read_bytes())})
+    r = client.post("/v1/voices", data={"name": "slow"}, files={"file": ("long.flac", long_flac.read_bytes())})
     assert_error(r, 422, "decode_timeout")
     assert client.objects.list("") == []
 

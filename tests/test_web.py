@@ -197,3 +197,25 @@ def test_page_runs_a_long_text_as_a_job_with_a_progress_bar(browser, backends, s
         until(browser, lambda: player_state(browser)["duration"] > 2, 30)
         assert player_state(browser)["error"] is None and not visible(browser, "error")
         browser.save_screenshot(str(tmp_path / "web-page-job.png"))
+
+
+def test_a_speak_key_sees_no_controls_it_cannot_use(browser, backends, short_wav, tmp_path):
+    keys = [{"name": "ops", "key": "sk-web-admin"}, {"name": "app", "key": "sk-web-speak", "scopes": ["speak"]}]
+    with served_app(tmp_path / "store", backends, api_keys=keys) as url:
+        with short_wav.open("rb") as f:
+            assert httpx.post(f"{url}/v1/voices", data={"name": "erin", "ref_text": SHORT_TEXT},
+                              files={"file": ("erin.wav", f)}, headers={"Authorization": "Bearer sk-web-admin"},
+                              timeout=60).status_code == 201
+        browser.get(url)
+        until(browser, lambda: visible(browser, "key-form"), 30)
+        fill(browser, "api-key", "sk-web-speak")
+        browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+        until(browser, lambda: text(browser, "detail-name") == "erin", 30)
+        assert visible(browser, "scope-note") and visible(browser, "speak")
+        for control in ("create-form", "delete-voice", "save-text", "reference-audio"):
+            assert not visible(browser, control), control
+        assert not visible(browser, "error")
+        fill(browser, "text", "Hello there.")
+        click(browser, "speak")  # speaking is what this key is for
+        until(browser, lambda: player_state(browser)["duration"] > 0.5, 60)
+        assert not visible(browser, "error")

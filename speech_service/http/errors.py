@@ -70,7 +70,7 @@ def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
             if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)]
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError):
         return _logged(request, service_error_response(exc), exc.code)

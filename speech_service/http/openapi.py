@@ -22,11 +22,12 @@ logger = logging.getLogger(__name__)
 _DESCRIPTIONS = {
     400: "Bad request: malformed JSON, an invalid voice name, an upload that is no supported audio file, …",
     401: "Missing or unknown API key",
+    403: "The key lacks the scope this needs (the error names it)",
     404: "No such voice (or resource)",
     409: "The voice exists already, or is being replaced",
     413: "The upload or the input text is over its limit",
     422: "A field is out of range or implausible (the error's `param` names it)",
-    429: "Too many requests; retry after `Retry-After` seconds",
+    429: "Too many requests (a model queue, or the key's rate or concurrency limit); retry after `Retry-After` seconds",
     503: "A model, the store or capacity is unavailable for now (`Retry-After` when it will pass)",
     504: "The request did not finish within the configured time",
 }
@@ -60,7 +61,7 @@ def errors_for(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-def _document(app: FastAPI, settings: ServiceSettings) -> None:
+def document(app: FastAPI, settings: ServiceSettings) -> None:
     """Add what FastAPI cannot see to the OpenAPI document: `X-Request-ID` on every response, and the
     configured limits the service checks (accepted model names, input length)."""
     build = app.openapi

@@ -45,12 +45,12 @@ class JobRunner:
         # after a failed Synthesizer call resumes after them (same plan and seed, so the same audio).
         self._segments: dict[str, tuple[str, SpeechPlan, list[np.ndarray]]] = {}  # job id -> (clip sha256, ...)
 
-    async def submit(self, body: SpeechRequest) -> JobRecord:
+    async def submit(self, body: SpeechRequest, owner: str | None = None) -> JobRecord:
         """Check the request as `/v1/audio/speech` would (a bad one is an error now, not a failed job
         later), store the job and start it."""
         self.speech.check(body)
         await asyncio.to_thread(self.speech.store.get, body.voice)
-        record = await asyncio.to_thread(self.store.create, body)
+        record = await asyncio.to_thread(self.store.create, body, owner)
         self._start(record.id)
         return record
 

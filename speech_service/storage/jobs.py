@@ -57,6 +57,7 @@ class JobRecord(BaseModel):
     finished_at: datetime | None = None
     expires_at: datetime | None = None
     lease_until: datetime  # a queued or running job whose lease has passed is free for any runner
+    owner: str | None = None  # the name of the key that made it (None: the service has no keys)
 
     @property
     def result_key(self) -> str:
@@ -98,10 +99,10 @@ class JobStore:
             raise _not_found(job_id)
         return f"jobs/{job_id}.json"
 
-    def create(self, request: SpeechRequest) -> JobRecord:
+    def create(self, request: SpeechRequest, owner: str | None = None) -> JobRecord:
         t = self.now()
         record = JobRecord(id=new_id(), status="queued", request=request, max_attempts=self.settings.max_attempts,
-                           created_at=t, updated_at=t, lease_until=t)
+                           created_at=t, updated_at=t, lease_until=t, owner=owner)
         self.objects.put(self._key(record.id), record.model_dump_json().encode(), if_none_match=True)
         return record
 
@@ -112,9 +113,12 @@ class JobStore:
             raise _not_found(job_id) from None
         return JobRecord.model_validate_json(stored.data), stored.etag
 
-    def get(self, job_id: str) -> JobRecord:
-        """The record; an expired job is removed here and reads as not found."""
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """The record; an expired job is removed here and reads as not found, and so does another
+        owner's job when `owner` is given."""
         record, _ = self._read(job_id)
+        if owner is not None and record.owner != owner:
+            raise _not_found(job_id)
         if record.expires_at is not None and record.expires_at <= self.now():
             self.remove(job_id)
             raise _not_found(job_id)
@@ -140,21 +144,22 @@ class JobStore:
         return sorted((k.removeprefix("jobs/").removesuffix(".json") for k in keys if k.endswith(".json")),
                       reverse=True)
 
-    def list(self, limit: int, after: str | None = None) -> tuple[list[JobRecord], bool]:
-        """Up to `limit` jobs older than the job `after`, newest first, and whether there are more."""
+    def list(self, limit: int, after: str | None = None, owner: str | None = None) -> tuple[list[JobRecord], bool]:
+        """Up to `limit` jobs older than the job `after`, newest first (of `owner` when given), and
+        whether there are more."""
         ids = [i for i in self.ids() if after is None or i < after]
         page: list[JobRecord] = []
         for n, job_id in enumerate(ids):
             try:
-                page.append(self.get(job_id))
-            except NotFound:  # expired or removed meanwhile
+                page.append(self.get(job_id, owner))
+            except NotFound:  # expired or removed meanwhile, or another owner's
                 continue
             if len(page) == limit:
                 return page, n + 1 < len(ids)
         return page, False
 
-    def result(self, job_id: str) -> tuple[JobRecord, bytes]:
-        record = self.get(job_id)
+    def result(self, job_id: str, owner: str | None = None) -> tuple[JobRecord, bytes]:
+        record = self.get(job_id, owner)
         if record.status != "succeeded":
             raise Conflict(f"Job '{job_id}' is {record.status}; its audio is there once it has succeeded.",
                            code="job_not_finished")
@@ -168,7 +173,7 @@ class JobStore:
         self.objects.delete(record.result_key)
         self.objects.delete(self._key(job_id))
 
-    def cancel_or_remove(self, job_id: str) -> JobRecord | None:
+    def cancel_or_remove(self, job_id: str, owner: str | None = None) -> JobRecord | None:
         """Cancel a queued or running job (its runner stops at its next check) and return it; remove
         a finished one and return None."""
         def cancel(record: JobRecord) -> None:
@@ -176,7 +181,7 @@ class JobStore:
                 raise _Unchanged
             self._finish(record, "cancelled")
 
-        if self.get(job_id).status in ACTIVE:
+        if self.get(job_id, owner).status in ACTIVE:
             try:
                 return self.update(job_id, cancel)
             except _Unchanged:  # finished meanwhile

@@ -5,6 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "f5voice.apiKey";
 let apiKey = localStorage.getItem(KEY_STORAGE) || "";
+let canManageVoices = true;  // an admin key (or no keys); a `speak` key may only speak and list
 let recordedClip = null;   // a Blob from the microphone, used instead of the file input when set
 let recorder = null;
 let audioUrl = null;       // object URL behind the player and the download link
@@ -84,6 +85,17 @@ function showKeyForm() {
 
 // ---- voices ----
 
+// What this key may do (GET /v1/me): a `speak` key sees no controls it cannot use.
+async function loadScopes() {
+  const { scopes } = await (await api("GET", "/v1/me")).json();
+  canManageVoices = scopes.includes("admin");
+  for (const id of ["create-form", "delete-voice", "save-text", "reference-audio"]) {
+    $(id).hidden = !canManageVoices;
+  }
+  $("detail-ref-text").readOnly = !canManageVoices;
+  $("scope-note").hidden = canManageVoices;
+}
+
 async function loadVoices(selected) {
   const { voices } = await (await api("GET", "/v1/voices")).json();
   const select = $("voice");
@@ -113,6 +125,7 @@ async function showVoice(voice, warnings = []) {
     li.textContent = w;
     return li;
   }));
+  if (!canManageVoices) return;  // the reference clip is for keys that manage voices
   const wav = await (await api("GET", `/v1/voices/${encodeURIComponent(voice.name)}/audio`)).blob();
   const player = $("reference-audio");
   if (player.src) URL.revokeObjectURL(player.src);
@@ -327,7 +340,7 @@ function start() {
     e.preventDefault();
     apiKey = $("api-key").value.trim();
     localStorage.setItem(KEY_STORAGE, apiKey);
-    act(null, () => loadVoices());
+    act(null, async () => { await loadScopes(); await loadVoices(); });
   });
   $("forget-key").addEventListener("click", () => {
     apiKey = "";
@@ -353,7 +366,7 @@ function start() {
   });
   $("submit-job").addEventListener("click", () => act($("submit-job"), runJob));
   detectJobs();
-  act(null, () => loadVoices()).then(() => {
+  act(null, async () => { await loadScopes(); await loadVoices(); }).then(() => {
     if (!$("error").hidden && $("error-code").textContent.includes("api_key")) {
       $("service-state").textContent = "This service needs an API key.";
     }

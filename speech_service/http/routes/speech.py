@@ -1,0 +1,39 @@
+"""`POST /v1/audio/speech`: OpenAI's speech endpoint, whole, streamed or as server-sent events."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import StreamingResponse
+
+from speech_service.audio import encoding
+from speech_service.http.auth import require
+from speech_service.http.openapi import MODEL_ERRORS, SPEECH_EVENT_SCHEMA, errors_for
+from speech_service.http.services import Services, services
+from speech_service.schemas import SpeechRequest
+
+router = APIRouter(prefix="/v1/audio", tags=["speech"])
+
+_AUDIO = {media: {"schema": {"type": "string", "format": "binary"}} for media, _ in encoding.FORMATS.values()}
+_SPEECH_RESPONSE = {
+    "content": {**_AUDIO, "text/event-stream": {"schema": SPEECH_EVENT_SCHEMA}},
+    "description": "Speech in the requested format (streamed when `stream` is true); with "
+                   "`stream_format: \"sse\"`, `text/event-stream` of OpenAI's `speech.audio.delta` "
+                   "and `speech.audio.done` events",
+    "headers": {"Server-Timing": {
+        "description": "Whole (not streamed) responses: where the time went, in ms: `model`, the model "
+                       "calls that made this speech; `total`, the request up to its encoded audio "
+                       "(`model;dur=93.1, total;dur=97.4`)",
+        "schema": {"type": "string"}}},
+}
+
+
+@router.post("/speech", response_class=Response, dependencies=[Depends(require("speak"))],
+             responses={200: _SPEECH_RESPONSE, **errors_for(400, 403, 404, 409, 413, 422, *MODEL_ERRORS)})
+async def speech(body: SpeechRequest, s: Services = Depends(services)) -> Response:
+    media_type = encoding.FORMATS[body.response_format][0]
+    if body.stream_format == "sse":  # OpenAI's events: streamed whatever `stream` says
+        return StreamingResponse(await s.speech.stream_events(body), media_type="text/event-stream")
+    if body.stream:
+        return StreamingResponse(await s.speech.stream(body), media_type=media_type)
+    spoken = await s.speech.synthesize(body)
+    return Response(spoken.data, media_type=media_type, headers={"Server-Timing": spoken.server_timing()})

@@ -1,0 +1,72 @@
+"""`/v1/voices`: create (clip, then transcribe once), read, correct, delete. Writing is `admin`'s."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import Path as PathParam
+
+from speech_service.errors import PayloadTooLarge
+from speech_service.http.auth import require
+from speech_service.http.openapi import MODEL_ERRORS, errors_for
+from speech_service.http.services import Services, services
+from speech_service.schemas import LANGUAGE_PATTERN, VOICE_NAME_PATTERN, VoiceCreated, VoiceList, VoicePatch
+from speech_service.service.voices import correct_ref_text, register_voice
+from speech_service.storage.voices import VoiceRecord
+
+router = APIRouter(prefix="/v1/voices", tags=["voices"])
+VoiceName = PathParam(pattern=VOICE_NAME_PATTERN, description="A voice name: 1-64 letters, digits, '_' or '-'")
+ADMIN = [Depends(require("admin"))]
+SPEAK = [Depends(require("speak"))]
+
+
+@router.post("", status_code=201, response_model=VoiceCreated, dependencies=ADMIN,
+             responses=errors_for(400, 403, 409, 413, 422, *MODEL_ERRORS))
+async def create_voice(
+    name: str = Form(..., pattern=VOICE_NAME_PATTERN),
+    file: UploadFile = File(...),
+    ref_text: str | None = Form(None),
+    language: str | None = Form(None, pattern=LANGUAGE_PATTERN),
+    overwrite: bool = Form(False),
+    s: Services = Depends(services),
+) -> VoiceCreated:
+    limits = s.settings.limits
+    data = await file.read(limits.max_upload_bytes + 1)
+    if len(data) > limits.max_upload_bytes:
+        raise PayloadTooLarge(f"The upload is over the {limits.max_upload_bytes} byte limit.",
+                              code="upload_too_large", param="file")
+    return await register_voice(s.store, s.backends.transcribe, limits, name=name, data=data, ref_text=ref_text,
+                                language=language or None, overwrite=overwrite)
+
+
+@router.get("", response_model=VoiceList, dependencies=SPEAK, responses=errors_for(403, 503))
+async def list_voices(s: Services = Depends(services)) -> VoiceList:
+    return VoiceList(voices=await asyncio.to_thread(s.store.list))
+
+
+@router.get("/{name}", response_model=VoiceRecord, dependencies=SPEAK, responses=errors_for(400, 403, 404, 503))
+async def get_voice(name: str = VoiceName, s: Services = Depends(services)) -> VoiceRecord:
+    return await asyncio.to_thread(s.store.get, name)
+
+
+@router.get("/{name}/audio", response_class=Response, dependencies=ADMIN, responses={
+    200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "The reference clip, 24 kHz mono WAV"},
+    **errors_for(400, 403, 404, 409, 503)})
+async def get_voice_audio(name: str = VoiceName, s: Services = Depends(services)) -> Response:
+    _, wav = await asyncio.to_thread(s.store.reference, name)
+    return Response(wav, media_type="audio/wav")
+
+
+@router.patch("/{name}", response_model=VoiceRecord, dependencies=ADMIN,
+              responses=errors_for(400, 403, 404, 409, 422, 503))
+async def patch_voice(patch: VoicePatch, name: str = VoiceName, s: Services = Depends(services)) -> VoiceRecord:
+    return await asyncio.to_thread(correct_ref_text, s.store, s.settings.limits, name, patch.ref_text)
+
+
+@router.delete("/{name}", status_code=204, response_class=Response, dependencies=ADMIN,
+               responses=errors_for(400, 403, 404, 409, 503))
+async def delete_voice(name: str = VoiceName, s: Services = Depends(services)) -> Response:
+    await asyncio.to_thread(s.store.delete, name)
+    return Response(status_code=204)

@@ -1,0 +1,37 @@
+"""What the routes call, built once per app and kept on `app.state.services`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from speech_service.config import ServiceSettings
+from speech_service.http.auth import KeyRing
+from speech_service.service.jobs import JobRunner
+from speech_service.service.speech import Backends, SpeechService
+from speech_service.storage.jobs import JobStore
+from speech_service.storage.voices import VoiceStore
+
+
+@dataclass
+class Services:
+    settings: ServiceSettings
+    store: VoiceStore
+    backends: Backends
+    speech: SpeechService
+    jobs: JobStore
+    runner: JobRunner
+    keys: KeyRing
+
+    @classmethod
+    def build(cls, settings: ServiceSettings, backends: Backends, store: VoiceStore) -> Services:
+        speech = SpeechService(settings, store, backends)
+        jobs = JobStore(store.objects, settings.jobs)  # beside the voices: same bucket or directory
+        return cls(settings, store, backends, speech, jobs, JobRunner(jobs, speech, settings.jobs),
+                   KeyRing(settings.keys()))
+
+
+def services(request: Request) -> Services:
+    """The app's services (a FastAPI dependency)."""
+    return request.app.state.services
