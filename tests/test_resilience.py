@@ -109,7 +109,7 @@ def test_unmet_demand_names_what_no_node_offers():
 def test_killed_synthesizer_mid_request_is_retried_and_a_started_stream_ends_cleanly(http):
     before = synthesizer().info.remote().result(timeout_s=300)  # wakes the replica
     # Many steps over a long text: seconds of work, so the kill lands while it is in flight.
-    body = {"voice": "alice", "input": LONG_TEXT, "seed": 3, "response_format": "wav", "nfe_step": 64}
+    body = {"voice": "alice", "input": LONG_TEXT, "seed": 3, "response_format": "wav", "nfe_step": 32}
     answers: dict = {}
 
     with http.stream("POST", "/v1/audio/speech", json={"voice": "alice", "input": LONG_TEXT, "stream": True,
