@@ -4,8 +4,10 @@
 which `kill`, process supervisors and container runtimes send: it dies at once and leaves Ray's
 processes behind, HAProxy among them, still bound to the service's port, so the next start never
 becomes healthy. This launcher runs `serve run` in a process group of its own, with Serve's data
-plane (`config/ray.env`), and on SIGTERM or SIGINT (or when the process that started it, such as
-`make`, is gone) does what Ctrl-C does: SIGINT to that group. It
+plane (`config/ray.env`), and on SIGTERM or SIGINT (or when the process that started it exits)
+does what Ctrl-C does: SIGINT to that group. GNU make, sent SIGTERM itself, waits for its recipe
+without passing the signal on: signal the process group (as a terminal and systemd do) or run this
+module directly under a supervisor. It
 then waits up to `--grace` seconds, kills whatever of the service is still alive (the group, and
 every process that was in its tree) and exits, so no process or port is left behind.
 """
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     parent = os.getppid()
     while child.poll() is None and not stopping:
-        if os.getppid() != parent:  # what started us is gone (`make` was sent SIGTERM): stop too
+        if os.getppid() != parent:  # what started us is gone (a shell that was sent SIGTERM): stop too
             stopping.append("its parent exited")
         time.sleep(0.2)
     if stopping:
