@@ -146,10 +146,9 @@ def test_every_promised_format_uploads(promised, tmp_path, backends):
 
 
 def test_a_decode_past_its_bound_is_stopped(long_flac):
-    long = long_flac
     started = time.monotonic()
     with pytest.raises(Unprocessable) as err:
-        uploads.decode(long.read_bytes(), max_seconds=600, timeout_s=0.05)
+        uploads.decode(long_flac.read_bytes(), max_seconds=600, timeout_s=0.05)
     assert err.value.code == "decode_timeout" and time.monotonic() - started < 5
 
 

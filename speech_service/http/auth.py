@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from speech_service.config import ApiKey
 from speech_service.errors import Forbidden, RateLimited, Unauthorized
+from speech_service.http.errors import service_error_response
 
 SCOPES = ("admin", "speak")
 
@@ -129,8 +130,6 @@ class KeyLimits:
             return await self.app(scope, receive, send)
         refusal = self._admit(key)
         if refusal is not None:
-            from speech_service.http.errors import service_error_response
-
             return await service_error_response(refusal)(scope, receive, send)
         try:
             await self.app(scope, receive, send)
