@@ -129,6 +129,14 @@ class SynthesizerUnavailable(ServiceError):
     code = "synthesizer_unavailable"
 
 
+class StreamInterrupted(SynthesizerUnavailable):
+    """A streamed response's Synthesizer went away after audio was sent: what was sent is a prefix.
+    Raw audio streams end without their last chunk (the client's HTTP library reports an incomplete
+    body); SSE streams end with an `error` event instead of `speech.audio.done`."""
+
+    code = "stream_interrupted"
+
+
 class TranscriberUnavailable(ServiceError):
     """The Transcriber replica died during the request (and during its one retry)."""
 

@@ -101,6 +101,14 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class SpeechStreamError(BaseModel):
+    """The last event of a `stream_format: "sse"` stream that broke off after audio was sent (its
+    replica went away): the audio before it is incomplete."""
+
+    type: Literal["error"] = "error"
+    error: ErrorBody
+
+
 # -- jobs (`/v1/jobs`) --------------------------------------------------------------------------
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 

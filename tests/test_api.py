@@ -4,6 +4,7 @@ import base64
 import io
 import json
 
+import httpx
 import numpy as np
 import psutil
 import pytest
@@ -17,6 +18,7 @@ from speech_service.http.app import create_app
 from speech_service.storage.objects import open_object_store
 
 from conftest import LONG_TEXT, SHORT_TEXT, convert, decode_file, engine_stream, server_timing
+from served import served_app
 
 
 def make_client(tmp_path, backends, **settings):
@@ -175,6 +177,54 @@ def test_sse_events_carry_the_streamed_audio_and_the_usage(client, short_wav):
     assert done["type"] == "speech.audio.done" and usage["input_tokens"] == len(body["input"])
     assert usage["output_tokens"] == len(a) // 256 and usage["total_tokens"] == len(body["input"]) + len(a) // 256
     assert_error(speak(client, voice="nobody", stream_format="sse"), 404, "voice_not_found")
+
+
+@pytest.fixture
+def dies_after_first_piece(backends, monkeypatch):
+    """The Synthesizer's streams break off after their first piece, as when its node is lost."""
+    real = backends.synthesizer.synthesize_stream
+
+    async def first_then_gone(reference, text, options):
+        async for piece in real(reference, text, options):
+            yield piece
+            raise ConnectionError("the replica's node went away")
+
+    monkeypatch.setattr(backends.synthesizer, "synthesize_stream", first_then_gone)
+
+
+@pytest.mark.parametrize("store_config", ["local"], indirect=True)
+def test_a_stream_that_breaks_off_says_so(client, short_wav, dies_after_first_piece):
+    """A prefix of the audio is never passed off as the whole: SSE ends with an `error` event and no
+    `speech.audio.done`."""
+    upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    body = {"voice": "alice", "input": "First sentence here. A second one follows.", "nfe_step": 2,
+            "response_format": "pcm", "stream_format": "sse", "seed": 1}
+    with client.stream("POST", "/v1/audio/speech", json=body, headers={"X-Request-ID": "cut-1"}) as r:
+        assert r.status_code == 200
+        events = [json.loads(line.removeprefix("data: ")) for line in r.iter_lines() if line.startswith("data: ")]
+    *deltas, last = events
+    assert deltas and {e["type"] for e in deltas} == {"speech.audio.delta"}
+    assert last["type"] == "error" and last["error"]["code"] == "stream_interrupted"
+    assert last["error"]["message"].endswith("(request id: cut-1)") and "incomplete" in last["error"]["message"]
+
+
+def test_a_raw_stream_that_breaks_off_ends_incomplete(tmp_path, backends, short_wav, dies_after_first_piece):
+    """Raw audio has no room for an error: the response ends without its last chunk, so the
+    client's HTTP library reports an incomplete body rather than a short file."""
+    with served_app(tmp_path / "store", backends) as url, httpx.Client(base_url=url, timeout=60) as http:
+        with open(short_wav, "rb") as f:
+            assert http.post("/v1/voices", data={"name": "alice", "ref_text": SHORT_TEXT},
+                             files={"file": ("a.wav", f)}).status_code == 201
+        body = {"voice": "alice", "input": "First sentence here. A second one follows.", "nfe_step": 2,
+                "response_format": "pcm", "stream": True}
+        received = bytearray()
+        with pytest.raises(httpx.RemoteProtocolError):
+            with http.stream("POST", "/v1/audio/speech", json=body) as r:
+                assert r.status_code == 200
+                for data in r.iter_bytes():
+                    received += data
+        assert received  # the first piece arrived before the break
+        assert http.get("/healthz").status_code == 200  # and the service is fine
 
 
 def test_streaming_errors_keep_their_status(client, short_wav):

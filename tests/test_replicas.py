@@ -16,6 +16,7 @@ from speech_service.errors import (
     Overloaded,
     ReferenceMissing,
     RequestTimeout,
+    StreamInterrupted,
     SynthesizerUnavailable,
     Unprocessable,
 )
@@ -221,7 +222,7 @@ def test_a_deployment_no_node_can_host_is_503_capacity_unavailable():
     assert "GPU" in err.value.message and time.monotonic() - started < 3
 
 
-def test_a_stream_is_retried_until_its_first_piece_and_then_ends_cleanly():
+def test_a_stream_is_retried_until_its_first_piece_and_then_raises_interrupted():
     opened = []
 
     async def pieces(fail_first: bool, fail_later: bool):
@@ -236,7 +237,12 @@ def test_a_stream_is_retried_until_its_first_piece_and_then_ends_cleanly():
         opened.append(1)
         return pieces(fail_first=len(opened) == 1, fail_later=True)
 
-    async def collect():
-        return [p async for p in calls().stream("Synthesizer", SynthesizerUnavailable, open_pieces)]
+    received = []
 
-    assert asyncio.run(collect()) == [b"one"] and len(opened) == 2  # retried once; then a clean end
+    async def collect():
+        async for piece in calls().stream("Synthesizer", SynthesizerUnavailable, open_pieces):
+            received.append(piece)
+
+    with pytest.raises(StreamInterrupted):  # a prefix is not passed off as the whole
+        asyncio.run(collect())
+    assert received == [b"one"] and len(opened) == 2  # retried once before its first piece

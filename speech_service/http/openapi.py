@@ -15,6 +15,7 @@ from speech_service.schemas import (
     ErrorResponse,
     SpeechAudioDelta,
     SpeechAudioDone,
+    SpeechStreamError,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
 # Each event of `stream_format: "sse"` (as OpenAPI 3.2 describes a server-sent event): its data is JSON.
 SPEECH_EVENT_SCHEMA = {"type": "object", "required": ["data"], "properties": {"data": {
     "type": "string", "contentMediaType": "application/json",
-    "contentSchema": _inlined(TypeAdapter(SpeechAudioDelta | SpeechAudioDone).json_schema())}}}
+    "contentSchema": _inlined(TypeAdapter(SpeechAudioDelta | SpeechAudioDone | SpeechStreamError).json_schema())}}}
 
 # What a route that reaches a model replica may answer besides its own errors.
 MODEL_ERRORS = (429, 503, 504)

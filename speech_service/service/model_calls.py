@@ -27,6 +27,7 @@ from speech_service.errors import (
     Overloaded,
     RequestTimeout,
     ServiceError,
+    StreamInterrupted,
     SynthesizerUnavailable,
     TranscriberUnavailable,
     unwrap,
@@ -125,7 +126,8 @@ class ModelCalls:
     async def stream(self, deployment: str, unavailable: type[ServiceError],
                      open_pieces: Callable[[], AsyncIterator[Any]]) -> AsyncIterator[Any]:
         """The pieces of a streamed call. Until its first piece, it is a call like any other (retry,
-        timeout, capacity); after it, a failure ends the stream (its headers are sent)."""
+        timeout, capacity); after it, a failure raises `StreamInterrupted` (its headers are sent, so
+        the response can only say so in its body)."""
         current: FirstPiece | None = None
 
         def start() -> FirstPiece:
@@ -144,8 +146,11 @@ class ModelCalls:
                     raise piece
                 yield piece
                 sent += 1
-        except Exception as exc:  # noqa: BLE001 - headers are sent: end the response, keep the connection
+        except Exception as exc:  # noqa: BLE001 - whatever stopped it, the caller must not take a prefix for the whole
             logger.error("speech stream ended early after %d pieces: %s", sent, unwrap(exc))
+            raise StreamInterrupted(
+                f"The {deployment} stopped after {sent} pieces of this stream; the audio sent is incomplete. "
+                "Retry the request.", retry_after_s=self.limits.retry_after_s) from None
 
 
 NO_PIECE = object()  # a stream that ended before its first piece

@@ -16,10 +16,18 @@ import numpy as np
 from speech_service import audio, metrics
 from speech_service.audio import encoding
 from speech_service.config import ServiceSettings, SynthesisOptions
-from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing
+from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing, StreamInterrupted
+from speech_service.logs import current_request_id
 from speech_service.plans import SpeechPlan
 from speech_service.references import Reference
-from speech_service.schemas import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, SpeechUsage
+from speech_service.schemas import (
+    ErrorBody,
+    SpeechAudioDelta,
+    SpeechAudioDone,
+    SpeechRequest,
+    SpeechStreamError,
+    SpeechUsage,
+)
 from speech_service.storage.voices import VoiceStore
 
 T = TypeVar("T")
@@ -125,7 +133,8 @@ class SpeechService:
     async def stream_events(self, body: SpeechRequest) -> AsyncIterator[bytes]:
         """OpenAI's `stream_format: "sse"`: the audio of `stream`, base64 in `speech.audio.delta`
         events, then `speech.audio.done` with the usage in F5's units: the input's characters and
-        the mel frames made (F5 reads characters and writes frames)."""
+        the mel frames made (F5 reads characters and writes frames); or, when the stream broke off,
+        an `error` event instead of `speech.audio.done`."""
         encoded, pieces = await self._open_stream(body)
         return _events(encoded, pieces, len(body.input))
 
@@ -151,14 +160,19 @@ class SpeechService:
 
 
 async def _events(encoded: AsyncIterator[bytes], pieces: _SpokenPieces, input_tokens: int) -> AsyncIterator[bytes]:
-    async for data in encoded:
-        yield _event(SpeechAudioDelta(audio=base64.b64encode(data).decode()))
+    try:
+        async for data in encoded:
+            yield _event(SpeechAudioDelta(audio=base64.b64encode(data).decode()))
+    except StreamInterrupted as exc:
+        yield _event(SpeechStreamError(error=ErrorBody(
+            message=f"{exc.message} (request id: {current_request_id()})", type=exc.type, code=exc.code)))
+        return
     output_tokens = pieces.samples // audio.HOP_LENGTH
     yield _event(SpeechAudioDone(usage=SpeechUsage(input_tokens=input_tokens, output_tokens=output_tokens,
                                                    total_tokens=input_tokens + output_tokens)))
 
 
-def _event(event: SpeechAudioDelta | SpeechAudioDone) -> bytes:
+def _event(event: SpeechAudioDelta | SpeechAudioDone | SpeechStreamError) -> bytes:
     return f"data: {event.model_dump_json()}\n\n".encode()
 
 
