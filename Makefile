@@ -7,8 +7,9 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages; checked by package name (chromium-driver's command is chromedriver).
-# chromium + chromium-driver run the web page's browser test headless.
-APT_PKGS := ffmpeg espeak-ng chromium chromium-driver
+# chromium + chromium-driver run the web page's browser test headless; iproute2 (`ip netns`) makes
+# the hosts of the multi-host test.
+APT_PKGS := ffmpeg espeak-ng chromium chromium-driver iproute2
 OFFLINE_MODELS := models/offline
 export RAY_USAGE_STATS_ENABLED := 0
 # Serve's data plane (HAProxy, gRPC between replicas): exported to every Ray that make starts.

@@ -15,6 +15,7 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
+from deployments.dead_replicas import LostReplicas
 from deployments.profiles import deployment_options
 from deployments.serve_state import capacity_problem, deployment_status
 from speech_service.coldstart import last_cold_starts, open_status_store
@@ -80,7 +81,8 @@ class Ingress:
             return status
 
         calls = ModelCalls(self.settings.limits, classify=classify,
-                           capacity_problem=lambda deployment: capacity_problem(app_name, deployment))
+                           capacity_problem=lambda deployment: capacity_problem(app_name, deployment),
+                           replica_lost=LostReplicas().holds)
         self.backends = ModelBackends(SynthesizerHandle(synthesizer), TranscriberHandle(transcriber), calls, status)
 
     def __serve_build_asgi_app__(self):

@@ -266,13 +266,13 @@ class SeaweedFS:
     """A real S3 server: SeaweedFS's `weed server -s3` on loopback, with its data in `directory`.
     `stop()` and `start()` may be called mid-test to take S3 away and bring it back (same data)."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    def __init__(self, directory: Path, ip: str = "127.0.0.1"):
+        self.directory, self.ip = directory, ip
         # Every port explicit: the defaults (and port + 10000 for gRPC) collide between servers.
         self.ports = {name: free_port() for name in (
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
             "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "metricsPort")}
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.endpoint = f"http://{ip}:{self.ports['s3.port']}"
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> None:
@@ -284,7 +284,7 @@ class SeaweedFS:
         weed = Path(sys.executable).parent / "weed"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.directory}",
+            [str(weed), "server", "-s3", f"-ip={self.ip}", f"-ip.bind={self.ip}", f"-dir={self.directory}",
              "-master.volumeSizeLimitMB=64", "-volume.max=0", *(f"-{k}={v}" for k, v in self.ports.items())],
             stdout=subprocess.DEVNULL, stderr=open(self.directory / "weed.log", "ab"))
         client = boto3.client("s3", **self.client_kwargs())

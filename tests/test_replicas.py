@@ -168,6 +168,54 @@ def test_a_call_whose_replica_died_is_sent_again_once():
     assert len(started) == 2 and err.value.status_code == 503 and err.value.headers["Retry-After"]
 
 
+def test_a_call_whose_replica_node_was_lost_is_sent_again_without_waiting_out_its_timeout(monkeypatch):
+    """A node cut off the network fails no call by itself: the call asks whether its replica's node
+    is still there, and is sent again (to a live replica) when it is not."""
+    monkeypatch.setattr(model_calls, "NODE_CHECK_S", 0.05)
+    first, started = Hanging(), []
+
+    def start():
+        started.append(1)
+        return first if len(started) == 1 else _now("speech")
+
+    policy = ModelCalls(LimitSettings(request_timeout_s=30, capacity_wait_s=30), classify=classify,
+                        replica_lost=lambda response, since: response is first)
+    began = time.monotonic()
+    assert asyncio.run(policy.call("Synthesizer", SynthesizerUnavailable, start)) == "speech"
+    assert len(started) == 2 and first.cancelled and time.monotonic() - began < 2
+
+
+def test_a_stream_whose_replica_node_is_lost_breaks_off_interrupted(monkeypatch):
+    monkeypatch.setattr(model_calls, "NODE_CHECK_S", 0.05)
+
+    class Pieces:  # a stream that sends one piece, then nothing: its node is gone
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            if not hasattr(self, "sent"):
+                self.sent = True
+                return b"one"
+            await asyncio.sleep(3600)
+
+    pieces, received = Pieces(), []
+    policy = ModelCalls(LimitSettings(request_timeout_s=30), classify=classify,
+                        replica_lost=lambda response, since: getattr(response, "sent", False))
+
+    async def collect():
+        async for piece in policy.stream("Synthesizer", SynthesizerUnavailable, lambda: pieces):
+            received.append(piece)
+
+    began = time.monotonic()
+    with pytest.raises(StreamInterrupted):
+        asyncio.run(collect())
+    assert received == [b"one"] and time.monotonic() - began < 2
+
+
+async def _now(value):
+    return value
+
+
 def test_a_full_queue_is_503_overloaded_with_its_retry_after():
     start, started = answers(Full())
     with pytest.raises(Overloaded) as err:
@@ -246,3 +294,30 @@ def test_a_stream_is_retried_until_its_first_piece_and_then_raises_interrupted()
     with pytest.raises(StreamInterrupted):  # a prefix is not passed off as the whole
         asyncio.run(collect())
     assert received == [b"one"] and len(opened) == 2  # retried once before its first piece
+
+
+def test_a_call_is_on_a_lost_replica_when_its_actor_died_or_else_when_a_node_died_since_it_began():
+    from deployments.dead_replicas import LostReplicas
+
+    class ActorID:
+        def hex(self):
+            return "abc123"
+
+    actors, dead_nodes = {"abc123": "ALIVE"}, {"node-old"}  # a node dead before anything began
+    lost = LostReplicas(period_s=0.0, state_of=actors.get, dead_nodes=lambda: set(dead_nodes))
+    streamed = type("Stream", (), {"_replica_result": type("Result", (), {"_actor_id": ActorID()})()})()
+    unary = object()  # names no replica until it answers
+
+    def settles(response, since, expected: bool) -> bool:  # looks run in background threads
+        deadline = time.monotonic() + 5
+        while lost.holds(response, since) != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return lost.holds(response, since) == expected
+
+    began = time.monotonic()
+    assert settles(streamed, began, False) and settles(unary, began, False)
+    dead_nodes.add("node-2")  # a node dies; the streamed call's replica is elsewhere
+    assert settles(unary, began, True) and settles(streamed, began, False)
+    assert settles(unary, time.monotonic() + 60, False)  # a call begun after the death is fine
+    actors["abc123"] = "DEAD"
+    assert settles(streamed, began, True)

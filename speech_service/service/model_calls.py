@@ -1,6 +1,7 @@
 """How the Ingress calls the model replicas: `ModelBackends`, the service's `Backends`.
 
-Every call goes through `ModelCalls.call`: one retry when the replica dies, a full queue as 503
+Every call goes through `ModelCalls.call`: one retry when the replica dies or its node is lost
+(`replica_lost`, asked every `NODE_CHECK_S` while a call waits), a full queue as 503
 `overloaded`, a bounded wait (`limits.request_timeout_s`) and, when no node can host the deployment,
 503 `capacity_unavailable` after `limits.capacity_wait_s`. A replica's refusal comes back as a
 returned `ServiceError` and is raised here (`errors.refusal`).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, Protocol
 
@@ -45,6 +47,13 @@ CAPACITY_RECHECK_S = 5.0
 # Before a call whose replica died is sent again: the router then knows the replica is gone and
 # sends the retry to a live one (or waits for the one Serve starts in its place).
 REPLICA_RETRY_DELAY_S = 1.0
+# While a call waits on its replica, how often it asks whether that replica's node was lost: a node
+# cut off the network fails no call by itself (docs/ARCHITECTURE.md, "Losing a node").
+NODE_CHECK_S = 2.0
+
+
+class ReplicaLost(Exception):
+    """The node of the replica serving a call was declared dead while the call waited."""
 
 
 class Synthesizer(Protocol):
@@ -65,10 +74,13 @@ class Transcriber(Protocol):
 
 class ModelCalls:
     def __init__(self, limits: LimitSettings, *, classify: Callable[[BaseException], Failure] = lambda exc: None,
-                 capacity_problem: Callable[[str], str | None] = lambda deployment: None):
+                 capacity_problem: Callable[[str], str | None] = lambda deployment: None,
+                 replica_lost: Callable[[Any, float], bool] = lambda response, since: False):
         self.limits = limits
         self.classify = classify
         self.capacity_problem = capacity_problem  # blocking: run in a thread
+        # (a call's response, when it began by time.monotonic()) -> whether its replica is gone; never blocks
+        self.replica_lost = replica_lost
 
     async def call(self, deployment: str, unavailable: type[ServiceError], start: Callable[[], Any],
                    first_audio: bool = False) -> Any:
@@ -81,7 +93,7 @@ class ModelCalls:
                 raise unwrap(exc) from None
             except Exception as exc:  # noqa: BLE001 - sorted out below, the rest re-raised
                 cause = unwrap(exc)
-                failure = self.classify(cause)
+                failure = "replica_gone" if isinstance(cause, ReplicaLost) else self.classify(cause)
                 if failure == "backpressure":
                     raise Overloaded(f"The {deployment} has too many queued requests; retry later.",
                                      retry_after_s=getattr(cause, "retry_after_s", None) or self.limits.retry_after_s
@@ -104,15 +116,22 @@ class ModelCalls:
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(response)
         check_at = loop.time() + self.limits.capacity_wait_s
+        call = response.pieces if isinstance(response, FirstPiece) else response
+        began = time.monotonic()
         try:
             while True:
-                done, _ = await asyncio.wait({task}, timeout=max(0.0, min(deadline, check_at) - loop.time()))
+                wake = min(deadline, check_at, loop.time() + NODE_CHECK_S)
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, wake - loop.time()))
                 if done:
                     return task.result()
+                if self.replica_lost(call, began):
+                    raise ReplicaLost(f"a node was lost while this {deployment} call waited")
                 if loop.time() >= deadline:
                     what = "send its first audio" if first_audio else "answer"
                     raise RequestTimeout(f"The {deployment} did not {what} within "
                                          f"{self.limits.request_timeout_s:g} s (limits.request_timeout_s).")
+                if loop.time() < check_at:
+                    continue
                 problem = await asyncio.to_thread(self.capacity_problem, deployment)
                 if problem:
                     raise CapacityUnavailable(problem, retry_after_s=self.limits.capacity_wait_s)
@@ -141,7 +160,7 @@ class ModelCalls:
         yield first
         sent = 1
         try:
-            async for piece in current.pieces:
+            while (piece := await self._next_piece(deployment, current.pieces)) is not NO_PIECE:
                 if isinstance(piece, ServiceError):  # refusals come first or not at all; never mid-stream
                     raise piece
                 yield piece
@@ -152,8 +171,21 @@ class ModelCalls:
                 f"The {deployment} stopped after {sent} pieces of this stream; the audio sent is incomplete. "
                 "Retry the request.", retry_after_s=self.limits.retry_after_s) from None
 
+    async def _next_piece(self, deployment: str, pieces: AsyncIterator[Any]) -> Any:
+        """The stream's next piece (NO_PIECE at its end), checking while it waits that its replica's
+        node is still there."""
+        task = asyncio.ensure_future(anext(pieces, NO_PIECE))
+        began = time.monotonic()
+        try:
+            while not (await asyncio.wait({task}, timeout=NODE_CHECK_S))[0]:
+                if self.replica_lost(pieces, began):
+                    raise ReplicaLost(f"the {deployment} replica's node was lost")
+            return task.result()
+        finally:
+            task.cancel()
 
-NO_PIECE = object()  # a stream that ended before its first piece
+
+NO_PIECE = object()  # the end of a stream (before its first piece: a stream with none)
 
 
 class FirstPiece:
