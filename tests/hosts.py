@@ -34,10 +34,14 @@ def available() -> str | None:
     """Why hosts cannot be made here, or None."""
     if os.geteuid() != 0:
         return "network namespaces need root"
+    probe = f"{PREFIX}{os.getpid()}-probe"
     try:
-        ip("netns", "list")
-    except (OSError, subprocess.CalledProcessError) as exc:
-        return f"`ip netns` does not work here: {exc}"
+        ip("netns", "add", probe)  # root without CAP_SYS_ADMIN (some containers) cannot
+        ip("netns", "del", probe)
+    except FileNotFoundError:
+        return "`ip` (iproute2) is not installed"
+    except subprocess.CalledProcessError as exc:
+        return f"network namespaces cannot be made here: {exc.stderr.strip()}"
     return None
 
 

@@ -33,7 +33,8 @@ from deployments.ray_env import read_ray_env
 import hosts
 from conftest import REPO, SHORT_TEXT, SeaweedFS, deployments, use_tiny_models
 
-pytestmark = [pytest.mark.ray, pytest.mark.skipif(hosts.available() is not None, reason=str(hosts.available()))]
+UNAVAILABLE = hosts.available()
+pytestmark = [pytest.mark.ray, pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))]
 
 BIN = Path(sys.executable).parent
 # Ray's node health checks, tuned down from 3 s x 5 misses (and a 30 s gRPC timeout: 40-85 s to drop
