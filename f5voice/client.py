@@ -52,6 +52,8 @@ class Api:
             yield
         except httpx.TimeoutException as exc:
             raise CliError(f"{self.url} did not answer in time ({type(exc).__name__}).", EXIT_FAILED) from None
+        except httpx.RemoteProtocolError as exc:  # a stream the service broke off: its audio is a prefix
+            raise CliError(f"{self.url} broke off the response part-way ({exc}); retry.", EXIT_FAILED) from None
         except httpx.TransportError as exc:
             raise CliError(f"cannot reach {self.url}: {exc or type(exc).__name__}", EXIT_FAILED) from None
 
