@@ -189,6 +189,19 @@ def backends(engine, whisper, synth_settings, whisper_settings):
     return InProcessBackends(engine, whisper, synth_settings, whisper_settings)
 
 
+@pytest.fixture
+def dies_after_first_piece(backends, monkeypatch):
+    """The Synthesizer's streams break off after their first piece, as when its node is lost."""
+    real = backends.synthesizer.synthesize_stream
+
+    async def first_then_gone(reference, text, options):
+        async for piece in real(reference, text, options):
+            yield piece
+            raise ConnectionError("the replica's node went away")
+
+    monkeypatch.setattr(backends.synthesizer, "synthesize_stream", first_then_gone)
+
+
 def engine_stream(engine, clip, ref_text: str, text: str, options):
     """A stream's pieces as the Synthesizer replica makes them, straight from the engine: its
     streaming plan, each segment sampled alone, cross-faded."""

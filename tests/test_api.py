@@ -179,19 +179,6 @@ def test_sse_events_carry_the_streamed_audio_and_the_usage(client, short_wav):
     assert_error(speak(client, voice="nobody", stream_format="sse"), 404, "voice_not_found")
 
 
-@pytest.fixture
-def dies_after_first_piece(backends, monkeypatch):
-    """The Synthesizer's streams break off after their first piece, as when its node is lost."""
-    real = backends.synthesizer.synthesize_stream
-
-    async def first_then_gone(reference, text, options):
-        async for piece in real(reference, text, options):
-            yield piece
-            raise ConnectionError("the replica's node went away")
-
-    monkeypatch.setattr(backends.synthesizer, "synthesize_stream", first_then_gone)
-
-
 @pytest.mark.parametrize("store_config", ["local"], indirect=True)
 def test_a_stream_that_breaks_off_says_so(client, short_wav, dies_after_first_piece):
     """A prefix of the audio is never passed off as the whole: SSE ends with an `error` event and no
