@@ -75,18 +75,25 @@ class KeyRing:
                 found = key
         return found
 
-    def caller(self, authorization: str | None) -> Caller:
+    def caller(self, key: ApiKey | None) -> Caller:
+        """The caller presenting `key` (what `find` returned); 401 for no key of ours."""
         if self.open:
             return OPEN
-        key = self.find(authorization)
         if key is None:
             raise Unauthorized("Send a valid API key as 'Authorization: Bearer <key>'.", code="invalid_api_key")
         return Caller(key.name, frozenset(key.scopes))
 
 
+# Where `KeyLimits` leaves the key it found in the request's scope state, so it is hashed once.
+_FOUND_KEY = "api_key"
+
+
 def authenticated(request: Request) -> Caller:
     """The caller of a `/v1` route (a FastAPI dependency); 401 without a valid key."""
-    caller = request.app.state.services.keys.caller(request.headers.get("authorization"))
+    keys = request.app.state.services.keys
+    state = request.scope.get("state", {})
+    key = state[_FOUND_KEY] if _FOUND_KEY in state else keys.find(request.headers.get("authorization"))
+    caller = keys.caller(key)
     request.state.caller = caller
     return caller
 
@@ -126,6 +133,7 @@ class KeyLimits:
             return await self.app(scope, receive, send)
         authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
         key = self.keys.find(authorization)
+        scope.setdefault("state", {})[_FOUND_KEY] = key
         if key is None or (key.requests_per_minute is None and key.max_concurrent is None):
             return await self.app(scope, receive, send)
         refusal = self._admit(key)
