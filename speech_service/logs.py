@@ -39,6 +39,11 @@ def current_request_id() -> str:
     return _current.get()
 
 
+def with_request_id(message: str) -> str:
+    """An error message ending with the request's id, so a report can be found in the logs."""
+    return f"{message} (request id: {current_request_id()})"
+
+
 def bind_request_id(request_id: str) -> contextvars.Token:
     return _current.set(request_id)
 

@@ -20,17 +20,16 @@ from speech_service.errors import (
     error_type_for,
     unwrap,
 )
-from speech_service.logs import REQUEST_ID_HEADER, bind_request_id, current_request_id, new_request_id
+from speech_service.logs import REQUEST_ID_HEADER, bind_request_id, new_request_id, with_request_id
 
 logger = logging.getLogger(__name__)
 
 
 def error_response(status: int, code: str, message: str, *, error_type: str | None = None,
                    param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    """OpenAI's error shape; the message ends with the request id, so a report can be found in the logs."""
+    """OpenAI's error shape; the message ends with the request id (`logs.with_request_id`)."""
     error_type = error_type or error_type_for(status)
-    request_id = current_request_id()
-    body = {"message": f"{message} (request id: {request_id})", "type": error_type, "param": param, "code": code}
+    body = {"message": with_request_id(message), "type": error_type, "param": param, "code": code}
     return JSONResponse(status_code=status, content={"error": body}, headers=headers)
 
 

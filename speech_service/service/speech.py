@@ -17,7 +17,7 @@ from speech_service import audio, metrics
 from speech_service.audio import encoding
 from speech_service.config import ServiceSettings, SynthesisOptions
 from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing, StreamInterrupted
-from speech_service.logs import current_request_id
+from speech_service.logs import with_request_id
 from speech_service.plans import SpeechPlan
 from speech_service.references import Reference
 from speech_service.schemas import (
@@ -165,7 +165,7 @@ async def _events(encoded: AsyncIterator[bytes], pieces: _SpokenPieces, input_to
             yield _event(SpeechAudioDelta(audio=base64.b64encode(data).decode()))
     except StreamInterrupted as exc:
         yield _event(SpeechStreamError(error=ErrorBody(
-            message=f"{exc.message} (request id: {current_request_id()})", type=exc.type, code=exc.code)))
+            message=with_request_id(exc.message), type=exc.type, code=exc.code)))
         return
     output_tokens = pieces.samples // audio.HOP_LENGTH
     yield _event(SpeechAudioDone(usage=SpeechUsage(input_tokens=input_tokens, output_tokens=output_tokens,
