@@ -83,17 +83,10 @@ class Host:
         """`fn(*args, **kwargs)` on a thread inside this host's namespace."""
         return self._threads.submit(fn, *args, **kwargs).result()
 
-    def submit(self, fn: Callable[..., T], *args, **kwargs):
-        """As `call`, without waiting: the future."""
-        return self._threads.submit(fn, *args, **kwargs)
-
     def popen(self, args: list[str], log: Path, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
         """A process in this host's namespace (its own session, so its group can be signalled)."""
         return subprocess.Popen(["ip", "netns", "exec", self.netns, *args], stdout=open(log, "ab"),
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True, **kwargs)
-
-    def pids(self) -> list[int]:
-        return [int(p) for p in ip("netns", "pids", self.netns).split()]
 
     def cut(self) -> None:
         """Take the host off the network: its link down, as when its cable or its machine is gone."""

@@ -56,14 +56,12 @@ TIMEOUT = httpx.Timeout(120, connect=5)
 class RayHosts:
     """A head and workers started with `ray start --block` in their namespaces."""
 
-    def __init__(self, network: hosts.Network, work: Path):
-        self.network, self.work = network, work
+    def __init__(self, network: hosts.Network, work: Path, temp: Path):
+        self.network, self.work, self.temp = network, work, temp
         self.env = {**os.environ, **read_ray_env(), **HEALTH, "RAY_AUTH_MODE": "token",
                     "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0",
                     "PATH": f"{BIN}:{os.environ['PATH']}"}
         self.head = network.add("head")
-        # Ray's own files: a short path, as Unix socket paths are limited to 107 bytes.
-        self.temp = Path(tempfile.mkdtemp(prefix="f5ray-"))
 
     def start_head(self) -> None:
         self.head.popen([str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={self.head.address}",
@@ -118,11 +116,12 @@ def cluster_config(server: SeaweedFS, bucket: str, offline_models: dict, store_v
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, offline_models, short_wav):
+def cluster(tmp_path_factory, offline_models):
     work = tmp_path_factory.mktemp("hosts")
-    with hosts.Network() as network:
-        ray_hosts = RayHosts(network, work)
-        try:
+    ray_temp = Path(tempfile.mkdtemp(prefix="f5ray-"))  # Ray's files: Unix socket paths are limited to 107 bytes
+    try:
+        with hosts.Network() as network:  # on exit every process of the hosts is gone, before their files are
+            ray_hosts = RayHosts(network, work, ray_temp)
             workers = [network.add("w1"), network.add("w2")]
             store_host = network.add("store")
             server = SeaweedFS(work / "seaweedfs", ip=store_host.address)
@@ -140,11 +139,9 @@ def cluster(tmp_path_factory, offline_models, short_wav):
             ray_hosts.on_head(str(BIN / "serve"), "deploy", str(config_file))
             url = f"http://{ray_hosts.head.address}:8000"
             ray_hosts.head.call(wait_until_ready, url, work)
-            yield {"network": network, "ray": ray_hosts, "workers": workers, "store": store_host,
-                   "server": server, "url": url, "work": work}
-        finally:
-            network.close()  # every Ray process gone before its files are
-            shutil.rmtree(ray_hosts.temp, ignore_errors=True)
+            yield {"ray": ray_hosts, "workers": workers, "store": store_host, "server": server, "url": url}
+    finally:
+        shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def wait_until_ready(url: str, work: Path, timeout_s: float = 300) -> None:
