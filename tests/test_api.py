@@ -17,7 +17,7 @@ from speech_service.config import ServiceSettings, SynthesisOptions
 from speech_service.http.app import create_app
 from speech_service.storage.objects import open_object_store
 
-from conftest import LONG_TEXT, SHORT_TEXT, convert, decode_file, engine_stream, server_timing
+from conftest import LONG_TEXT, SHORT_TEXT, add_voice, convert, decode_file, engine_stream, server_timing
 from served import served_app
 
 
@@ -199,9 +199,7 @@ def test_a_raw_stream_that_breaks_off_ends_incomplete(tmp_path, backends, short_
     """Raw audio has no room for an error: the response ends without its last chunk, so the
     client's HTTP library reports an incomplete body rather than a short file."""
     with served_app(tmp_path / "store", backends) as url, httpx.Client(base_url=url, timeout=60) as http:
-        with open(short_wav, "rb") as f:
-            assert http.post("/v1/voices", data={"name": "alice", "ref_text": SHORT_TEXT},
-                             files={"file": ("a.wav", f)}).status_code == 201
+        add_voice(http, "alice", short_wav, SHORT_TEXT)
         body = {"voice": "alice", "input": "First sentence here. A second one follows.", "nfe_step": 2,
                 "response_format": "pcm", "stream": True}
         received = bytearray()

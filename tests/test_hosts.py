@@ -31,7 +31,7 @@ from deployments.profiles import load_profile
 from deployments.ray_env import read_ray_env
 
 import hosts
-from conftest import REPO, SHORT_TEXT, SeaweedFS, deployments, use_tiny_models
+from conftest import REPO, SHORT_TEXT, SeaweedFS, add_voice, deployments, use_tiny_models
 
 UNAVAILABLE = hosts.available()
 pytestmark = [pytest.mark.ray, pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))]
@@ -257,10 +257,7 @@ def failover(cluster: dict, short_wav: Path, report: dict) -> None:
     """The scenario, run on a thread of the head host (so its sockets are on the cluster's network)."""
     url, lost = cluster["url"], cluster["workers"][0]
     with httpx.Client(base_url=url, timeout=TIMEOUT) as http:
-        with open(short_wav, "rb") as f:
-            voice = http.post("/v1/voices", data={"name": "dana", "ref_text": SHORT_TEXT},
-                              files={"file": ("dana.wav", f, "audio/wav")})
-        assert voice.status_code == 201, voice.text
+        voice = add_voice(http, "dana", short_wav, SHORT_TEXT)
         assert running_synthesizers(http) == 2
 
         watcher = JobWatcher(url, http.post("/v1/jobs", json=JOB).json()["id"])
@@ -320,7 +317,7 @@ def failover(cluster: dict, short_wav: Path, report: dict) -> None:
         assert not failed_after, failed_after
         assert any(r[0] > detected_at and r[2] == 200 for r in prober.results)
         # Records: the voice and the job are whole.
-        assert http.get("/v1/voices/dana").json()["sha256"] == voice.json()["sha256"]
+        assert http.get("/v1/voices/dana").json()["sha256"] == voice["sha256"]
         audio, rate = sf.read(io.BytesIO(http.get("/v1/voices/dana/audio").content))
         assert rate == 24000 and len(audio) > rate
 
