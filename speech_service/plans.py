@@ -16,6 +16,9 @@ from speech_service.config import SynthesisOptions
 class Segment:
     text: str  # what the model reads (after layout and normalisation)
     duration_frames: int  # reference + generated frames the model fills
+    # The caller's span `[start, end)` of `input` that each whitespace-separated word of `text`
+    # stands for ("five dollars" both stand for "$5"): captions name the caller's words.
+    spans: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)

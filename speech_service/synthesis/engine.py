@@ -18,7 +18,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from itertools import groupby
 
@@ -35,9 +35,10 @@ from speech_service.plans import Segment, SpeechPlan
 from speech_service.synthesis import f5_modules
 from speech_service.synthesis.clips import Clip, ClipCache
 from speech_service.synthesis.loading import VOCODER_FILES, _dtype, load_f5, load_vocos
-from speech_service.text.layout import flatten_layout
+from speech_service.text.layout import layout
+from speech_service.text.mapped import word_spans
 from speech_service.text.segments import normalize_ref_text, split_text
-from speech_service.text.spoken import normalize_for_speech
+from speech_service.text.spoken import normalize_for_speech, speak
 from speech_service.weights.source import fetch_dir, fetch_file
 
 logger = logging.getLogger(__name__)
@@ -187,10 +188,12 @@ class SynthesisEngine:
         """The one text pipeline: layout read as punctuation, numbers and symbols as words, then
         segments that fit (`plan`); every knob resolved and one seed for all segments."""
         options = self.resolve(options)
-        text = flatten_layout(text)
+        spoken = layout(text)
         if self.normalize_text:  # what the model reads, never what is stored
-            ref_text, text = normalize_for_speech(ref_text), normalize_for_speech(text)
-        segments = self.plan(clip.samples, ref_text, text, options.speed, streaming=streaming)
+            ref_text, spoken = normalize_for_speech(ref_text), speak(spoken)
+        segments = self.plan(clip.samples, ref_text, spoken.text, options.speed, streaming=streaming)
+        spans = word_spans(spoken, [segment.text for segment in segments])
+        segments = [replace(segment, spans=words) for segment, words in zip(segments, spans)]
         seed = options.seed if options.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         return SpeechPlan(segments, options, seed)
 

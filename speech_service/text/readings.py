@@ -215,7 +215,7 @@ def read_cents(m: re.Match) -> str:
 
 
 def read_title(m: re.Match) -> str:
-    return TITLES[m["t"]]
+    return TITLES[m["t"]] + m["name"]
 
 
 def read_street_or_saint(m: re.Match) -> str:

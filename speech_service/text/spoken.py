@@ -23,6 +23,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 
+from speech_service.text.mapped import MappedText
 from speech_service.text.numbers import (
     CURRENCY_CODES,
     DOLLAR_PREFIXES,
@@ -89,7 +90,8 @@ _LOCAL_PHONE = (r"(?P<lead>\b(?i:call|phone|tel|telephone|dial|fax|mobile|cell|t
 # Video resolutions: "1080p" → ten eighty p, "720p", "1080i".
 _RESOLUTION = r"(?<![\w.,])(?P<n>480|576|720|1080|1440|2160|4320)(?P<scan>[pi])\b"
 # Abbreviations read as words; letters only, so `normalize_for_speech` looks for them too.
-_TITLE = r"(?<![\w.])(?P<t>Mr|Mrs|Ms|Dr|Prof|Mt)\.?(?=\s+[A-Z])"
+# A title takes the name it is read with, so the two stay one caption ("Dr. Smith").
+_TITLE = r"(?<![\w.])(?P<t>Mr|Mrs|Ms|Dr|Prof|Mt)\.?(?P<name>\s+[A-Z][\w'’-]*)"
 _STREET = r"(?<![\w.])St\.(?=\s|$)"
 _SUFFIX = r"(?<=\w)(?P<sep>,?\s)(?P<s>Jr|Sr)\."
 _LATIN_ABBREVIATION = r"(?<![\w.])(?i:e\.g\.|i\.e\.|etc\.|vs\.?(?=\s)|approx\.)"
@@ -162,11 +164,17 @@ def _latin_only(text: str) -> bool:
     return all(not c.isalpha() or c < "\u0250" or unicodedata.name(c, "").startswith("LATIN") for c in text)
 
 
-def normalize_for_speech(text: str) -> str:
-    """`text` with its numbers and spoken symbols as English words; unchanged if it has none, or if it
-    holds letters of a script other than Latin."""
-    if not _SPOKEN.search(text) or not _latin_only(text):
+def speak(text: MappedText) -> MappedText:
+    """`text` with its numbers and spoken symbols as English words, each word knowing the caller's
+    characters it stands for; unchanged if it has none, or if it holds letters of a script other
+    than Latin."""
+    if not _SPOKEN.search(text.text) or not _latin_only(text.text):
         return text
     for pattern, rule in _RULES:
-        text = pattern.sub(rule, text)
+        text = text.sub(pattern, rule)
     return text
+
+
+def normalize_for_speech(text: str) -> str:
+    """`speak`'s text alone."""
+    return speak(MappedText.of(text)).text
