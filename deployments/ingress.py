@@ -46,8 +46,9 @@ class SynthesizerHandle:
     def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> DeploymentResponse:
         return self.handle.synthesize.remote(reference, text, options, dispatched_at=time.time())
 
-    def plan(self, reference: Reference, text: str, options: SynthesisOptions) -> DeploymentResponse:
-        return self.handle.plan.remote(reference, text, options)
+    def plan(self, reference: Reference, text: str, options: SynthesisOptions,
+             streaming: bool = False) -> DeploymentResponse:
+        return self.handle.plan.remote(reference, text, options, streaming)
 
     def synthesize_segment(self, reference: Reference, plan: SpeechPlan, index: int) -> DeploymentResponse:
         return self.handle.synthesize_segment.remote(reference, plan, index, dispatched_at=time.time())
@@ -63,6 +64,9 @@ class TranscriberHandle:
 
     def transcribe(self, audio: np.ndarray, language: str | None) -> DeploymentResponse:
         return self.handle.transcribe.remote(audio, language)
+
+    def listen(self, clips: list[np.ndarray], language: str | None) -> DeploymentResponse:
+        return self.handle.listen.remote(clips, language)
 
 
 @serve.deployment(**deployment_options("Ingress"))  # config/serve.yaml's, the one source

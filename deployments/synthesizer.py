@@ -38,8 +38,9 @@ class Synthesizer:
         metrics.record_queue_wait(dispatched_at)
         return await self.replica.synthesize(reference, text, options)
 
-    def plan(self, reference: Reference, text: str, options: SynthesisOptions) -> SpeechPlan | ServiceError:
-        return self.replica.plan(reference, text, options)
+    def plan(self, reference: Reference, text: str, options: SynthesisOptions,
+             streaming: bool = False) -> SpeechPlan | ServiceError:
+        return self.replica.plan(reference, text, options, streaming)
 
     async def synthesize_segment(self, reference: Reference, plan: SpeechPlan, index: int,
                                  dispatched_at: float | None = None) -> Speech | ServiceError:

@@ -13,6 +13,7 @@ from deployments.profiles import deployment_options
 from deployments.replica import replica_hooks
 from speech_service.errors import ServiceError
 from speech_service.logs import route_to_serve_logs
+from speech_service.transcription.heard import HeardWord
 from speech_service.transcription.replica import TranscriptionReplica
 
 
@@ -28,6 +29,9 @@ class Transcriber:
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str | ServiceError:
         return self.replica.transcribe(audio, language)
+
+    def listen(self, clips: list[np.ndarray], language: str | None = None) -> list[list[HeardWord]] | ServiceError:
+        return self.replica.listen(clips, language)
 
     def stats(self) -> dict[str, Any]:
         """Operator info: how many transcriptions this replica has served, with which model, where."""

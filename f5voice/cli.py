@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     speak = commands.add_parser("say", parents=[common], help="speak text in a voice, streamed to a file or stdout")
     add_speech_arguments(speak)
+    speak.add_argument("--captions", metavar="FILE", help="also write the words' timings: .vtt, .srt or .json")
+    speak.add_argument("--check", action="store_true",
+                       help="the service checks what it said and makes a failed segment again; warnings on stderr")
     speak.set_defaults(run=say_command)
     add_jobs_commands(commands, common)
     return parser

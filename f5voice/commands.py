@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from f5voice.captions import audio_of_events, check_captions_path, write_captions
 from f5voice.client import EXIT_JOB_FAILED, EXIT_USAGE, JOB_POLL_S, Api, CliError
 from f5voice.output import ProgressBar, output_format, say, show_voice, show_voice_table, write_stream
 
@@ -62,9 +63,21 @@ def speech_body(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
 def say_command(api: Api, args: argparse.Namespace) -> None:
     fmt = output_format(args)
     body = {**speech_body(args, fmt), "stream": True}
+    listened = bool(args.captions or args.check)
+    if args.captions:
+        check_captions_path(args.captions)
+        body["timestamps"] = "word"
+    if args.check:
+        body["quality"] = True
+    if listened:  # the words and the check come as events beside the audio
+        body["stream_format"] = "sse"
+    words: list[dict] = []
     started = time.monotonic()  # the request's, not its response's: the service answers with the first audio
     with api.stream("POST", "/v1/audio/speech", json=body) as chunks:
-        size, first_at = write_stream(chunks, args.output, api)
+        size, first_at = write_stream(audio_of_events(chunks, words) if listened else chunks, args.output, api)
+    if args.captions:
+        write_captions(args.captions, words)
+        say(f"wrote {args.captions} ({len(words)} words)")
     if args.output != "-":
         first_note = f"first audio after {first_at - started:.2f} s, " if first_at is not None else ""
         say(f"wrote {args.output} ({size / 1024:.0f} KiB {fmt}; {first_note}"

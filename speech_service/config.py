@@ -153,6 +153,44 @@ class JobSettings(_Strict):
     segment_timeout_s: float = Field(600.0, gt=0)  # one Synthesizer call longer than this is a failed attempt
 
 
+class QualityCheck(_Strict):
+    """The quality check: each segment made is transcribed by the Transcriber and compared with what
+    it should say; one over `max_wer` (word error rate) is made again with the next seed, up to
+    `retries` times, and the best attempt kept. With `require`, a segment that never passes fails
+    the request (422 `quality_check_failed`); without, the response carries a warning. In a request
+    (`"quality": {...}`) unset fields take the operator's `quality` settings."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)  # a request's part: `"require": 0` is no bool
+    max_wer: float | None = Field(None, ge=0.0, le=10.0)
+    retries: int | None = Field(None, ge=0, le=5)
+    require: bool | None = None
+
+
+class QualitySettings(_Strict):
+    """The operator's quality check (`quality` in the application's args): its defaults, and
+    whether every request is checked unless it sends `"quality": false`."""
+
+    check_by_default: bool = False
+    max_wer: float = Field(0.35, ge=0.0, le=10.0)
+    retries: int = Field(2, ge=0, le=5)
+    require: bool = False
+    # The most retries a request may ask for: each is a synthesis and a Whisper pass per segment.
+    max_retries: int = Field(5, ge=0, le=5)
+
+    @model_validator(mode="after")
+    def _default_within_the_cap(self) -> QualitySettings:
+        if self.retries > self.max_retries:
+            raise ValueError(f"quality.retries ({self.retries}) is over quality.max_retries ({self.max_retries})")
+        return self
+
+    def resolve(self, asked: QualityCheck | bool | None) -> QualityCheck | None:
+        """The check a request gets, every field set; None when it gets none."""
+        if asked is False or (asked is None and not self.check_by_default):
+            return None
+        own = QualityCheck(max_wer=self.max_wer, retries=self.retries, require=self.require)
+        return own if asked in (None, True) else own.model_copy(update=asked.model_dump(exclude_none=True))
+
+
 class ApiKey(_Strict):
     """One API key: its name (in logs, job ownership and errors), the key itself or `sha256:<hex>`
     of it (so the config holds no secret), its scopes and its limits (per Ingress replica)."""
@@ -176,6 +214,7 @@ class ServiceSettings(_Strict):
     store: StoreSettings = Field(default_factory=StoreSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     # Keys for /v1/*: each a plain string (an admin key, as before scopes) or an `ApiKey`; none: open.
     api_keys: list[str | ApiKey] = Field(default_factory=list)
     # Model names accepted in `POST /v1/audio/speech` (OpenAI clients send e.g. "tts-1").

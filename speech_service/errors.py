@@ -88,6 +88,12 @@ class Unprocessable(ServiceError):
     code = "unprocessable"
 
 
+class QualityCheckFailed(Unprocessable):
+    """A segment failed the quality check on every attempt, and the request required it to pass."""
+
+    code = "quality_check_failed"
+
+
 class ModelUnavailable(ServiceError):
     """The model weights could not be loaded; the message says how to provide them."""
 

@@ -34,6 +34,11 @@ _DEFINITIONS: dict[str, tuple[type, str, list[float] | None, tuple[str, ...]]] =
     "speech_cold_start_seconds": (Histogram, "From a model replica's process start to its model being ready",
                                   _SECONDS, ()),
     "speech_transcriptions": (Counter, "Reference clips transcribed by Whisper, by outcome", None, ("outcome",)),
+    "speech_quality_checks": (Counter, "Segments quality-checked, by outcome (passed or failed, after retries)",
+                              None, ("outcome",)),
+    "speech_quality_retries": (Counter, "Segments made again because the quality check failed", None, ()),
+    "speech_listen_seconds": (Histogram, "Transcriber time spent hearing one segment made (captions and the "
+                              "quality check)", _SECONDS, ()),
 }
 
 
@@ -80,3 +85,15 @@ def record_batch_size(size: int) -> None:
 
 def record_transcription(outcome: str) -> None:
     _metric("speech_transcriptions").inc(1, tags={"outcome": outcome})
+
+
+def record_quality_check(passed: bool) -> None:
+    _metric("speech_quality_checks").inc(1, tags={"outcome": "passed" if passed else "failed"})
+
+
+def record_quality_retry() -> None:
+    _metric("speech_quality_retries").inc(1)
+
+
+def record_listen(seconds: float) -> None:
+    _metric("speech_listen_seconds").observe(seconds)

@@ -17,6 +17,7 @@ class Reference:
     sha256: str
     ref_text: str
     wav: bytes | None = None  # the stored clip (24 kHz mono WAV); None: named only
+    language: str | None = None  # the voice's, as Whisper names it (what the speech made is heard as)
 
     def named(self) -> Reference:
         """This reference without the clip's bytes."""

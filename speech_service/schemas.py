@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from speech_service.config import SynthesisOptions
+from speech_service.config import QualityCheck, SynthesisOptions
 from speech_service.storage.voices import NAME_RE, VoiceRecord
 
 VOICE_NAME_PATTERN = NAME_RE.pattern
@@ -38,6 +38,13 @@ class SpeechRequest(SynthesisOptions):
     stream_format: Literal["audio", "sse"] | None = None
     # Sent by some OpenAI clients; accepted and ignored.
     instructions: str | None = None
+    timestamps: Literal["word"] | None = Field(None, description=(
+        '"word": word timings heard in the audio made, on the caller\'s own text (a whole response '
+        'comes as JSON with the audio; a stream with `stream_format: "sse"` interleaves '
+        '`speech.audio.timestamps` events; a job keeps them at /v1/jobs/{id}/captions)'))
+    quality: QualityCheck | bool | None = Field(None, description=(
+        "Check each segment made against its text, and make it again while it fails: true, false, "
+        "or the check's settings; unset: the operator's default"))
 
     @field_validator("input", mode="before")
     @classmethod
@@ -71,6 +78,62 @@ class SpeechAudioDone(BaseModel):
 
     type: Literal["speech.audio.done"] = "speech.audio.done"
     usage: SpeechUsage
+
+
+class Caption(BaseModel):
+    """One word of the caller's `input` and when it is spoken; a span the service wrote out as
+    several words ("$5.20") is one caption."""
+
+    text: str = Field(..., description="input[text_start:text_end]")
+    start: float = Field(..., description="seconds from the start of the audio")
+    end: float
+    text_start: int = Field(..., description="offset in `input`, in characters")
+    text_end: int
+    interpolated: bool = Field(False, description="not heard in the audio: its time is estimated from its neighbours")
+
+
+class SegmentQuality(BaseModel):
+    """How one segment did in the quality check."""
+
+    index: int
+    text: str = Field(..., description="what the model was asked to say")
+    wer: float = Field(..., description="word error rate of the kept attempt")
+    attempts: int
+    seeds: list[int] = Field(..., description="the seed of each attempt, in order")
+    passed: bool
+
+
+class QualityReport(BaseModel):
+    passed: bool
+    max_wer: float
+    segments: list[SegmentQuality]
+
+
+class SpeechWithTimestamps(BaseModel):
+    """A whole speech response asked for with `timestamps`."""
+
+    object: Literal["speech.timestamps"] = "speech.timestamps"
+    audio: str = Field(..., description="Base64 of the audio in `response_format`")
+    response_format: ResponseFormat
+    duration: float = Field(..., description="seconds of audio")
+    words: list[Caption]
+    quality: QualityReport | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class SpeechTimestamps(BaseModel):
+    """A stream's event: the words of the segment whose audio was just sent."""
+
+    type: Literal["speech.audio.timestamps"] = "speech.audio.timestamps"
+    words: list[Caption]
+
+
+class SpeechQualityEvent(BaseModel):
+    """A stream's event: how the segment whose audio was just sent did in the quality check."""
+
+    type: Literal["speech.audio.quality"] = "speech.audio.quality"
+    segment: SegmentQuality
+    warning: str | None = None
 
 
 class VoiceCreated(VoiceRecord):
@@ -152,6 +215,15 @@ class Job(BaseModel):
     finished_at: datetime | None = None
     expires_at: datetime | None = Field(None, description="when a finished job and its audio are removed")
     audio_url: str | None = Field(None, description="set once the job has succeeded")
+    captions_url: str | None = Field(None, description="set once a job that asked for timestamps has succeeded: "
+                                                        "its words as JSON, or ?format=vtt|srt")
+    quality: QualityReport | None = Field(None, description="the quality check's report, once succeeded")
+
+
+class JobCaptions(BaseModel):
+    object: Literal["speech.captions"] = "speech.captions"
+    job_id: str
+    words: list[Caption]
 
 
 class JobList(BaseModel):

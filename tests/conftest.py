@@ -125,9 +125,9 @@ class CountingSynthesizer:
         self._count(reference)
         return self.replica.synthesize_stream(reference, text, options)
 
-    def plan(self, reference, text, options):
+    def plan(self, reference, text, options, streaming=False):
         self._count(reference)
-        plan = self.replica.plan(reference, text, options)
+        plan = self.replica.plan(reference, text, options, streaming)
         self.plans.append(plan)
         return plan
 
@@ -141,11 +141,15 @@ class ThreadedTranscriber:
     sync method."""
 
     def __init__(self, replica):
-        self.replica, self.calls = replica, 0
+        self.replica, self.calls, self.listened = replica, 0, 0
 
     def transcribe(self, audio, language):
         self.calls += 1
         return asyncio.to_thread(self.replica.transcribe, audio, language)
+
+    def listen(self, clips, language):
+        self.listened += len(clips)
+        return asyncio.to_thread(self.replica.listen, clips, language)
 
 
 class InProcessBackends:

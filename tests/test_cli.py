@@ -174,3 +174,32 @@ def test_jobs_submit_status_and_fetch(url, short_wav, tmp_path):
     assert f5voice("voices", "rm", "carol", url=url).returncode == 0
     refused = f5voice("jobs", "submit", text, "-v", "carol", "--wait", url=url)
     assert refused.returncode == 3 and "[voice_not_found, HTTP 404" in refused.stderr.decode()
+
+
+def test_say_writes_captions_beside_the_audio_and_says_the_checks_warnings(url, short_wav, tmp_path):
+    import srt
+    import webvtt
+
+    with short_wav.open("rb") as f:
+        assert httpx.post(f"{url}/v1/voices", data={"name": "cap", "ref_text": SHORT_TEXT},
+                          files={"file": ("cap.wav", f)}, timeout=60).status_code == 201
+    text = "It costs $5.20. Dr. Smith paid."
+    out, vtt, subs = tmp_path / "said.wav", tmp_path / "said.vtt", tmp_path / "said.srt"
+    said = f5voice("say", text, "-v", "cap", "-o", str(out), "--seed", "3", "--captions", str(vtt), "--check", url=url)
+    assert said.returncode == 0, said.stderr
+    assert f"wrote {vtt} (5 words)" in said.stderr.decode()
+    assert "warning: Segment 0 did not pass the quality check" in said.stderr.decode()  # the tiny model's noise
+    cues = [c.text for c in webvtt.read(str(vtt))]
+    assert cues == ["It", "costs", "$5.20", "Dr. Smith", "paid"]
+    whole = httpx.post(f"{url}/v1/audio/speech", timeout=120, json={
+        "voice": "cap", "input": text, "seed": 3, "response_format": "wav", "timestamps": "word"}).json()
+    assert cues == [w["text"] for w in whole["words"]]  # the stream's words are the whole response's
+    assert len(sf.read(out)[0]) > 0.5 * 24000
+
+    plain = f5voice("say", text, "-v", "cap", "-o", str(tmp_path / "again.wav"), "--seed", "3",
+                    "--captions", str(subs), url=url)
+    assert plain.returncode == 0 and "warning" not in plain.stderr.decode()
+    assert [s.content for s in srt.parse(subs.read_text())] == cues
+    wrong = f5voice("say", text, "-v", "cap", "-o", str(tmp_path / "x.wav"), "--captions", str(tmp_path / "x.txt"),
+                    url=url)
+    assert wrong.returncode == 2 and ".vtt, .srt or .json" in wrong.stderr.decode()

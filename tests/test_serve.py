@@ -189,6 +189,37 @@ def test_openai_client(base_url, http):
     assert events[-1]["usage"]["output_tokens"] == len(pcm) // 2 // 256
 
 
+def test_timings_and_the_check_through_serve_in_a_stream_and_a_job(base_url, http):
+    """The Synthesizer's segments heard by the Transcriber deployment: a stream's events in order,
+    and a job that keeps its captions and its check."""
+    text = "It cost $5.20. Then he left."
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="not-needed")
+    with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alice", input=text, response_format="pcm", stream_format="sse",
+            extra_body={"timestamps": "word", "quality": {"retries": 1}, "seed": 4}) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "speech.audio.delta" and kinds[-1] == "speech.audio.done"
+    timings = [n for n, kind in enumerate(kinds) if kind == "speech.audio.timestamps"]
+    assert len(timings) == 2 and all("speech.audio.delta" in kinds[a + 1:b] for a, b in zip([-1, *timings], timings))
+    words = [w for n in timings for w in events[n]["words"]]
+    assert [w["text"] for w in words] == ["It", "cost", "$5.20", "Then", "he", "left"]
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+    assert all(e["segment"]["attempts"] == 2 for e in events if e["type"] == "speech.audio.quality")
+
+    job = http.post("/v1/jobs", json={"voice": "alice", "input": text, "response_format": "wav", "seed": 4,
+                                      "timestamps": "word", "quality": {"retries": 1}}).json()
+    deadline = time.monotonic() + 300
+    while (job := http.get(f"/v1/jobs/{job['id']}").json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+    assert job["status"] == "succeeded", job
+    assert [s["attempts"] for s in job["quality"]["segments"]] == [2] and job["quality"]["passed"] is False
+    captions = http.get(job["captions_url"]).json()["words"]
+    assert [w["text"] for w in captions] == ["It", "cost", "$5.20", "Then", "he", "left"]
+    assert http.get(job["captions_url"], params={"format": "vtt"}).text.startswith("WEBVTT")
+
+
 def test_errors_from_inside_a_replica_keep_their_status(http):
     # A hand-made transcript far longer than its clip would break F5; the engine refuses it.
     voice = http.get("/v1/voices/alice").json()

@@ -219,3 +219,28 @@ def test_a_speak_key_sees_no_controls_it_cannot_use(browser, backends, short_wav
         click(browser, "speak")  # speaking is what this key is for
         until(browser, lambda: player_state(browser)["duration"] > 0.5, 60)
         assert not visible(browser, "error")
+
+
+def test_page_shows_captions_under_the_player_and_the_quality_check(browser, backends, short_wav, tmp_path):
+    said = "Dr. Smith paid $5.20 in the 1990s."
+    with served_app(tmp_path / "store", backends) as url:
+        with short_wav.open("rb") as f:
+            assert httpx.post(f"{url}/v1/voices", data={"name": "alice", "ref_text": SHORT_TEXT},
+                              files={"file": ("alice.wav", f)}, timeout=60).status_code == 201
+        browser.get(url)
+        until(browser, lambda: text(browser, "detail-name") == "alice", 30)
+        fill(browser, "text", said)
+        fill(browser, "seed", "5")
+        click(browser, "captions-on")
+        click(browser, "quality-on")
+        click(browser, "speak")
+        until(browser, lambda: text(browser, "speak-state").startswith("Done"))
+        assert not visible(browser, "error")
+        words = [w.text for w in browser.find_elements(By.CSS_SELECTOR, "#captions .word")]
+        assert words == ["Dr. Smith", "paid", "$5.20", "in", "the", "1990s"]
+        assert text(browser, "captions") == said  # the caller's own text, punctuation and all
+        # The tiny model's noise never passes: the page says so, with the service's warning.
+        assert "Quality check failed" in text(browser, "quality") and "Segment 0" in text(browser, "quality")
+        # While the audio plays, the word being spoken is highlighted.
+        until(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#captions .word.current"), 30)
+        assert player_state(browser)["error"] is None

@@ -15,7 +15,10 @@ from speech_service.schemas import (
     ErrorResponse,
     SpeechAudioDelta,
     SpeechAudioDone,
+    SpeechQualityEvent,
     SpeechStreamError,
+    SpeechTimestamps,
+    SpeechWithTimestamps,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,7 +54,10 @@ def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
 # Each event of `stream_format: "sse"` (as OpenAPI 3.2 describes a server-sent event): its data is JSON.
 SPEECH_EVENT_SCHEMA = {"type": "object", "required": ["data"], "properties": {"data": {
     "type": "string", "contentMediaType": "application/json",
-    "contentSchema": _inlined(TypeAdapter(SpeechAudioDelta | SpeechAudioDone | SpeechStreamError).json_schema())}}}
+    "contentSchema": _inlined(TypeAdapter(SpeechAudioDelta | SpeechTimestamps | SpeechQualityEvent | SpeechAudioDone
+                                          | SpeechStreamError).json_schema())}}}
+# A whole speech response asked for with `timestamps`.
+TIMESTAMPS_SCHEMA = _inlined(SpeechWithTimestamps.model_json_schema())
 
 # What a route that reaches a model replica may answer besides its own errors.
 MODEL_ERRORS = (429, 503, 504)
@@ -81,6 +87,10 @@ def document(app: FastAPI, settings: ServiceSettings) -> None:
         if speech:
             speech["model"]["enum"] = list(settings.accepted_models)
             speech["input"]["maxLength"] = settings.limits.max_input_chars
+        check = schema.get("components", {}).get("schemas", {}).get("QualityCheck", {}).get("properties", {})
+        for option in check.get("retries", {}).get("anyOf", []):
+            if option.get("type") == "integer":
+                option["maximum"] = settings.quality.max_retries
         app.openapi_schema = schema
         return schema
 

@@ -9,14 +9,14 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
-import numpy as np
-
 from speech_service import audio
 from speech_service.audio import encoding, seams
 from speech_service.config import JobSettings
 from speech_service.errors import NotFound, Overloaded, ServiceError, unwrap
 from speech_service.plans import SpeechPlan
+from speech_service.references import Reference
 from speech_service.schemas import JobError, JobProgress, SpeechRequest
+from speech_service.service.listening import HeardSegment
 from speech_service.service.speech import SpeechService
 from speech_service.storage.jobs import JobRecord, JobStore, Superseded
 
@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _seconds(waves: list[np.ndarray]) -> float:
-    return round(sum(len(w) for w in waves) / audio.SAMPLE_RATE, 2)
+def _seconds(made: list[HeardSegment]) -> float:
+    return round(sum(len(s.wave) for s in made) / audio.SAMPLE_RATE, 2)
 
 
 class JobRunner:
@@ -43,7 +43,7 @@ class JobRunner:
         self._expiry: dict[str, datetime] = {}
         # The plan and the audio of the segments finished so far, per job this process runs: a retry
         # after a failed Synthesizer call resumes after them (same plan and seed, so the same audio).
-        self._segments: dict[str, tuple[str, SpeechPlan, list[np.ndarray]]] = {}  # job id -> (clip sha256, ...)
+        self._segments: dict[str, tuple[str, SpeechPlan, list[HeardSegment]]] = {}  # job id -> (clip sha256, ...)
 
     async def submit(self, body: SpeechRequest, owner: str | None = None) -> JobRecord:
         """Check the request as `/v1/audio/speech` would (a bad one is an error now, not a failed job
@@ -150,26 +150,36 @@ class JobRunner:
         # Transcript and clip read together once per attempt, so every segment speaks one version
         # of the voice; the clip goes to a replica only when it lacks it (`SpeechService.send`).
         reference = await self.speech.reference_with_clip(body.voice)
-        clip, plan, waves = self._segments.get(record.id) or (reference.sha256, None, [])
+        clip, plan, made = self._segments.get(record.id) or (reference.sha256, None, [])
         if clip != reference.sha256 or plan is None:  # the voice was replaced since: start again
             plan = await self._call(lambda: self.speech.send(
                 reference, lambda ref: self.speech.backends.plan(ref, body.input, body.options())))
-            waves = []
-        self._segments[record.id] = (reference.sha256, plan, waves)
+            made = []
+        self._segments[record.id] = (reference.sha256, plan, made)
         total = len(plan.segments)
         await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
-            segments_done=len(waves), segments_total=total, audio_seconds=_seconds(waves)))
-        for index in range(len(waves), total):
-            speech = await self._call(lambda i=index: self.speech.send(
-                reference, lambda ref: self.speech.backends.synthesize_segment(ref, plan, i)))
-            waves.append(speech.wave)
+            segments_done=len(made), segments_total=total, audio_seconds=_seconds(made)))
+        listened = self.speech.listened
+        make = listened.listener(body, reference).make if listened.wanted(body) else self._segment(reference)
+        for index in range(len(made), total):
+            made.append(await self._call(lambda i=index: make(plan, i)))
             # Also the check between segments: a cancelled job stops here.
             await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
-                segments_done=index + 1, segments_total=total, audio_seconds=_seconds(waves)))
-        speech = seams.join(waves, plan.cross_fade_samples)
+                segments_done=index + 1, segments_total=total, audio_seconds=_seconds(made)))
+        found = listened.found(body, made, plan, listened.check_for(body))  # QualityCheckFailed under `require`
+        speech = seams.join([s.wave for s in made], plan.cross_fade_samples)
         data = await asyncio.to_thread(encoding.encode, speech, body.response_format)
-        await asyncio.to_thread(self.store.succeed, record.id, attempt, data)
+        await asyncio.to_thread(self.store.succeed, record.id, attempt, data, found.words, found.quality)
         logger.info("job %s: succeeded on attempt %d", record.id, attempt)
+
+    def _segment(self, reference: Reference) -> Callable[[SpeechPlan, int], Awaitable[HeardSegment]]:
+        """Makes a segment without hearing it."""
+        async def make(plan: SpeechPlan, index: int) -> HeardSegment:
+            speech = await self.speech.send(
+                reference, lambda ref: self.speech.backends.synthesize_segment(ref, plan, index))
+            return HeardSegment(index, speech.wave, [], None, speech.model_s)
+
+        return make
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         """One Synthesizer call, within `segment_timeout_s`. A full queue (503 `overloaded`) is waited

@@ -36,6 +36,7 @@ from speech_service.errors import (
 )
 from speech_service.plans import SpeechPlan
 from speech_service.references import Reference
+from speech_service.transcription.heard import HeardWord
 
 logger = logging.getLogger("ray.serve")
 
@@ -63,13 +64,15 @@ class Synthesizer(Protocol):
 
     def synthesize_stream(self, reference: Reference, text: str, options: SynthesisOptions) -> AsyncIterator[Any]: ...
 
-    def plan(self, reference: Reference, text: str, options: SynthesisOptions) -> Any: ...
+    def plan(self, reference: Reference, text: str, options: SynthesisOptions, streaming: bool = False) -> Any: ...
 
     def synthesize_segment(self, reference: Reference, plan: SpeechPlan, index: int) -> Awaitable[Any]: ...
 
 
 class Transcriber(Protocol):
     def transcribe(self, audio: np.ndarray, language: str | None) -> Awaitable[Any]: ...
+
+    def listen(self, clips: list[np.ndarray], language: str | None) -> Awaitable[Any]: ...
 
 
 class ModelCalls:
@@ -225,9 +228,10 @@ class ModelBackends:
         return await self.calls.call("Synthesizer", SynthesizerUnavailable,
                                      lambda: self.synthesizer.synthesize(reference, text, options))
 
-    async def plan(self, reference: Reference, text: str, options: SynthesisOptions) -> SpeechPlan:
+    async def plan(self, reference: Reference, text: str, options: SynthesisOptions,
+                   streaming: bool = False) -> SpeechPlan:
         return await self.calls.call("Synthesizer", SynthesizerUnavailable,
-                                     lambda: _awaitable(self.synthesizer.plan(reference, text, options)))
+                                     lambda: _awaitable(self.synthesizer.plan(reference, text, options, streaming)))
 
     async def synthesize_segment(self, reference: Reference, plan: SpeechPlan, index: int) -> Speech:
         return await self.calls.call("Synthesizer", SynthesizerUnavailable,
@@ -240,6 +244,10 @@ class ModelBackends:
     async def transcribe(self, audio: np.ndarray, language: str | None) -> str:
         return await self.calls.call("Transcriber", TranscriberUnavailable,
                                      lambda: self.transcriber.transcribe(audio, language))
+
+    async def listen(self, clips: list[np.ndarray], language: str | None) -> list[list[HeardWord]]:
+        return await self.calls.call("Transcriber", TranscriberUnavailable,
+                                     lambda: self.transcriber.listen(clips, language))
 
     async def status(self) -> dict[str, Any]:
         return await self._status() if self._status else {"deployments": {}}

@@ -7,16 +7,18 @@ import asyncio
 import base64
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from speech_service import audio, metrics
 from speech_service.audio import encoding
-from speech_service.config import ServiceSettings, SynthesisOptions
-from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing, StreamInterrupted
+from speech_service.config import QualityCheck, ServiceSettings, SynthesisOptions
+from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing, ServiceError, Unprocessable
 from speech_service.logs import with_request_id
 from speech_service.plans import SpeechPlan
 from speech_service.references import Reference
@@ -28,7 +30,9 @@ from speech_service.schemas import (
     SpeechStreamError,
     SpeechUsage,
 )
+from speech_service.service.listened import Listened, ListenedSpeech
 from speech_service.storage.voices import VoiceStore
+from speech_service.transcription.heard import HeardWord
 
 T = TypeVar("T")
 # pcm/wav of up to 30 s of speech are encoded on the event loop (about 2 ms at most); longer ones
@@ -47,13 +51,17 @@ class Backends(Protocol):
     def stream(self, reference: Reference, text: str, options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
         """The same speech as `synthesize`, one piece per text segment as each is ready."""
 
-    async def plan(self, reference: Reference, text: str, options: SynthesisOptions) -> SpeechPlan:
-        """The plan `synthesize` would follow (its segments, knobs and seed)."""
+    async def plan(self, reference: Reference, text: str, options: SynthesisOptions,
+                   streaming: bool = False) -> SpeechPlan:
+        """The plan `synthesize` (or with `streaming`, `stream`) would follow: its segments, knobs, seed."""
 
     async def synthesize_segment(self, reference: Reference, plan: SpeechPlan, index: int) -> audio.Speech:
         """Segment `index` of `plan`, as `synthesize` has it before the cross-fades."""
 
     async def transcribe(self, audio: np.ndarray, language: str | None) -> str: ...
+
+    async def listen(self, clips: list[np.ndarray], language: str | None) -> list[list[HeardWord]]:
+        """The words heard in each clip of speech made, timed (`transcription.heard`)."""
 
     async def status(self) -> dict[str, Any]:
         """Deployment and model state; must not wake any model replica."""
@@ -64,10 +72,23 @@ class EncodedSpeech:
     data: bytes
     model_s: float  # the model calls' wall time (`audio.Speech`)
     total_s: float  # from the request's start to its encoded audio
+    duration_s: float
+    listened: Listened | None = None  # captions and the quality check, when asked for
 
-    def server_timing(self) -> str:
-        """The `Server-Timing` header: where a response's time went, in milliseconds."""
-        return f"model;dur={1000 * self.model_s:.1f}, total;dur={1000 * self.total_s:.1f}"
+    def headers(self) -> dict[str, str]:
+        """`Server-Timing` (where the time went, in ms) and, after a quality check,
+        `X-Speech-Quality` (`passed=true; max_wer=0.35; wer=0.05,0.12; attempts=1,2`, per segment)
+        and `X-Speech-Warning` for the segments that never passed."""
+        headers = {"Server-Timing": f"model;dur={1000 * self.model_s:.1f}, total;dur={1000 * self.total_s:.1f}"}
+        quality = self.listened.quality if self.listened else None
+        if quality is not None:
+            headers["X-Speech-Quality"] = (
+                f"passed={str(quality.passed).lower()}; max_wer={quality.max_wer:g}; "
+                f"wer={','.join(f'{q.wer:.4f}' for q in quality.segments)}; "
+                f"attempts={','.join(str(q.attempts) for q in quality.segments)}")
+        if self.listened and self.listened.warnings:
+            headers["X-Speech-Warning"] = " | ".join(self.listened.warnings)
+        return headers
 
 
 class SpeechService:
@@ -75,6 +96,7 @@ class SpeechService:
         self.settings = settings
         self.store = store
         self.backends = backends
+        self.listened = ListenedSpeech(self)
 
     def check(self, body: SpeechRequest) -> None:
         accepted = self.settings.accepted_models
@@ -87,15 +109,23 @@ class SpeechService:
         if len(body.input) > limit:
             raise PayloadTooLarge(f"input has {len(body.input)} characters; the limit is {limit}.",
                                   code="input_too_long", param="input")
+        cap = self.settings.quality.max_retries
+        if isinstance(body.quality, QualityCheck) and (body.quality.retries or 0) > cap:
+            raise Unprocessable(f"quality.retries is {body.quality.retries}; this service allows at most {cap}.",
+                                code="too_many_retries", param="quality")
+        if body.timestamps and body.stream and body.stream_format != "sse":
+            raise BadRequest('timestamps of a stream come as events: send stream_format "sse" (a stream of '
+                             "audio bytes has no room for them), or ask for the whole response.",
+                             code="timestamps_need_events", param="timestamps")
 
     async def reference(self, voice: str) -> Reference:
         """The voice's transcript and its clip's sha256, from one record; the clip is not read."""
         record = await asyncio.to_thread(self.store.get, voice)
-        return Reference(voice, record.sha256, record.ref_text)
+        return Reference(voice, record.sha256, record.ref_text, language=record.language)
 
     async def reference_with_clip(self, voice: str) -> Reference:
         record, wav = await asyncio.to_thread(self.store.reference, voice)
-        return Reference(voice, record.sha256, record.ref_text, wav)
+        return Reference(voice, record.sha256, record.ref_text, wav, record.language)
 
     async def send(self, reference: Reference, call: Callable[[Reference], Awaitable[T]]) -> T:
         """`call(reference)` with the clip named only; sent again with the clip when the replica
@@ -112,9 +142,12 @@ class SpeechService:
         """The whole speech, encoded in the requested format."""
         started = time.monotonic()
         self.check(body)
-        options = body.options()
-        speech = await self.send(await self.reference(body.voice),
-                                 lambda reference: self.backends.synthesize(reference, body.input, options))
+        options, listened = body.options(), None
+        if self.listened.wanted(body):
+            speech, listened = await self.listened.whole(body)
+        else:
+            speech = await self.send(await self.reference(body.voice),
+                                     lambda reference: self.backends.synthesize(reference, body.input, options))
         metrics.record_first_audio(started, stream=False)
         wave = speech.wave
         metrics.record_speech(len(wave) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
@@ -122,7 +155,7 @@ class SpeechService:
             data = encoding.encode(wave, body.response_format)  # cheaper than the hop to a thread
         else:
             data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
-        return EncodedSpeech(data, speech.model_s, time.monotonic() - started)
+        return EncodedSpeech(data, speech.model_s, time.monotonic() - started, len(wave) / audio.SAMPLE_RATE, listened)
 
     async def stream(self, body: SpeechRequest) -> AsyncIterator[bytes]:
         """Encoded audio as segments are ready. The first piece is awaited before this returns, so
@@ -141,50 +174,79 @@ class SpeechService:
     async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces]:
         started = time.monotonic()
         self.check(body)
-        options = body.options()
-
-        async def first_piece(reference: Reference) -> tuple[AsyncIterator[np.ndarray], np.ndarray]:
-            pieces = self.backends.stream(reference, body.input, options)
-            return pieces, await anext(pieces)
-
         encoder = encoding.StreamEncoder(body.response_format)
         encoder.start()  # ffmpeg starts while the first segment is made
         try:
-            rest, first = await self.send(await self.reference(body.voice), first_piece)
+            pieces = _SpokenPieces(started)
+            fill = self._listened_pieces if self.listened.wanted(body) else self._model_pieces
+            await fill(body, pieces)
         except BaseException:
             await encoder.close()
             raise
         metrics.record_first_audio(started, stream=True)
-        pieces = _SpokenPieces(first, rest, started)
         return encoder.encode(pieces), pieces
+
+    async def _model_pieces(self, body: SpeechRequest, pieces: _SpokenPieces) -> None:
+        """The Synthesizer's own stream, its first piece made."""
+        async def first_piece(reference: Reference) -> tuple[AsyncIterator[np.ndarray], np.ndarray]:
+            stream = self.backends.stream(reference, body.input, body.options())
+            return stream, await anext(stream)
+
+        pieces.rest, pieces.first = await self.send(await self.reference(body.voice), first_piece)
+
+    async def _listened_pieces(self, body: SpeechRequest, pieces: _SpokenPieces) -> None:
+        """Segments made and heard here (`ListenedSpeech.stream`), the first made; each segment's
+        events are queued as its audio goes to the encoder."""
+        listened = self.listened.stream(body)
+        first = await anext(listened)
+        pieces.first = first.wave
+        pieces.events.extend(first.events)
+
+        async def rest() -> AsyncIterator[np.ndarray]:
+            async for piece in listened:
+                pieces.events.extend(piece.events)
+                if piece.wave is not None:
+                    yield piece.wave
+
+        pieces.rest = rest()
 
 
 async def _events(encoded: AsyncIterator[bytes], pieces: _SpokenPieces, input_tokens: int) -> AsyncIterator[bytes]:
+    """Audio deltas, each followed by the events (timestamps, quality) of the audio fed so far."""
     try:
         async for data in encoded:
             yield _event(SpeechAudioDelta(audio=base64.b64encode(data).decode()))
-    except StreamInterrupted as exc:
+            while pieces.events:
+                yield _event(pieces.events.popleft())
+    except ServiceError as exc:  # the stream broke off (StreamInterrupted), or a required check failed
         yield _event(SpeechStreamError(error=ErrorBody(
-            message=with_request_id(exc.message), type=exc.type, code=exc.code)))
+            message=with_request_id(exc.message), type=exc.type, param=exc.param, code=exc.code)))
         return
+    while pieces.events:
+        yield _event(pieces.events.popleft())
     output_tokens = pieces.samples // audio.HOP_LENGTH
     yield _event(SpeechAudioDone(usage=SpeechUsage(input_tokens=input_tokens, output_tokens=output_tokens,
                                                    total_tokens=input_tokens + output_tokens)))
 
 
-def _event(event: SpeechAudioDelta | SpeechAudioDone | SpeechStreamError) -> bytes:
+def _event(event: BaseModel) -> bytes:
     return f"data: {event.model_dump_json()}\n\n".encode()
 
 
 class _SpokenPieces:
-    """A stream's pieces, its first already made; counts the samples and records them at the end."""
+    """A stream's pieces, its first already made (None: held back by a seam), and the events that
+    go after the audio fed so far; counts the samples and records them at the end."""
 
-    def __init__(self, first: np.ndarray, rest: AsyncIterator[np.ndarray], started: float):
-        self.first, self.rest, self.started, self.samples = first, rest, started, 0
+    def __init__(self, started: float):
+        self.started, self.samples = started, 0
+        self.first: np.ndarray | None = None
+        self.rest: AsyncIterator[np.ndarray] | None = None
+        self.events: deque[BaseModel] = deque()
 
     async def __aiter__(self) -> AsyncIterator[np.ndarray]:
-        self.samples = len(self.first)
-        yield self.first
+        if self.first is not None:
+            self.samples = len(self.first)
+            yield self.first
         async for piece in self.rest:
             self.samples += len(piece)
             yield piece

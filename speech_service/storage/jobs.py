@@ -1,8 +1,9 @@
 """Job records and results in the object store (`JobStore`); `service.jobs.JobRunner` moves
 them through their states.
 
-Keys: `jobs/{id}.json` is the record, and the truth; `jobs/{id}.{format}` is the audio, written
-before the record says `succeeded`. Every change to a record is a conditional write of the version
+Keys: `jobs/{id}.json` is the record, and the truth; `jobs/{id}.{format}` is the audio and
+`jobs/{id}.captions` its words' timings (JSON, when the job asked for timestamps), written before
+the record says `succeeded`. Every change to a record is a conditional write of the version
 that was read, so two runners never both hold a job. A runner holds a lease on its job
 (`lease_until`) and renews it while it works; a `queued` or `running` job whose lease has run out
 has no runner, and whichever ingress sweeps first re-runs it (up to `max_attempts`) or fails it.
@@ -13,64 +14,23 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import TypeAdapter
 
 from speech_service.config import JobSettings
 from speech_service.errors import Conflict, NotFound
-from speech_service.schemas import Job, JobError, JobProgress, JobStatus, SpeechRequest
+from speech_service.schemas import Caption, JobError, JobProgress, JobStatus, QualityReport, SpeechRequest
+from speech_service.storage.job_record import JobRecord, new_id, now
 from speech_service.storage.objects import ObjectStore, PreconditionFailed
 
 logger = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
+_CAPTIONS = TypeAdapter(list[Caption])
 ID_RE = re.compile(r"^job_[0-9a-f]{20}$")
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def new_id() -> str:
-    """Time-ordered, so a listing of keys is a listing by age: 12 hex digits of milliseconds, 8 random."""
-    return f"job_{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
-
-
-class JobRecord(BaseModel):
-    """What the store keeps about a job."""
-
-    id: str
-    status: JobStatus
-    request: SpeechRequest
-    progress: JobProgress = Field(default_factory=JobProgress)
-    error: JobError | None = None
-    last_error: JobError | None = None
-    attempts: int = 0
-    max_attempts: int
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    expires_at: datetime | None = None
-    lease_until: datetime  # a queued or running job whose lease has passed is free for any runner
-    owner: str | None = None  # the name of the key that made it (None: the service has no keys)
-
-    @property
-    def result_key(self) -> str:
-        return f"jobs/{self.id}.{self.request.response_format}"
-
-    def view(self) -> Job:
-        body = self.request
-        return Job(
-            **self.model_dump(include={"id", "status", "progress", "error", "last_error", "attempts", "max_attempts",
-                                       "created_at", "updated_at", "started_at", "finished_at", "expires_at"}),
-            voice=body.voice, model=body.model, response_format=body.response_format, input_chars=len(body.input),
-            audio_url=f"/v1/jobs/{self.id}/audio" if self.status == "succeeded" else None,
-        )
 
 
 class Superseded(Exception):
@@ -168,9 +128,23 @@ class JobStore:
         except KeyError:  # removed between the two reads
             raise _not_found(job_id) from None
 
+    def captions(self, job_id: str, owner: str | None = None) -> list[Caption]:
+        record = self.get(job_id, owner)
+        if not record.request.timestamps:
+            raise NotFound(f"Job '{job_id}' did not ask for timestamps; send \"timestamps\": \"word\" with the job.",
+                           code="captions_not_requested")
+        if record.status != "succeeded":
+            raise Conflict(f"Job '{job_id}' is {record.status}; its captions are there once it has succeeded.",
+                           code="job_not_finished")
+        try:
+            return _CAPTIONS.validate_json(self.objects.get(record.captions_key).data)
+        except KeyError:  # removed between the two reads
+            raise _not_found(job_id) from None
+
     def remove(self, job_id: str) -> None:
         record, _ = self._read(job_id)
         self.objects.delete(record.result_key)
+        self.objects.delete(record.captions_key)
         self.objects.delete(self._key(job_id))
 
     def cancel_or_remove(self, job_id: str, owner: str | None = None) -> JobRecord | None:
@@ -237,13 +211,17 @@ class JobStore:
         except NotFound:
             raise Superseded(job_id) from None
 
-    def succeed(self, job_id: str, attempt: int, data: bytes) -> JobRecord:
+    def succeed(self, job_id: str, attempt: int, data: bytes, captions: list[Caption] | None = None,
+                quality: QualityReport | None = None) -> JobRecord:
         record = self.renew(job_id, attempt)
-        self.objects.put(record.result_key, data)  # the audio first: a succeeded record always has it
+        if captions is not None:
+            self.objects.put(record.captions_key, _CAPTIONS.dump_json(captions))
+        self.objects.put(record.result_key, data)  # the results first: a succeeded record always has them
 
         def done(record: JobRecord) -> None:
             self._holding(record, attempt)
             self._finish(record, "succeeded")
+            record.quality = quality
 
         try:
             return self.update(job_id, done)
@@ -252,8 +230,9 @@ class JobStore:
                 current = self._read(job_id)[0].status
             except NotFound:
                 current = None
-            if current in (None, "cancelled", "failed"):  # nobody will ever serve this audio
+            if current in (None, "cancelled", "failed"):  # nobody will ever serve these results
                 self.objects.delete(record.result_key)
+                self.objects.delete(record.captions_key)
             raise Superseded(job_id) from None
 
     def retry_or_fail(self, job_id: str, attempt: int, error: JobError, retryable: bool) -> JobRecord:

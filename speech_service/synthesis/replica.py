@@ -141,12 +141,14 @@ class SynthesisReplica:
         model_s = sum(end - start for start, end in {span for _, span in sampled})  # each call once
         return Speech(join([wave for wave, _ in sampled], cross_fade_samples(items)), model_s)
 
-    def plan(self, reference: Reference, text: str, options: SynthesisOptions) -> SpeechPlan | ServiceError:
-        """The plan of a whole response (what a job speaks), or the refusal."""
+    def plan(self, reference: Reference, text: str, options: SynthesisOptions,
+             streaming: bool = False) -> SpeechPlan | ServiceError:
+        """The plan of a whole response (what a job speaks), or of a stream; or the refusal."""
         engine = self._ready()
         try:
             clip = engine.clips.get(reference)
-            return engine.plan_speech(clip, reference.ref_text, text, SynthesisOptions.model_validate(options))
+            return engine.plan_speech(clip, reference.ref_text, text, SynthesisOptions.model_validate(options),
+                                      streaming=streaming)
         except ServiceError as exc:
             return refusal(exc)
 

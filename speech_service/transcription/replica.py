@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -16,12 +16,14 @@ from speech_service import metrics
 from speech_service.config import TranscriberSettings
 from speech_service.errors import ServiceError, refusal
 from speech_service.loaded_model import LoadedModel
+from speech_service.transcription.heard import HeardWord
 from speech_service.transcription.whisper import WhisperBackend
 
 if TYPE_CHECKING:
     from speech_service.coldstart import ColdStartClock
 
 logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
 
 
 class TranscriptionReplica:
@@ -45,13 +47,20 @@ class TranscriptionReplica:
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str | ServiceError:
         """The text, or the refusal to answer the caller with (`refusal`)."""
+        return self._run(lambda whisper: whisper.transcribe(audio, language))
+
+    def listen(self, clips: list[np.ndarray], language: str | None = None) -> list[list[HeardWord]] | ServiceError:
+        """The words heard in each clip (speech the service made), timed; or the refusal."""
+        return self._run(lambda whisper: [whisper.listen(clip, language) for clip in clips])
+
+    def _run(self, work: Callable[[WhisperBackend], T]) -> T | ServiceError:
         with self._lock:
             self.calls += 1
         if self.loaded.model is None:
             metrics.record_transcription("model_unavailable")
         whisper = self.loaded.ready()  # a replica without its model has failed: raised
         try:
-            text = whisper.transcribe(audio, language)
+            result = work(whisper)
         except ServiceError as exc:
             metrics.record_transcription("refused")
             return refusal(exc)
@@ -59,7 +68,7 @@ class TranscriptionReplica:
             metrics.record_transcription("error")
             raise
         metrics.record_transcription("ok")
-        return text
+        return result
 
 
 def _advice(settings: TranscriberSettings, exc: Exception) -> str:

@@ -15,6 +15,7 @@ from speech_service.audio import SAMPLE_RATE
 from speech_service.config import TranscriberSettings
 from speech_service.devices import whisper_device
 from speech_service.errors import BadRequest
+from speech_service.transcription.heard import HeardWord, snap_to_silences
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ class TranscriptionBackend(Protocol):
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
         """Text spoken in mono float32 24 kHz `audio`."""
+
+    def listen(self, audio: np.ndarray, language: str | None = None) -> list[HeardWord]:
+        """The words spoken in it, timed."""
 
 
 class WhisperBackend:
@@ -62,6 +66,22 @@ class WhisperBackend:
         self.model.model.detect_language(self.model.model.encode(ctranslate2.StorageView.from_array(second)))
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+        segments, _ = self._decode(audio, language)
+        return " ".join(s.text.strip() for s in segments).strip()
+
+    def listen(self, audio: np.ndarray, language: str | None = None) -> list[HeardWord]:
+        """The words heard in mono float32 24 kHz `audio`, timed (`heard.snap_to_silences`).
+
+        One decoding pass, its length bounded by the clip's: speech that is noise (a failed synthesis)
+        must not cost the temperature fallback's five more passes, or a loop of hallucinated text
+        (about 3 tokens a second is speech; 8 leave room for numbers)."""
+        segments, audio16k = self._decode(audio, language, word_timestamps=True, temperature=0.0,
+                                          max_new_tokens=_max_tokens(len(audio) * WHISPER_RATE // SAMPLE_RATE))
+        words = [HeardWord(w.word, w.start, w.end) for s in segments for w in (s.words or [])]
+        return snap_to_silences(words, audio16k, WHISPER_RATE)
+
+    def _decode(self, audio: np.ndarray, language: str | None, **options) -> tuple[list, np.ndarray]:
+        """Whisper's segments of `audio` (decoded to the end), and the audio at 16 kHz."""
         if language is not None and language not in self.model.supported_languages:
             raise BadRequest(f"Whisper does not know the language code '{language}'.", code="unsupported_language")
         audio16k = resample_poly(audio, WHISPER_RATE, SAMPLE_RATE)
@@ -69,8 +89,8 @@ class WhisperBackend:
             if language is None and self.model.model.is_multilingual:
                 language = self.detect_language(audio16k)
             segments, _ = self.model.transcribe(audio16k, language=language, beam_size=self.beam_size,
-                                                condition_on_previous_text=False)
-            return " ".join(s.text.strip() for s in segments).strip()
+                                                condition_on_previous_text=False, **options)
+            return list(segments), audio16k
         finally:
             self.encoder.forget()  # an encoder output is megabytes (on the GPU, with a large model)
 
@@ -86,6 +106,10 @@ class WhisperBackend:
         features = self.model.feature_extractor(audio16k)
         language, _, _ = self.model.detect_language(features=features[..., :-1])
         return language
+
+
+def _max_tokens(samples16k: int) -> int:
+    return min(440, 10 + int(8 * samples16k / WHISPER_RATE))  # Whisper's window holds 448 tokens
 
 
 class EncoderCache:

@@ -4,6 +4,7 @@ made it: a `speak` key sees only its own, and another's is 404 to it; `admin` se
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -11,7 +12,8 @@ from speech_service.audio import encoding
 from speech_service.http.auth import Caller, require
 from speech_service.http.openapi import errors_for
 from speech_service.http.services import Services, services
-from speech_service.schemas import Job, JobList, SpeechRequest
+from speech_service.schemas import Job, JobCaptions, JobList, SpeechRequest
+from speech_service.text import captions
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 speaker = require("speak")
@@ -54,6 +56,19 @@ _AUDIO = {media: {"schema": {"type": "string", "format": "binary"}} for media, _
 async def get_job_audio(job_id: str, caller: Caller = Depends(speaker), s: Services = Depends(services)) -> Response:
     record, data = await asyncio.to_thread(s.jobs.result, job_id, _owner(caller))
     return Response(data, media_type=encoding.FORMATS[record.request.response_format][0])
+
+
+@router.get("/{job_id}/captions", response_model=JobCaptions, responses={
+    200: {"content": {media.split(";")[0]: {"schema": {"type": "string"}} for media, _ in captions.FORMATS.values()},
+          "description": "The job's words and their times: JSON, or WebVTT / SRT with one cue per word"},
+    **errors_for(403, 404, 409, 422, 503)})
+async def get_job_captions(job_id: str, format: Literal["json", "vtt", "srt"] = "json",
+                           caller: Caller = Depends(speaker), s: Services = Depends(services)):
+    words = await asyncio.to_thread(s.jobs.captions, job_id, _owner(caller))
+    if format == "json":
+        return JobCaptions(job_id=job_id, words=words)
+    media_type, render = captions.FORMATS[format]
+    return Response(render(words), media_type=media_type)
 
 
 @router.delete("/{job_id}", response_model=Job,

@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import base64
+
 from fastapi import APIRouter, Depends, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from speech_service.audio import encoding
 from speech_service.http.auth import require
-from speech_service.http.openapi import MODEL_ERRORS, SPEECH_EVENT_SCHEMA, errors_for
+from speech_service.http.openapi import MODEL_ERRORS, SPEECH_EVENT_SCHEMA, TIMESTAMPS_SCHEMA, errors_for
 from speech_service.http.services import Services, services
-from speech_service.schemas import SpeechRequest
+from speech_service.schemas import SpeechRequest, SpeechWithTimestamps
 
 router = APIRouter(prefix="/v1/audio", tags=["speech"])
 
 _AUDIO = {media: {"schema": {"type": "string", "format": "binary"}} for media, _ in encoding.FORMATS.values()}
 _SPEECH_RESPONSE = {
-    "content": {**_AUDIO, "text/event-stream": {"schema": SPEECH_EVENT_SCHEMA}},
+    "content": {**_AUDIO, "text/event-stream": {"schema": SPEECH_EVENT_SCHEMA},
+                "application/json": {"schema": TIMESTAMPS_SCHEMA}},
     "description": "Speech in the requested format (streamed when `stream` is true); with "
                    "`stream_format: \"sse\"`, `text/event-stream` of OpenAI's `speech.audio.delta` "
-                   "and `speech.audio.done` events",
+                   "and `speech.audio.done` events (and `speech.audio.timestamps` / `speech.audio.quality` "
+                   "when asked for); a whole response with `timestamps`, JSON with the audio and its words",
     "headers": {"Server-Timing": {
         "description": "Whole (not streamed) responses: where the time went, in ms: `model`, the model "
                        "calls that made this speech; `total`, the request up to its encoded audio "
                        "(`model;dur=93.1, total;dur=97.4`)",
-        "schema": {"type": "string"}}},
+        "schema": {"type": "string"}},
+        "X-Speech-Quality": {
+            "description": "After a quality check: `passed=true; max_wer=0.35; wer=0.0500,0.1200; attempts=1,2` "
+                           "(per segment, in order)", "schema": {"type": "string"}},
+        "X-Speech-Warning": {"description": "The segments that never passed the check (without `require`)",
+                             "schema": {"type": "string"}}},
 }
 
 
@@ -36,4 +45,10 @@ async def speech(body: SpeechRequest, s: Services = Depends(services)) -> Respon
     if body.stream:
         return StreamingResponse(await s.speech.stream(body), media_type=media_type)
     spoken = await s.speech.synthesize(body)
-    return Response(spoken.data, media_type=media_type, headers={"Server-Timing": spoken.server_timing()})
+    if body.timestamps is None:
+        return Response(spoken.data, media_type=media_type, headers=spoken.headers())
+    listened = spoken.listened
+    return JSONResponse(SpeechWithTimestamps(
+        audio=base64.b64encode(spoken.data).decode(), response_format=body.response_format,
+        duration=round(spoken.duration_s, 3), words=listened.words, quality=listened.quality,
+        warnings=listened.warnings).model_dump(), headers=spoken.headers())

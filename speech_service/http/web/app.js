@@ -253,21 +253,82 @@ async function playWhileStreaming(response, player) {
   return new Blob(chunks, { type: "audio/mpeg" });
 }
 
+const MEDIA_TYPES = { mp3: "audio/mpeg", opus: "audio/ogg", aac: "audio/aac", flac: "audio/flac", wav: "audio/wav" };
+
+// The caller's own text, each captioned word a span the player highlights while it is spoken.
+function showCaptions(input, words) {
+  const box = $("captions");
+  box.replaceChildren();
+  let at = 0;
+  for (const word of words) {
+    box.append(document.createTextNode(input.slice(at, word.text_start)));
+    const span = document.createElement("span");
+    span.className = word.interpolated ? "word guessed" : "word";
+    span.textContent = word.text;
+    span.dataset.start = word.start;
+    span.dataset.end = word.end;
+    span.title = `${word.start.toFixed(2)}–${word.end.toFixed(2)} s${word.interpolated ? " (estimated)" : ""}`;
+    box.append(span);
+    at = word.text_end;
+  }
+  box.append(document.createTextNode(input.slice(at)));
+  box.hidden = false;
+}
+
+function highlightCaption() {
+  const t = $("player").currentTime;
+  for (const span of $("captions").querySelectorAll(".word")) {
+    span.classList.toggle("current", Number(span.dataset.start) <= t && t < Number(span.dataset.end));
+  }
+}
+
+function showQuality(quality, warnings) {
+  const box = $("quality");
+  box.hidden = !quality;
+  if (!quality) return;
+  const worst = Math.max(...quality.segments.map((s) => s.wer));
+  const tries = quality.segments.reduce((n, s) => n + s.attempts, 0);
+  box.textContent = quality.passed
+    ? `Quality check passed: word error rate ${worst.toFixed(2)} at most, ${tries} attempt(s).`
+    : `Quality check failed: ${warnings.join(" ")}`;
+  box.classList.toggle("failed", !quality.passed);
+}
+
+// Captions or the check: one whole response, JSON with the audio, its words and the check's report.
+async function speakListened(body) {
+  delete body.stream;
+  body.timestamps = "word";
+  if ($("quality-on").checked) body.quality = true;
+  const result = await (await api("POST", "/v1/audio/speech", { json: body })).json();
+  const bytes = Uint8Array.from(atob(result.audio), (c) => c.charCodeAt(0));
+  if ($("captions-on").checked) showCaptions(body.input, result.words);
+  showQuality(result.quality, result.warnings);
+  return new Blob([bytes], { type: MEDIA_TYPES[body.response_format] });
+}
+
 async function speak() {
   const body = speechBody(true);
+  $("captions").hidden = true;
+  $("quality").hidden = true;
   const player = $("player");
   $("download").hidden = true;
   $("speak-state").textContent = "Waiting for the first audio…";
   const started = performance.now();
-  const streamable = body.response_format === "mp3" && window.MediaSource
+  const listened = $("captions-on").checked || $("quality-on").checked;
+  const streamable = !listened && body.response_format === "mp3" && window.MediaSource
     && MediaSource.isTypeSupported("audio/mpeg");
   let blob;
   try {
-    const response = await api("POST", "/v1/audio/speech", { json: body });
-    try {
-      blob = streamable ? await playWhileStreaming(response, player) : await response.blob();
-    } catch (err) {
-      throw new Error(`The audio stream broke off: ${err.message}`);
+    if (listened) {
+      $("speak-state").textContent = "Speaking and listening to it…";
+      blob = await speakListened(body);
+    } else {
+      const response = await api("POST", "/v1/audio/speech", { json: body });
+      try {
+        blob = streamable ? await playWhileStreaming(response, player) : await response.blob();
+      } catch (err) {
+        throw new Error(`The audio stream broke off: ${err.message}`);
+      }
     }
   } catch (err) {
     $("speak-state").textContent = "";
@@ -365,6 +426,7 @@ function start() {
     act($("speak"), speak);
   });
   $("submit-job").addEventListener("click", () => act($("submit-job"), runJob));
+  $("player").addEventListener("timeupdate", highlightCaption);
   detectJobs();
   act(null, async () => { await loadScopes(); await loadVoices(); }).then(() => {
     if (!$("error").hidden && $("error-code").textContent.includes("api_key")) {
