@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from speech_service.synthesis.batcher import ContinuousBatcher
+from speech_service.batching import ContinuousBatcher
 
 BOUND_S = 30  # a safety bound for a test's whole scenario, never reached when the batcher is right
 

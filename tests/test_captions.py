@@ -78,6 +78,29 @@ def test_the_aligner_times_real_speech_within_a_tenth_of_a_second(whisper, tmp_p
 
 
 @pytest.mark.slow  # Whisper hears speech: seconds each
+def test_clips_heard_in_one_window_keep_their_own_words_and_times(whisper, tmp_path):
+    first, second = "the weather today is sunny".split(), "we will walk to the park".split()
+    a, starts_a, _ = spoken_words(first, [0.3, 0.2, 0.3, 0.2, 0.25], tmp_path)
+    b, starts_b, _ = spoken_words(second, [0.25, 0.3, 0.2, 0.35, 0.2, 0.15], tmp_path)
+    heard_a, heard_b = whisper.listen_all([a, b], "en")
+    for heard, words, starts, wave in ((heard_a, first, starts_a, a), (heard_b, second, starts_b, b)):
+        segment, _ = plan_segment(" ".join(words))
+        timed, wer = time_words(segment, heard, len(wave) / audio.SAMPLE_RATE)
+        assert wer <= 0.25, (heard, words)
+        assert max(abs(t.start - s) for t, s in zip(timed, starts) if t.heard) <= 0.25, (timed, starts)
+
+
+def test_packing_fills_windows_and_gives_each_clip_its_words():
+    from speech_service.transcription.heard import HeardWord, packed, split_heard
+
+    rate = 100
+    assert packed([1000, 1200, 300, 3500, 200], rate, window_s=28, gap_s=1) == [[0, 1, 2], [3], [4]]
+    words = [HeardWord(" a", 0.5, 1.0), HeardWord(" b", 10.8, 11.4), HeardWord(" c", 12.0, 13.0)]
+    assert split_heard(words, starts=[0.0, 11.0], durations=[10.0, 5.0]) == [
+        [HeardWord(" a", 0.5, 1.0)], [HeardWord(" b", 0.0, 0.4), HeardWord(" c", 1.0, 2.0)]]
+
+
+@pytest.mark.slow  # Whisper hears speech: seconds each
 def test_normalised_spans_come_back_as_one_caption_on_the_callers_characters(whisper, tmp_path):
     text = "Dr. Smith paid $5.20 in the 1990s."
     segment, said = plan_segment(text)

@@ -13,12 +13,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel
 
 from speech_service import metrics
 from speech_service.audio import Speech, seams
+from speech_service.batching import ContinuousBatcher
 from speech_service.config import QualityCheck
 from speech_service.errors import QualityCheckFailed
 from speech_service.plans import SpeechPlan
@@ -32,6 +34,10 @@ from speech_service.schemas import (
     SpeechTimestamps,
 )
 from speech_service.service.listening import HeardSegment, SegmentListener, captions, offsets, placed, report, warning
+from speech_service.transcription.heard import HeardWord
+
+if TYPE_CHECKING:
+    from speech_service.service.speech import SpeechService
 
 
 @dataclass
@@ -51,9 +57,24 @@ class ListenedPiece:
     events: list[BaseModel]
 
 
+# Clips one Transcriber call hears at most (it packs them into Whisper's 30 s windows).
+LISTEN_BATCH = 16
+
+
 class ListenedSpeech:
-    def __init__(self, speech):  # a SpeechService: store, backends, send, settings
+    def __init__(self, speech: SpeechService):
         self.speech = speech
+        # Segments of concurrent requests (and of one whole response) go to the Transcriber together:
+        # while a call runs, the next queues, and Whisper hears several in one window's pass.
+        self._listening: ContinuousBatcher[tuple[np.ndarray, str | None], list[HeardWord]] = ContinuousBatcher(
+            self._listen_batch, max_batch_size=LISTEN_BATCH)
+
+    async def _listen_batch(self, items: list[tuple[np.ndarray, str | None]]) -> list[list[HeardWord]]:
+        languages = list(dict.fromkeys(language for _, language in items))
+        heard = await asyncio.gather(*(self.speech.backends.listen([w for w, lang in items if lang == language],
+                                                                   language) for language in languages))
+        per_language = {language: iter(words) for language, words in zip(languages, heard)}
+        return [next(per_language[language]) for _, language in items]
 
     def check_for(self, body: SpeechRequest) -> QualityCheck | None:
         return self.speech.settings.quality.resolve(body.quality)
@@ -68,9 +89,9 @@ class ListenedSpeech:
         async def synthesize(plan: SpeechPlan, index: int) -> Speech:
             return await send(reference, lambda ref: backends.synthesize_segment(ref, plan, index))
 
-        async def listen(wave: np.ndarray):
+        async def listen(wave: np.ndarray) -> list[HeardWord]:
             started = time.monotonic()
-            heard = (await backends.listen([wave], reference.language))[0]
+            heard = await self._listening.submit((wave, reference.language))
             metrics.record_listen(time.monotonic() - started)
             return heard
 

@@ -27,12 +27,12 @@ import numpy as np
 
 from speech_service.audio import Speech
 from speech_service.audio.seams import CrossFade, join
+from speech_service.batching import ContinuousBatcher
 from speech_service.config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
 from speech_service.errors import ServiceError, refusal
 from speech_service.loaded_model import LoadedModel
 from speech_service.plans import SpeechPlan
 from speech_service.references import Reference
-from speech_service.synthesis.batcher import ContinuousBatcher
 
 if TYPE_CHECKING:
     from speech_service.coldstart import ColdStartClock

@@ -70,3 +70,32 @@ def _nearest(runs: list[tuple[float, float]], at: float) -> tuple[float, float] 
 
     run = min(runs, key=distance)
     return run if distance(run) <= MAX_SHIFT_S else None
+
+
+def packed(lengths: list[int], rate: int, window_s: float, gap_s: float) -> list[list[int]]:
+    """Clips (by their lengths in samples) in runs that fit one window with `gap_s` of silence
+    between clips; a clip longer than the window is a run of its own."""
+    runs: list[list[int]] = []
+    used = 0.0
+    for i, n in enumerate(lengths):
+        seconds = n / rate
+        if runs and used + gap_s + seconds <= window_s:
+            runs[-1].append(i)
+            used += gap_s + seconds
+        else:
+            runs.append([i])
+            used = seconds
+    return runs
+
+
+def split_heard(words: list[HeardWord], starts: list[float], durations: list[float]) -> list[list[HeardWord]]:
+    """Words heard in clips joined end to end (clip k from `starts[k]`), back on each clip's clock:
+    a word belongs to the clip its middle falls in (or the nearest before it)."""
+    per_clip: list[list[HeardWord]] = [[] for _ in starts]
+    for word in words:
+        middle = (word.start + word.end) / 2
+        k = max([i for i, at in enumerate(starts) if at <= middle] or [0])
+        at, length = starts[k], durations[k]
+        per_clip[k].append(HeardWord(word.word, round(min(max(word.start - at, 0.0), length), 3),
+                                     round(min(max(word.end - at, 0.0), length), 3)))
+    return per_clip

@@ -51,7 +51,7 @@ class TranscriptionReplica:
 
     def listen(self, clips: list[np.ndarray], language: str | None = None) -> list[list[HeardWord]] | ServiceError:
         """The words heard in each clip (speech the service made), timed; or the refusal."""
-        return self._run(lambda whisper: [whisper.listen(clip, language) for clip in clips])
+        return self._run(lambda whisper: whisper.listen_all(clips, language))
 
     def _run(self, work: Callable[[WhisperBackend], T]) -> T | ServiceError:
         with self._lock:

@@ -15,7 +15,7 @@ from speech_service.audio import SAMPLE_RATE
 from speech_service.config import TranscriberSettings
 from speech_service.devices import whisper_device
 from speech_service.errors import BadRequest
-from speech_service.transcription.heard import HeardWord, snap_to_silences
+from speech_service.transcription.heard import HeardWord, packed, snap_to_silences, split_heard
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,9 @@ class _NoClock:
         return nullcontext()
 
 WHISPER_RATE = 16_000  # Whisper listens at 16 kHz; references are stored at SAMPLE_RATE
+# Clips heard together (`listen_all`): what fits one window, a second of silence between clips.
+PACK_WINDOW_S = 28.0
+PACK_GAP_S = 1.0
 
 
 class TranscriptionBackend(Protocol):
@@ -79,6 +82,20 @@ class WhisperBackend:
                                           max_new_tokens=_max_tokens(len(audio) * WHISPER_RATE // SAMPLE_RATE))
         words = [HeardWord(w.word, w.start, w.end) for s in segments for w in (s.words or [])]
         return snap_to_silences(words, audio16k, WHISPER_RATE)
+
+    def listen_all(self, clips: list[np.ndarray], language: str | None = None) -> list[list[HeardWord]]:
+        """`listen` for many clips at once: clips that fit one of Whisper's 30 s windows together
+        (with a second of silence between them) are heard in one pass, whose cost is mostly the
+        window's, not the audio's."""
+        heard: list[list[HeardWord]] = [[] for _ in clips]
+        gap = np.zeros(int(PACK_GAP_S * SAMPLE_RATE), np.float32)
+        for run in packed([len(c) for c in clips], SAMPLE_RATE, PACK_WINDOW_S, PACK_GAP_S):
+            joined = np.concatenate([part for i in run for part in (gap, clips[i])][1:])
+            starts = list(np.cumsum([0] + [len(clips[i]) + len(gap) for i in run[:-1]]) / SAMPLE_RATE)
+            durations = [len(clips[i]) / SAMPLE_RATE for i in run]
+            for i, words in zip(run, split_heard(self.listen(joined, language), starts, durations)):
+                heard[i] = words
+        return heard
 
     def _decode(self, audio: np.ndarray, language: str | None, **options) -> tuple[list, np.ndarray]:
         """Whisper's segments of `audio` (decoded to the end), and the audio at 16 kHz."""
