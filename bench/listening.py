@@ -15,6 +15,7 @@ Writes bench/results/<machine>-listening.json and prints its table.
 from __future__ import annotations
 
 import argparse
+import io
 import statistics
 import subprocess
 import sys
@@ -63,11 +64,15 @@ def whisper_cost(models: dict[str, Path], threads: int, tmp: Path, rounds: int) 
 
 
 def latency(http: httpx.Client, voice: str, concurrency: int, requests: int) -> dict:
+    audio_s: list[float] = []
+
     def one(variant: str, seed: int) -> float:
         started = time.perf_counter()
         r = http.post("/v1/audio/speech", json={"voice": voice, "input": TEXT, "response_format": "wav",
                                                 "seed": seed, **VARIANTS[variant]})
         r.raise_for_status()
+        if variant == "plain":
+            audio_s.append(sf.info(io.BytesIO(r.content)).duration)
         return time.perf_counter() - started
 
     results: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -77,8 +82,11 @@ def latency(http: httpx.Client, voice: str, concurrency: int, requests: int) -> 
                 seeds = range(n * concurrency, (n + 1) * concurrency)
                 results[variant].extend(pool.map(one, [variant] * concurrency, seeds))
     p50 = {v: round(statistics.median(ts), 3) for v, ts in results.items()}
+    added = {v: round(p50[v] - p50["plain"], 3) for v in VARIANTS if v != "plain"}
+    seconds = statistics.median(audio_s)
     return {"concurrency": concurrency, "requests_per_variant": len(results["plain"]), "p50_s": p50,
-            "added_s": {v: round(p50[v] - p50["plain"], 3) for v in VARIANTS if v != "plain"}}
+            "added_s": added, "audio_s_p50": round(seconds, 2),
+            "added_s_per_audio_s": {v: round(a / seconds, 3) for v, a in added.items()}}
 
 
 def markdown(result: dict) -> str:
@@ -87,12 +95,13 @@ def markdown(result: dict) -> str:
              "| audio | listen p50 | Whisper s per audio s |", "| --- | --- | --- |"]
     lines += [f"| {r['audio_s']} s | {r['listen_s_p50']} s | {r['per_audio_second']} |" for r in result["whisper"]]
     lines += ["", "Whole wav requests through the service (offline profile, two sentences), p50 seconds:", "",
-              "| concurrency | plain | timestamps | check | added by timestamps | added by check |",
-              "| --- | --- | --- | --- | --- | --- |"]
+              "| concurrency | audio | plain | timestamps | check | added by timestamps | added by check |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in result["service"]:
-        p, a = row["p50_s"], row["added_s"]
-        lines.append(f"| {row['concurrency']} | {p['plain']} | {p['timestamps']} | {p['check']} | "
-                     f"{a['timestamps']} | {a['check']} |")
+        p, a, r = row["p50_s"], row["added_s"], row["added_s_per_audio_s"]
+        lines.append(f"| {row['concurrency']} | {row['audio_s_p50']} s | {p['plain']} | {p['timestamps']} | "
+                     f"{p['check']} | {a['timestamps']} ({r['timestamps']} per audio s) | "
+                     f"{a['check']} ({r['check']} per audio s) |")
     return "\n".join(lines) + "\n"
 
 
