@@ -14,7 +14,6 @@ from speech_service.audio import encoding, seams
 from speech_service.config import JobSettings
 from speech_service.errors import NotFound, Overloaded, ServiceError, unwrap
 from speech_service.plans import SpeechPlan
-from speech_service.references import Reference
 from speech_service.schemas import JobError, JobProgress, SpeechRequest
 from speech_service.service.listening import HeardSegment
 from speech_service.service.speech import SpeechService
@@ -160,7 +159,7 @@ class JobRunner:
         await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
             segments_done=len(made), segments_total=total, audio_seconds=_seconds(made)))
         listened = self.speech.listened
-        make = listened.listener(body, reference).make if listened.wanted(body) else self._segment(reference)
+        make = listened.listener(body, reference).make
         for index in range(len(made), total):
             made.append(await self._call(lambda i=index: make(plan, i)))
             # Also the check between segments: a cancelled job stops here.
@@ -171,15 +170,6 @@ class JobRunner:
         data = await asyncio.to_thread(encoding.encode, speech, body.response_format)
         await asyncio.to_thread(self.store.succeed, record.id, attempt, data, found.words, found.quality)
         logger.info("job %s: succeeded on attempt %d", record.id, attempt)
-
-    def _segment(self, reference: Reference) -> Callable[[SpeechPlan, int], Awaitable[HeardSegment]]:
-        """Makes a segment without hearing it."""
-        async def make(plan: SpeechPlan, index: int) -> HeardSegment:
-            speech = await self.speech.send(
-                reference, lambda ref: self.speech.backends.synthesize_segment(ref, plan, index))
-            return HeardSegment(index, speech.wave, [], None, speech.model_s)
-
-        return make
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         """One Synthesizer call, within `segment_timeout_s`. A full queue (503 `overloaded`) is waited

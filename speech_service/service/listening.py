@@ -23,7 +23,7 @@ from speech_service.audio import Speech
 from speech_service.config import QualityCheck
 from speech_service.plans import Segment, SpeechPlan
 from speech_service.schemas import Caption, QualityReport, SegmentQuality
-from speech_service.text.words import Token, align, heard_tokens, tokens_of
+from speech_service.text.words import Token, align, error_rate, heard_tokens, tokens_of
 from speech_service.transcription.heard import HeardWord
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def time_words(segment: Segment, heard: list[HeardWord], duration: float) -> tup
         times[token.word] = (start, end) if current is None else (min(current[0], start), max(current[1], end))
     timed = _interpolate(words, times, duration)
     spans = segment.spans or ((0, 0),) * len(words)
-    wer = edits / len(expected) if expected else float(edits > 0)
+    wer = error_rate(edits, len(expected))
     return [TimedWord(s, e, heard, span) for (s, e, heard), span in zip(timed, spans)], wer
 
 
@@ -158,7 +158,8 @@ def warning(quality: SegmentQuality, check: QualityCheck) -> str:
 
 class SegmentListener:
     """Makes segments of a plan and hears them: `make(plan, index)` calls `synthesize(plan, index)`
-    and `listen(wave)` until the check passes or its retries are spent."""
+    and `listen(wave)` until the check passes or its retries are spent; with neither a check nor
+    timestamps, it only makes the segment."""
 
     def __init__(self, synthesize: Callable[[SpeechPlan, int], Awaitable[Speech]],
                  listen: Callable[[np.ndarray], Awaitable[list[HeardWord]]], check: QualityCheck | None,
@@ -174,6 +175,8 @@ class SegmentListener:
         for attempt, seed in enumerate(seeds, 1):
             speech = await self.synthesize(replace(plan, seed=seed), index)
             model_s += speech.model_s
+            if self.check is None and not self.timestamps:  # nothing to hear it for
+                return HeardSegment(index, speech.wave, [], None, model_s)
             heard = await self.listen(speech.wave)
             words, wer = time_words(segment, heard, len(speech.wave) / audio.SAMPLE_RATE)
             if best is None or wer < best[0]:

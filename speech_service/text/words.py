@@ -85,8 +85,12 @@ def align(expected: list[Token], heard: list[Token]) -> tuple[list[int | None], 
     return pairs, cost[n][m]
 
 
+def error_rate(edits: int, asked: int) -> float:
+    """Edits over the tokens asked for (1.0 when none were asked for but something was heard)."""
+    return edits / asked if asked else float(edits > 0)
+
+
 def word_error_rate(expected: str, heard: str) -> float:
-    """Edits over the tokens of `expected` (1.0 when nothing was expected but something was heard)."""
     asked = tokens_of(expected.split())
     _, edits = align(asked, heard_tokens(heard.split()))
-    return edits / len(asked) if asked else float(edits > 0)
+    return error_rate(edits, len(asked))
