@@ -58,6 +58,8 @@ serve: setup
 
 offline-models: setup
 	$(BIN)/python -m speech_service.weights.offline $(OFFLINE_MODELS)
+	@# The offline profiles sign speech with a development CA of this machine's (kept once made).
+	$(BIN)/python -m speech_service.provenance.development $(OFFLINE_MODELS)/signer
 
 demo: offline-models
 	$(BIN)/python -m deployments.run config/serve.offline.yaml

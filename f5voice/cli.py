@@ -2,7 +2,7 @@
 
 Exit codes: 0 done; 2 usage (bad arguments, bad --url); 3 the API refused the request (HTTP 4xx);
 4 the service failed or could not be reached (HTTP 5xx, connection, timeout, broken stream);
-5 a job ended failed or cancelled.
+5 a job ended failed or cancelled; 6 `verify`: no, untrusted or broken Content Credentials.
 Errors go to stderr with the API's own message and code.
 """
 
@@ -23,6 +23,7 @@ from f5voice.commands import (
     jobs_status,
     jobs_submit,
     say_command,
+    verify_command,
     voices_add,
     voices_list,
     voices_rm,
@@ -110,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--check", action="store_true",
                        help="the service checks what it said and makes a failed segment again; warnings on stderr")
     speak.set_defaults(run=say_command)
+    verify = commands.add_parser("verify", parents=[common],
+                                 help="check a file's Content Credentials (inside it, or FILE.c2pa beside it)")
+    verify.add_argument("file")
+    verify.add_argument("--manifest", metavar="FILE", help="its sidecar manifest (default: FILE.c2pa when present)")
+    verify.add_argument("--allow-untrusted", action="store_true",
+                        help="exit 0 for intact credentials of a signer this service does not trust")
+    verify.set_defaults(run=verify_command)
     add_jobs_commands(commands, common)
     return parser
 

@@ -12,6 +12,7 @@ EXIT_USAGE = 2  # bad arguments, bad --url
 EXIT_REFUSED = 3  # the API refused the request (HTTP 4xx)
 EXIT_FAILED = 4  # the service failed or could not be reached
 EXIT_JOB_FAILED = 5  # a job ended failed or cancelled
+EXIT_UNVERIFIED = 6  # `verify`: the file's Content Credentials are missing, untrusted or broken
 JOB_POLL_S = 0.5
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -45,6 +46,7 @@ class Api:
         self.url = url
         # `timeout` bounds each wait (connect, each read), not the whole response: a long text streams.
         self.http = httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(timeout, connect=10))
+        self.stream_headers: httpx.Headers = httpx.Headers()  # of the last stream opened
 
     @contextmanager
     def failures(self) -> Iterator[None]:
@@ -74,4 +76,5 @@ class Api:
             if response.is_error:
                 response.read()
                 raise refused_or_failed(response)
+            self.stream_headers = response.headers
             yield response.iter_bytes()

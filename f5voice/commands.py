@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from f5voice.captions import audio_of_events, check_captions_path, write_captions
-from f5voice.client import EXIT_JOB_FAILED, EXIT_USAGE, JOB_POLL_S, Api, CliError
-from f5voice.output import ProgressBar, output_format, say, show_voice, show_voice_table, write_stream
+from f5voice.client import EXIT_JOB_FAILED, EXIT_UNVERIFIED, EXIT_USAGE, JOB_POLL_S, Api, CliError
+from f5voice.output import (
+    ProgressBar,
+    output_format,
+    say,
+    show_verification,
+    show_voice,
+    show_voice_table,
+    write_stream,
+)
 
 # ---- commands ----
 
@@ -78,10 +86,33 @@ def say_command(api: Api, args: argparse.Namespace) -> None:
     if args.captions:
         write_captions(args.captions, words)
         say(f"wrote {args.captions} ({len(words)} words)")
+    sidecar = api.stream_headers.get("X-Content-Credentials")
+    if sidecar and args.output != "-":  # signed over every byte: ready once the stream has ended
+        Path(f"{args.output}.c2pa").write_bytes(api.call("GET", sidecar).content)
     if args.output != "-":
         first_note = f"first audio after {first_at - started:.2f} s, " if first_at is not None else ""
         say(f"wrote {args.output} ({size / 1024:.0f} KiB {fmt}; {first_note}"
             f"done in {time.monotonic() - started:.2f} s)")
+
+
+def verify_command(api: Api, args: argparse.Namespace) -> None:
+    """Exit 0 when the file's Content Credentials are Trusted (or Valid, with --allow-untrusted)."""
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"no such file: {path}", EXIT_USAGE)
+    sidecar = Path(args.manifest) if args.manifest else Path(f"{path}.c2pa")
+    files = {"file": (path.name, path.read_bytes())}
+    if args.manifest or sidecar.is_file():
+        files["manifest"] = (sidecar.name, sidecar.read_bytes())
+    report = api.json("POST", "/v1/provenance/verify", files=files)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        show_verification(path.name, report)
+    accepted = ("Trusted", "Valid") if args.allow_untrusted else ("Trusted",)
+    if report["validation_state"] not in accepted:
+        raise CliError(f"{path.name}: " + ("no Content Credentials" if not report["found"]
+                                           else f"Content Credentials {report['validation_state']}"), EXIT_UNVERIFIED)
 
 
 def job_fraction(job: dict) -> float:

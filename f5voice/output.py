@@ -24,6 +24,20 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def show_verification(name: str, report: dict) -> None:
+    if not report["found"]:
+        print(f"{name}: no Content Credentials")
+        return
+    signer = report["manifest"].get("signature_info", {})
+    print(f"{name}: {report['validation_state']} ({'embedded' if report['embedded'] else 'sidecar'}), "
+          f"signed by {signer.get('common_name', '?')} of {signer.get('issuer', '?')}")
+    speech = report.get("speech") or {}
+    for field in ("voice", "model", "key", "request_id", "text_sha256", "consent_id"):
+        print(f"  {field:<12} {speech.get(field)}")
+    for failure in report["failures"]:
+        print(f"  failed: {failure}")
+
+
 def show_voice(voice: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(voice, indent=2))

@@ -191,6 +191,23 @@ class QualitySettings(_Strict):
         return own if asked in (None, True) else own.model_copy(update=asked.model_dump(exclude_none=True))
 
 
+class ProvenanceSettings(_Strict):
+    """Content Credentials (C2PA) on every file the service makes; docs/ARCHITECTURE.md, "Provenance".
+    PEM files: the signing certificate then its issuers, its private key (ES256, P-256), and the CAs
+    that verification reports as Trusted. No chain: a throwaway untrusted development signer."""
+
+    certificate_chain: str = ""
+    private_key: str = ""
+    trust_anchors: str = ""
+    sidecar_ttl_s: float = Field(7 * 24 * 3600, gt=0)  # how long `GET /v1/provenance/{id}` keeps a sidecar
+
+    @model_validator(mode="after")
+    def _key_with_chain(self) -> ProvenanceSettings:
+        if bool(self.certificate_chain) != bool(self.private_key):
+            raise ValueError("provenance: certificate_chain and private_key go together")
+        return self
+
+
 class ApiKey(_Strict):
     """One API key: its name (in logs, job ownership and errors), the key itself or `sha256:<hex>`
     of it (so the config holds no secret), its scopes and its limits (per Ingress replica)."""
@@ -215,6 +232,7 @@ class ServiceSettings(_Strict):
     jobs: JobSettings = Field(default_factory=JobSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
     # Keys for /v1/*: each a plain string (an admin key, as before scopes) or an `ApiKey`; none: open.
     api_keys: list[str | ApiKey] = Field(default_factory=list)
     # Model names accepted in `POST /v1/audio/speech` (OpenAI clients send e.g. "tts-1").

@@ -234,3 +234,26 @@ class JobList(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+
+class SpeechProvenance(BaseModel):
+    """The service's own assertion in a manifest it signed (`org.f5voice.speech`)."""
+
+    voice: str
+    text_sha256: str = Field(description="sha256 of the input text, hex")
+    request_id: str = Field(description="the request's X-Request-ID, or the job's id")
+    key: str | None = Field(None, description="the API key's name; null on a service without keys")
+    model: str
+    consent_id: str | None = None
+
+
+class ProvenanceVerification(BaseModel):
+    object: Literal["provenance.verification"] = "provenance.verification"
+    found: bool = Field(description="false: the file carries no Content Credentials (and none were sent)")
+    validation_state: Literal["Trusted", "Valid", "Invalid"] | None = Field(
+        None, description="C2PA's verdict: Trusted (signed by a chain this service trusts), Valid (intact, "
+                          "signer not trusted here), Invalid (changed since signing, or a bad signature)")
+    embedded: bool | None = Field(None, description="whether the manifest was inside the file")
+    failures: list[str] = Field(default_factory=list, description="C2PA validation codes that failed")
+    speech: SpeechProvenance | None = Field(None, description="what this service's assertion says, if present")
+    manifest: dict | None = Field(None, description="the active manifest as C2PA readers show it")

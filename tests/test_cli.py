@@ -203,3 +203,32 @@ def test_say_writes_captions_beside_the_audio_and_says_the_checks_warnings(url, 
     wrong = f5voice("say", text, "-v", "cap", "-o", str(tmp_path / "x.wav"), "--captions", str(tmp_path / "x.txt"),
                     url=url)
     assert wrong.returncode == 2 and ".vtt, .srt or .json" in wrong.stderr.decode()
+
+
+def test_verify_reads_the_credentials_inside_a_file_or_beside_it(url, short_wav, tmp_path):
+    with short_wav.open("rb") as f:
+        assert httpx.post(f"{url}/v1/voices", data={"name": "signed", "ref_text": SHORT_TEXT},
+                          files={"file": ("signed.wav", f)}, timeout=60).status_code == 201
+    whole = tmp_path / "whole.flac"
+    whole.write_bytes(httpx.post(f"{url}/v1/audio/speech", timeout=120, json={
+        "voice": "signed", "input": "Signed and sealed.", "nfe_step": 2, "response_format": "flac"}).content)
+    # The served app signs with a throwaway development certificate: intact, but nobody's trust anchor.
+    untrusted = f5voice("verify", str(whole), url=url)
+    assert untrusted.returncode == 6 and "Valid (embedded)" in untrusted.stdout.decode()
+    assert "signed" in untrusted.stdout.decode() and "Content Credentials Valid" in untrusted.stderr.decode()
+    assert f5voice("verify", str(whole), "--allow-untrusted", url=url).returncode == 0
+
+    streamed = tmp_path / "streamed.opus"  # a stream: `say` keeps its sidecar as streamed.opus.c2pa
+    said = f5voice("say", "Signed and sealed.", "-v", "signed", "-o", str(streamed), "--nfe-step", "2", url=url)
+    assert said.returncode == 0, said.stderr
+    assert Path(f"{streamed}.c2pa").is_file()
+    report = json.loads(f5voice("verify", str(streamed), "--json", "--allow-untrusted", url=url).stdout)
+    assert report["validation_state"] == "Valid" and report["embedded"] is False
+
+    data = bytearray(streamed.read_bytes())
+    data[len(data) // 2] ^= 1
+    streamed.write_bytes(bytes(data))
+    broken = f5voice("verify", str(streamed), "--allow-untrusted", url=url)
+    assert broken.returncode == 6 and "assertion.dataHash.mismatch" in broken.stdout.decode()
+    plain = f5voice("verify", str(short_wav), url=url)
+    assert plain.returncode == 6 and "no Content Credentials" in plain.stdout.decode()

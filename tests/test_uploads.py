@@ -171,3 +171,17 @@ def test_a_real_file_with_a_misleading_name_still_uploads(short_wav, tmp_path, b
 def test_the_planted_file_is_speech(planted):
     """The planted file is what an escape would hand back, so its absence above means something."""
     assert len(uploads.decode(planted["beside"].read_bytes(), max_seconds=600)) > SR
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3"])
+def test_speech_the_service_signed_uploads_as_a_voice(short_wav, fmt):
+    """Content Credentials put a large ID3 tag before a FLAC or MP3 stream (sizes are synchsafe,
+    7 bits a byte): the service's own output, its manifest inside, decodes as the audio it is."""
+    from speech_service.config import ProvenanceSettings
+    from speech_service.provenance.credentials import ContentCredentials, SpeechFacts
+
+    wave = uploads.decode(short_wav.read_bytes(), max_seconds=60)
+    signed = ContentCredentials(ProvenanceSettings()).embed(
+        audio.encoding.encode(wave, fmt), fmt, SpeechFacts("v", "0" * 64, "r", None, "f5-tts"))
+    assert signed[:3] == b"ID3" and uploads.sniff_container(signed) == fmt
+    assert abs(len(uploads.decode(signed, max_seconds=60)) - len(wave)) < 0.1 * audio.SAMPLE_RATE

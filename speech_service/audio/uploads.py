@@ -27,7 +27,7 @@ _DEMUXER_OPTIONS = {"mov": ["-enable_drefs", "0"]}  # MP4 data references name e
 def _skip_id3(data: bytes) -> bytes:
     """The bytes after any ID3v2 tags (MP3, and some FLAC and AAC files, start with one)."""
     while len(data) >= 10 and data[:3] == b"ID3":
-        size = int.from_bytes(bytes(b & 0x7F for b in data[6:10]), "big")  # synchsafe
+        size = sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(data[6:10]))  # synchsafe: 7 bits a byte
         data = data[10 + size + (10 if data[5] & 0x10 else 0):]
     return data
 

@@ -15,6 +15,7 @@ from speech_service.config import JobSettings
 from speech_service.errors import NotFound, Overloaded, ServiceError, unwrap
 from speech_service.plans import SpeechPlan
 from speech_service.schemas import JobError, JobProgress, SpeechRequest
+from speech_service.service import marking
 from speech_service.service.listening import HeardSegment
 from speech_service.service.speech import SpeechService
 from speech_service.storage.jobs import JobRecord, JobStore, Superseded
@@ -80,6 +81,7 @@ class JobRunner:
 
     async def sweep(self) -> None:
         """Remove expired jobs; re-run (or fail, when out of attempts) jobs nobody holds."""
+        await asyncio.to_thread(self.speech.marker.sidecars.sweep)  # expired sidecar manifests
         ids = await asyncio.to_thread(self.store.ids)
         self._expiry = {i: t for i, t in self._expiry.items() if i in set(ids)}
         for job_id in ids:
@@ -168,7 +170,9 @@ class JobRunner:
         found = listened.found(body, made, plan, listened.check_for(body))  # QualityCheckFailed under `require`
         speech = seams.join([s.wave for s in made], plan.cross_fade_samples)
         data = await asyncio.to_thread(encoding.encode, speech, body.response_format)
-        await asyncio.to_thread(self.store.succeed, record.id, attempt, data, found.words, found.quality)
+        marked = await asyncio.to_thread(self.speech.marker.whole, data, body.response_format,
+                                         marking.facts(body, record.id, record.owner), record.id)
+        await asyncio.to_thread(self.store.succeed, record.id, attempt, marked.data, found.words, found.quality)
         logger.info("job %s: succeeded on attempt %d", record.id, attempt)
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:

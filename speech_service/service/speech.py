@@ -19,8 +19,9 @@ from speech_service import audio, metrics
 from speech_service.audio import encoding
 from speech_service.config import QualityCheck, ServiceSettings, SynthesisOptions
 from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing, ServiceError, Unprocessable
-from speech_service.logs import with_request_id
+from speech_service.logs import current_request_id, with_request_id
 from speech_service.plans import SpeechPlan
+from speech_service.provenance.credentials import ContentCredentials
 from speech_service.references import Reference
 from speech_service.schemas import (
     ErrorBody,
@@ -30,11 +31,14 @@ from speech_service.schemas import (
     SpeechStreamError,
     SpeechUsage,
 )
+from speech_service.service import marking
 from speech_service.service.listened import Listened, ListenedSpeech
+from speech_service.storage.provenance import ProvenanceStore
 from speech_service.storage.voices import VoiceStore
 from speech_service.transcription.heard import HeardWord
 
 T = TypeVar("T")
+Headers = dict[str, str]
 # pcm/wav of up to 30 s of speech are encoded on the event loop (about 2 ms at most); longer ones
 # and the compressed formats (libsndfile or ffmpeg) in a thread, so one long response does not
 # stall the others.
@@ -74,6 +78,7 @@ class EncodedSpeech:
     total_s: float  # from the request's start to its encoded audio
     duration_s: float
     listened: Listened | None = None  # captions and the quality check, when asked for
+    sidecar_id: str | None = None  # where its Content Credentials are kept, when not inside `data`
 
     def headers(self) -> dict[str, str]:
         """`Server-Timing` (where the time went, in ms) and, after a quality check,
@@ -88,6 +93,8 @@ class EncodedSpeech:
                 f"attempts={','.join(str(q.attempts) for q in quality.segments)}")
         if self.listened and self.listened.warnings:
             headers["X-Speech-Warning"] = " | ".join(self.listened.warnings)
+        if self.sidecar_id:
+            headers.update(marking.sidecar_headers(self.sidecar_id))
         return headers
 
 
@@ -97,6 +104,8 @@ class SpeechService:
         self.store = store
         self.backends = backends
         self.listened = ListenedSpeech(self)
+        self.marker = marking.SpeechMarker(ContentCredentials(settings.provenance), ProvenanceStore(
+            store.objects, settings.provenance.sidecar_ttl_s))
 
     def check(self, body: SpeechRequest) -> None:
         accepted = self.settings.accepted_models
@@ -138,8 +147,9 @@ class SpeechService:
                 reference = await self.reference_with_clip(reference.voice)
             return await call(reference)
 
-    async def synthesize(self, body: SpeechRequest) -> EncodedSpeech:
-        """The whole speech, encoded in the requested format."""
+    async def synthesize(self, body: SpeechRequest, key: str | None = None) -> EncodedSpeech:
+        """The whole speech, encoded in the requested format, with its Content Credentials;
+        `key` is the caller's key name."""
         started = time.monotonic()
         self.check(body)
         options, listened = body.options(), None
@@ -155,21 +165,28 @@ class SpeechService:
             data = encoding.encode(wave, body.response_format)  # cheaper than the hop to a thread
         else:
             data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
-        return EncodedSpeech(data, speech.model_s, time.monotonic() - started, len(wave) / audio.SAMPLE_RATE, listened)
+        marked = await asyncio.to_thread(self.marker.whole, data, body.response_format,
+                                         marking.facts(body, current_request_id(), key))
+        return EncodedSpeech(marked.data, speech.model_s, time.monotonic() - started, len(wave) / audio.SAMPLE_RATE,
+                             listened, marked.sidecar_id)
 
-    async def stream(self, body: SpeechRequest) -> AsyncIterator[bytes]:
-        """Encoded audio as segments are ready. The first piece is awaited before this returns, so
-        errors surface here (and keep their HTTP status) rather than inside a started response."""
+    async def stream(self, body: SpeechRequest, key: str | None = None) -> tuple[AsyncIterator[bytes], Headers]:
+        """Encoded audio as segments are ready, and the headers that say where its sidecar manifest
+        will be. The first piece is awaited before this returns, so errors surface here (and keep
+        their HTTP status) rather than inside a started response."""
         encoded, _ = await self._open_stream(body)
-        return encoded
+        encoded, sidecar_id = await self.marker.stream(encoded, marking.facts(body, current_request_id(), key))
+        return encoded, marking.sidecar_headers(sidecar_id)
 
-    async def stream_events(self, body: SpeechRequest) -> AsyncIterator[bytes]:
+    async def stream_events(self, body: SpeechRequest, key: str | None = None) -> tuple[AsyncIterator[bytes], Headers]:
         """OpenAI's `stream_format: "sse"`: the audio of `stream`, base64 in `speech.audio.delta`
         events, then `speech.audio.done` with the usage in F5's units: the input's characters and
         the mel frames made (F5 reads characters and writes frames); or, when the stream broke off,
-        an `error` event instead of `speech.audio.done`."""
+        an `error` event instead of `speech.audio.done`. The sidecar manifest binds the audio the
+        deltas carry, decoded and joined."""
         encoded, pieces = await self._open_stream(body)
-        return _events(encoded, pieces, len(body.input))
+        encoded, sidecar_id = await self.marker.stream(encoded, marking.facts(body, current_request_id(), key))
+        return _events(encoded, pieces, len(body.input)), marking.sidecar_headers(sidecar_id)
 
     async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces]:
         started = time.monotonic()

@@ -12,7 +12,9 @@ from speech_service.audio import encoding
 from speech_service.http.auth import Caller, require
 from speech_service.http.openapi import errors_for
 from speech_service.http.services import Services, services
+from speech_service.provenance.credentials import EMBEDDED
 from speech_service.schemas import Job, JobCaptions, JobList, SpeechRequest
+from speech_service.service import marking
 from speech_service.text import captions
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -51,11 +53,17 @@ _AUDIO = {media: {"schema": {"type": "string", "format": "binary"}} for media, _
 
 
 @router.get("/{job_id}/audio", response_class=Response, responses={
-    200: {"content": _AUDIO, "description": "The job's speech, in the format it asked for"},
+    200: {"content": _AUDIO, "description": "The job's speech, in the format it asked for, with its "
+                                            "Content Credentials inside (wav, mp3, flac) or at "
+                                            "`X-Content-Credentials`",
+          "headers": {"X-Content-Credentials": {"schema": {"type": "string"},
+                                                "description": "opus, aac, pcm: `/v1/provenance/{job id}`"}}},
     **errors_for(403, 404, 409, 503)})
 async def get_job_audio(job_id: str, caller: Caller = Depends(speaker), s: Services = Depends(services)) -> Response:
     record, data = await asyncio.to_thread(s.jobs.result, job_id, _owner(caller))
-    return Response(data, media_type=encoding.FORMATS[record.request.response_format][0])
+    fmt = record.request.response_format
+    headers = {} if fmt in EMBEDDED else marking.sidecar_headers(record.id)  # the runner kept it there
+    return Response(data, media_type=encoding.FORMATS[fmt][0], headers=headers)
 
 
 @router.get("/{job_id}/captions", response_model=JobCaptions, responses={

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from speech_service.audio import encoding
-from speech_service.http.auth import require
+from speech_service.http.auth import Caller, require
 from speech_service.http.openapi import MODEL_ERRORS, SPEECH_EVENT_SCHEMA, TIMESTAMPS_SCHEMA, errors_for
 from speech_service.http.services import Services, services
 from speech_service.schemas import SpeechRequest, SpeechWithTimestamps
@@ -32,19 +32,26 @@ _SPEECH_RESPONSE = {
             "description": "After a quality check: `passed=true; max_wer=0.35; wer=0.0500,0.1200; attempts=1,2` "
                            "(per segment, in order)", "schema": {"type": "string"}},
         "X-Speech-Warning": {"description": "The segments that never passed the check (without `require`)",
-                             "schema": {"type": "string"}}},
+                             "schema": {"type": "string"}},
+        "X-Content-Credentials": {
+            "description": "Streams, and whole opus, aac and pcm files: where the C2PA manifest bound to "
+                           "these bytes is kept (`/v1/provenance/{id}`; also as `Link: <…>; rel=\"c2pa-manifest\"`). "
+                           "Whole wav, mp3 and flac files carry theirs inside.", "schema": {"type": "string"}}},
 }
 
 
-@router.post("/speech", response_class=Response, dependencies=[Depends(require("speak"))],
+@router.post("/speech", response_class=Response,
              responses={200: _SPEECH_RESPONSE, **errors_for(400, 403, 404, 409, 413, 422, *MODEL_ERRORS)})
-async def speech(body: SpeechRequest, s: Services = Depends(services)) -> Response:
+async def speech(body: SpeechRequest, caller: Caller = Depends(require("speak")),
+                 s: Services = Depends(services)) -> Response:
     media_type = encoding.FORMATS[body.response_format][0]
     if body.stream_format == "sse":  # OpenAI's events: streamed whatever `stream` says
-        return StreamingResponse(await s.speech.stream_events(body), media_type="text/event-stream")
+        events, headers = await s.speech.stream_events(body, caller.name)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     if body.stream:
-        return StreamingResponse(await s.speech.stream(body), media_type=media_type)
-    spoken = await s.speech.synthesize(body)
+        audio, headers = await s.speech.stream(body, caller.name)
+        return StreamingResponse(audio, media_type=media_type, headers=headers)
+    spoken = await s.speech.synthesize(body, caller.name)
     if body.timestamps is None:
         return Response(spoken.data, media_type=media_type, headers=spoken.headers())
     listened = spoken.listened

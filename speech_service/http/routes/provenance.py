@@ -1,0 +1,69 @@
+"""`/v1/provenance`: the sidecar manifests of streams and of opus, aac and pcm files, and
+verification of any file's Content Credentials (docs/ARCHITECTURE.md, "Provenance")."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, File, Response, UploadFile
+from fastapi import Path as PathParam
+from starlette.convertors import Convertor, register_url_convertor
+
+from speech_service.audio.uploads import sniff_container
+from speech_service.errors import PayloadTooLarge
+from speech_service.http.openapi import errors_for
+from speech_service.http.services import Services, services
+from speech_service.provenance.credentials import EMBEDDED, SIDECAR_MEDIA_TYPE
+from speech_service.schemas import ProvenanceVerification, SpeechProvenance
+
+
+class SidecarId(Convertor):
+    """A sidecar's id, never `verify`: so `/v1/provenance/verify` is only the POST route, and
+    other methods on it are 405 with `Allow: POST`, as the contract says."""
+
+    regex = r"(?!verify/?$)[A-Za-z0-9_-]{1,128}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("sidecar_id", SidecarId())
+router = APIRouter(prefix="/v1/provenance", tags=["provenance"])
+_CONTAINER_TYPES = {"wav": EMBEDDED["wav"], "flac": EMBEDDED["flac"], "mp3": EMBEDDED["mp3"]}
+
+
+@router.get("/{sidecar_id:sidecar_id}", response_class=Response, responses={
+    200: {"content": {SIDECAR_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+          "description": "The C2PA manifest store bound to the bytes of that response or job"},
+    **errors_for(404, 503)})
+async def get_sidecar(sidecar_id: str = PathParam(description="the id in `X-Content-Credentials`"),
+                      s: Services = Depends(services)) -> Response:
+    manifest = await asyncio.to_thread(s.speech.marker.sidecars.get, sidecar_id)
+    return Response(manifest, media_type=SIDECAR_MEDIA_TYPE)
+
+
+@router.post("/verify", response_model=ProvenanceVerification, responses=errors_for(400, 413))
+async def verify(file: UploadFile = File(..., description="The audio file as received"),
+                 manifest: UploadFile | None = File(None, description="Its sidecar manifest (`application/c2pa`), "
+                                                                      "when the file carries none inside"),
+                 s: Services = Depends(services)) -> ProvenanceVerification:
+    limit = s.settings.limits.max_upload_bytes
+    data = await _read(file, limit, "file")
+    sidecar = await _read(manifest, limit, "manifest") if manifest is not None else None
+    media_type = _CONTAINER_TYPES.get(sniff_container(data) or "")
+    verified = await asyncio.to_thread(s.speech.marker.credentials.verify, data, sidecar, media_type)
+    if verified is None:
+        return ProvenanceVerification(found=False)
+    return ProvenanceVerification(
+        found=True, validation_state=verified.state, embedded=verified.embedded, failures=verified.failures,
+        speech=SpeechProvenance(**verified.speech) if verified.speech else None, manifest=verified.manifest)
+
+
+async def _read(upload: UploadFile, limit: int, field: str) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The {field} is over the {limit} byte limit.", code="upload_too_large", param=field)
+    return data

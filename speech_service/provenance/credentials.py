@@ -1,0 +1,135 @@
+"""Content Credentials (C2PA) on the speech the service makes, and their verification.
+docs/ARCHITECTURE.md, "Provenance".
+
+A whole wav, mp3 or flac file carries its manifest inside; every other output (opus, aac, pcm, and
+every stream, whose bytes are gone before the last is known) gets a detached manifest, a sidecar,
+bound to the exact bytes sent as one opaque blob (a C2PA data hash over every byte)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from speech_service.config import ProvenanceSettings
+from speech_service.errors import BadRequest
+from speech_service.provenance.development import make_signer
+
+logger = logging.getLogger(__name__)
+
+# Formats whose whole files carry the manifest inside them.
+EMBEDDED = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac"}
+# How a sidecar sees the bytes it binds: as opaque data. (Signed as mp3 or flac, a sidecar would
+# bind the file as the library rewrites it, not the bytes already sent.)
+OPAQUE = "application/octet-stream"
+SIDECAR_MEDIA_TYPE = "application/c2pa"
+ASSERTION = "org.f5voice.speech"  # the service's own assertion: who made this speech, from what
+TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+SERVICE = "f5-voice-service"
+
+
+def _service_version() -> str:
+    try:
+        return metadata.version(SERVICE)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def sha256(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+@dataclass(frozen=True)
+class SpeechFacts:
+    """What the service's assertion says about one piece of speech."""
+
+    voice: str
+    text_sha256: str
+    request_id: str
+    key: str | None  # the API key's name; None when the service has no keys
+    model: str  # the model name the request asked for
+    consent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    state: str  # C2PA's validation state: Trusted, Valid or Invalid
+    embedded: bool
+    failures: list[str]  # the validation codes that failed, e.g. assertion.dataHash.mismatch
+    manifest: dict[str, Any]  # the active manifest as the C2PA library reads it
+    speech: dict[str, Any] | None  # the service's assertion, when the manifest has one
+
+
+class ContentCredentials:
+    """Signs with the operator's key and chain (`ProvenanceSettings`), or, with none configured, a
+    throwaway development signer made here (untrusted, and said so in the log); verifies against the
+    configured trust anchors."""
+
+    def __init__(self, settings: ProvenanceSettings):
+        import c2pa  # its native library loads only where signing happens (the Ingress)
+
+        self._c2pa = c2pa
+        self.settings = settings
+        if settings.certificate_chain:
+            chain, key = Path(settings.certificate_chain).read_text(), Path(settings.private_key).read_text()
+            anchors = Path(settings.trust_anchors).read_text() if settings.trust_anchors else ""
+        else:
+            logger.warning("provenance: no certificate_chain configured; signing with a throwaway "
+                           "UNTRUSTED development certificate")
+            files = make_signer()
+            chain, key, anchors = files.chain, files.key, ""
+        self._signer = c2pa.Signer.from_info(
+            c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain.encode(), key.encode(), None))
+        trust = {"verify": {"verify_trust": True}, "trust": {"trust_anchors": anchors}} if anchors else {}
+        self._context = c2pa.Context.from_dict(trust) if trust else None
+
+    def manifest(self, facts: SpeechFacts) -> dict[str, Any]:
+        return {
+            "claim_generator_info": [{"name": SERVICE, "version": _service_version()}],
+            "title": f"Speech in the voice '{facts.voice}'",
+            "assertions": [
+                {"label": "c2pa.actions.v2", "data": {"actions": [{
+                    "action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+                    "softwareAgent": {"name": "F5-TTS", "version": facts.model}}]}},
+                {"label": ASSERTION, "data": asdict(facts)},
+            ],
+        }
+
+    def embed(self, data: bytes, fmt: str, facts: SpeechFacts) -> bytes:
+        """`data` (a whole file in `fmt`, one of EMBEDDED) with its manifest inside."""
+        signed = io.BytesIO()
+        self._c2pa.Builder(self.manifest(facts)).sign(self._signer, EMBEDDED[fmt], io.BytesIO(data), signed)
+        return signed.getvalue()
+
+    def sidecar(self, data: bytes, facts: SpeechFacts) -> bytes:
+        """A detached manifest bound to exactly `data`."""
+        builder = self._c2pa.Builder(self.manifest(facts))
+        builder.set_no_embed()
+        return builder.sign(self._signer, OPAQUE, io.BytesIO(data), io.BytesIO())
+
+    def verify(self, data: bytes, sidecar: bytes | None = None, media_type: str | None = None) -> Verification | None:
+        """The manifest of `data` (embedded, or `sidecar`) and whether it holds; None when `data`
+        carries none. `media_type` is the file's type when it has an embedded manifest."""
+        c2pa = self._c2pa
+        try:
+            if sidecar is not None:
+                reader = c2pa.Reader(OPAQUE, io.BytesIO(data), sidecar, context=self._context)
+            else:
+                reader = c2pa.Reader.try_create(media_type or OPAQUE, io.BytesIO(data), None, context=self._context)
+        except c2pa.C2paError as exc:
+            what = "the manifest" if sidecar is not None else "the file's Content Credentials"
+            raise BadRequest(f"{what} could not be read: {exc}", code="unreadable_manifest") from exc
+        if reader is None:
+            return None
+        with reader:
+            manifest = reader.get_active_manifest() or {}
+            results = reader.get_validation_results() or {}
+            failures = [f.get("code", "") for f in results.get("activeManifest", {}).get("failure", [])]
+            speech = next((a["data"] for a in manifest.get("assertions", []) if a.get("label") == ASSERTION), None)
+            return Verification(reader.get_validation_state() or "Invalid", reader.is_embedded(),
+                                failures, json.loads(json.dumps(manifest)), speech)

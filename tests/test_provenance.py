@@ -1,0 +1,222 @@
+"""Content Credentials: every whole file and every stream the service returns is signed (C2PA),
+read back here with the C2PA library itself and the test CA as the trust anchor; one changed byte
+of audio reads as tampered; sidecars bind the exact bytes a client received."""
+
+import base64
+import io
+import json
+
+import c2pa
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from speech_service.audio import encoding
+from speech_service.config import ServiceSettings
+from speech_service.http.app import create_app
+from speech_service.provenance.credentials import OPAQUE, TRAINED_ALGORITHMIC_MEDIA, sha256
+from speech_service.provenance.development import write_signer
+from speech_service.storage.objects import LocalObjectStore
+from speech_service.storage.provenance import ProvenanceStore
+
+from conftest import SHORT_TEXT
+from test_api import assert_error, upload
+
+TEXT = "Signed speech. Two sentences of it."
+KEY = {"name": "dubbing-team", "key": "sk-dub", "scopes": ["speak", "admin"]}
+AUTH = {"Authorization": "Bearer sk-dub"}
+MEDIA = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac"}
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("signer")
+    write_signer(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def trusted(signer):
+    """A reader's context that trusts the test CA, and only it."""
+    return c2pa.Context.from_dict({"verify": {"verify_trust": True},
+                                   "trust": {"trust_anchors": (signer / "ca.pem").read_text()}})
+
+
+@pytest.fixture
+def client(tmp_path, backends, short_wav, signer):
+    settings = ServiceSettings.model_validate({
+        "store": {"path": str(tmp_path / "store")}, "api_keys": [KEY],
+        "provenance": {"certificate_chain": str(signer / "chain.pem"), "private_key": str(signer / "key.pem"),
+                       "trust_anchors": str(signer / "ca.pem")}})
+    with TestClient(create_app(settings, backends), headers=AUTH) as client:
+        assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201
+        yield client
+
+
+def say(client, headers=None, **body):
+    r = client.post("/v1/audio/speech", headers=headers,
+                    json={"voice": "alice", "input": TEXT, "nfe_step": 2, "seed": 5, **body})
+    assert r.status_code == 200, r.text
+    return r
+
+
+def read(data: bytes, context, media_type: str = OPAQUE, sidecar: bytes | None = None):
+    with c2pa.Reader(media_type, io.BytesIO(data), sidecar, context=context) as reader:
+        return reader.get_validation_state(), reader.get_active_manifest(), reader.get_validation_results()
+
+
+def assertions(manifest) -> dict:
+    return {a["label"]: a["data"] for a in manifest["assertions"]}
+
+
+def audio_offset(data: bytes, fmt: str) -> int:
+    """A byte inside the audio itself, not the manifest (wav: in its data chunk)."""
+    return data.index(b"data") + 200 if fmt == "wav" else len(data) * 3 // 4
+
+
+def flipped(data: bytes, at: int) -> bytes:
+    changed = bytearray(data)
+    changed[at] ^= 0x01
+    return bytes(changed)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3", "flac"])
+def test_a_whole_file_carries_trusted_credentials_that_break_when_its_audio_changes(client, trusted, fmt):
+    pcm = np.frombuffer(say(client, response_format="pcm").content, "<i2")
+    r = say(client, response_format=fmt, headers={"X-Request-ID": f"req-{fmt}"})
+    data = r.content
+    assert "X-Content-Credentials" not in r.headers  # inside the file
+    plain = encoding.encode(pcm.astype(np.float32) / 32767, fmt)  # the same audio, unsigned
+    assert sf.info(io.BytesIO(data)).frames == sf.info(io.BytesIO(plain)).frames
+    assert np.array_equal(sf.read(io.BytesIO(data), dtype="int16")[0], sf.read(io.BytesIO(plain), dtype="int16")[0])
+
+    state, manifest, _ = read(data, trusted, MEDIA[fmt])
+    assert state == "Trusted"
+    found = assertions(manifest)
+    created = found["c2pa.actions.v2"]["actions"][0]
+    assert created["action"] == "c2pa.created" and created["digitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
+    assert created["softwareAgent"]["name"] == "F5-TTS"
+    assert manifest["claim_generator_info"][0]["name"] == "f5-voice-service"
+    assert found["org.f5voice.speech"] == {"voice": "alice", "text_sha256": sha256(TEXT), "request_id": f"req-{fmt}",
+                                           "key": "dubbing-team", "model": "f5-tts", "consent_id": None}
+
+    state, _, results = read(flipped(data, audio_offset(data, fmt)), trusted, MEDIA[fmt])
+    assert state == "Invalid"
+    assert "assertion.dataHash.mismatch" in json.dumps(results)
+
+
+def test_without_the_ca_the_same_file_is_valid_but_not_trusted(client):
+    state, _, _ = read(say(client, response_format="wav").content, None, "audio/wav")
+    assert state == "Valid"
+
+
+def sidecar_of(client, response) -> bytes:
+    url = response.headers["X-Content-Credentials"]
+    assert response.headers["Link"] == f'<{url}>; rel="c2pa-manifest"'
+    got = client.get(url)
+    assert got.status_code == 200 and got.headers["content-type"] == "application/c2pa"
+    return got.content
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3", "flac", "opus", "aac", "pcm"])
+def test_a_stream_gets_a_sidecar_bound_to_the_bytes_received(client, trusted, fmt):
+    r = say(client, response_format=fmt, stream=True)
+    received = r.content
+    sidecar = sidecar_of(client, r)
+    state, manifest, _ = read(received, trusted, sidecar=sidecar)
+    assert state == "Trusted"
+    assert assertions(manifest)["org.f5voice.speech"]["text_sha256"] == sha256(TEXT)
+    assert read(flipped(received, len(received) // 2), trusted, sidecar=sidecar)[0] == "Invalid"
+    assert read(received[:-1], trusted, sidecar=sidecar)[0] == "Invalid"  # a stream cut short
+
+
+def test_an_event_streams_sidecar_binds_the_audio_its_deltas_carry(client, trusted):
+    r = say(client, response_format="mp3", stream=True, stream_format="sse")
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    received = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    assert read(received, trusted, sidecar=sidecar_of(client, r))[0] == "Trusted"
+
+
+@pytest.mark.parametrize("fmt", ["opus", "aac", "pcm"])
+def test_whole_files_that_cannot_embed_get_a_sidecar(client, trusted, fmt):
+    r = say(client, response_format=fmt)
+    assert read(r.content, trusted, sidecar=sidecar_of(client, r))[0] == "Trusted"
+
+
+def verify(client, data: bytes, sidecar: bytes | None = None):
+    files = {"file": ("speech", data)}
+    if sidecar is not None:
+        files["manifest"] = ("speech.c2pa", sidecar)
+    return client.post("/v1/provenance/verify", files=files)
+
+
+def test_verify_reports_trusted_tampered_and_absent_credentials(client, short_wav):
+    data = say(client, response_format="flac").content
+    report = verify(client, data).json()
+    assert report["found"] and report["validation_state"] == "Trusted" and report["embedded"]
+    assert report["speech"]["voice"] == "alice" and report["speech"]["key"] == "dubbing-team"
+    assert report["manifest"]["signature_info"]["issuer"].endswith("(UNTRUSTED development)")
+
+    tampered = verify(client, flipped(data, audio_offset(data, "flac"))).json()
+    assert tampered["validation_state"] == "Invalid" and "assertion.dataHash.mismatch" in tampered["failures"]
+
+    r = say(client, response_format="opus", stream=True)
+    report = verify(client, r.content, sidecar_of(client, r)).json()
+    assert report["validation_state"] == "Trusted" and not report["embedded"]
+
+    assert verify(client, short_wav.read_bytes()).json() == {
+        "object": "provenance.verification", "found": False, "validation_state": None, "embedded": None,
+        "failures": [], "speech": None, "manifest": None}
+    assert_error(verify(client, r.content, b"not a manifest"), 400, "unreadable_manifest")
+
+
+def test_a_sidecar_that_was_never_made_or_has_expired_is_404(client, tmp_path):
+    assert_error(client.get("/v1/provenance/nothing-here"), 404, "provenance_not_found")
+    assert client.get("/v1/provenance/..%2F..%2Fvoices").status_code == 404
+    now = [1000.0]
+    store = ProvenanceStore(LocalObjectStore(tmp_path / "p"), ttl_s=60, clock=lambda: now[0])
+    store.put("r1", b"manifest")
+    assert store.get("r1") == b"manifest"
+    now[0] += 61
+    with pytest.raises(Exception, match="No Content Credentials"):
+        store.get("r1")
+    store.put("r2", b"manifest")
+    now[0] += 61
+    assert store.sweep() == 1 and store.objects.list("provenance/") == []
+
+
+def test_a_reused_request_id_never_replaces_anothers_sidecar(client, trusted):
+    first = say(client, response_format="pcm", headers={"X-Request-ID": "same-id"})
+    second = say(client, response_format="pcm", input="Another text entirely.", headers={"X-Request-ID": "same-id"})
+    assert first.headers["X-Content-Credentials"] == "/v1/provenance/same-id"
+    assert second.headers["X-Content-Credentials"] != first.headers["X-Content-Credentials"]
+    assert read(first.content, trusted, sidecar=sidecar_of(client, first))[0] == "Trusted"
+    assert read(second.content, trusted, sidecar=sidecar_of(client, second))[0] == "Trusted"
+
+
+def finished(client, job_id):
+    for _ in range(600):
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        import time
+        time.sleep(0.05)
+    raise AssertionError("the job did not finish")
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "aac"])
+def test_a_jobs_audio_is_signed_with_the_job_and_its_owner(client, trusted, fmt):
+    r = client.post("/v1/jobs", json={"voice": "alice", "input": TEXT, "nfe_step": 2, "seed": 5,
+                                      "response_format": fmt})
+    job = finished(client, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    audio = client.get(f"/v1/jobs/{job['id']}/audio")
+    if fmt == "mp3":
+        state, manifest, _ = read(audio.content, trusted, "audio/mpeg")
+    else:
+        assert audio.headers["X-Content-Credentials"] == f"/v1/provenance/{job['id']}"
+        state, manifest, _ = read(audio.content, trusted, sidecar=sidecar_of(client, audio))
+    assert state == "Trusted"
+    speech = assertions(manifest)["org.f5voice.speech"]
+    assert speech["request_id"] == job["id"] and speech["key"] == "dubbing-team"
