@@ -257,3 +257,4 @@ class ProvenanceVerification(BaseModel):
     failures: list[str] = Field(default_factory=list, description="C2PA validation codes that failed")
     speech: SpeechProvenance | None = Field(None, description="what this service's assertion says, if present")
     manifest: dict | None = Field(None, description="the active manifest as C2PA readers show it")
+    message: str | None = Field(None, description="when nothing was found: why, and what to send instead")

@@ -165,9 +165,13 @@ def test_verify_reports_trusted_tampered_and_absent_credentials(client, short_wa
     report = verify(client, r.content, sidecar_of(client, r)).json()
     assert report["validation_state"] == "Trusted" and not report["embedded"]
 
-    assert verify(client, short_wav.read_bytes()).json() == {
+    plain = verify(client, short_wav.read_bytes()).json()
+    assert {k: v for k, v in plain.items() if k != "message"} == {
         "object": "provenance.verification", "found": False, "validation_state": None, "embedded": None,
         "failures": [], "speech": None, "manifest": None}
+    assert "carries none inside" in plain["message"]
+    unsigned_opus = verify(client, r.content).json()  # its sidecar left behind
+    assert not unsigned_opus["found"] and "send it as `manifest`" in unsigned_opus["message"]
     assert_error(verify(client, r.content, b"not a manifest"), 400, "unreadable_manifest")
 
 
@@ -220,3 +224,17 @@ def test_a_jobs_audio_is_signed_with_the_job_and_its_owner(client, trusted, fmt)
     assert state == "Trusted"
     speech = assertions(manifest)["org.f5voice.speech"]
     assert speech["request_id"] == job["id"] and speech["key"] == "dubbing-team"
+
+
+def test_a_signer_that_cannot_sign_is_refused_at_start_with_its_reason(signer, tmp_path):
+    from speech_service.config import ProvenanceSettings
+    from speech_service.provenance.credentials import ContentCredentials
+
+    with pytest.raises(ValueError, match="cannot read .*missing.pem"):
+        ContentCredentials(ProvenanceSettings(certificate_chain=str(tmp_path / "missing.pem"),
+                                              private_key=str(signer / "key.pem")))
+    with pytest.raises(ValueError, match="do not make an ES256 signer"):  # the CA's certificate, the signer's key
+        ContentCredentials(ProvenanceSettings(certificate_chain=str(signer / "ca.pem"),
+                                              private_key=str(signer / "key.pem")))
+    with pytest.raises(ValueError, match="go together"):
+        ProvenanceSettings(certificate_chain=str(signer / "chain.pem"))

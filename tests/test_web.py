@@ -121,6 +121,11 @@ def test_page_creates_a_voice_speaks_and_shows_api_errors(browser, backends, sho
         mp3.write_bytes(downloaded_audio(browser))
         seconds = len(sf.read(convert(mp3, tmp_path / "download.wav"))[0]) / 24000
         assert seconds == pytest.approx(state["duration"], abs=0.15) and seconds > 0.5
+        # Its badge: the stream's sidecar verified against the bytes the page received. The test
+        # service signs with a throwaway development certificate: intact, not trusted.
+        until(browser, lambda: visible(browser, "provenance"))
+        assert text(browser, "provenance").startswith("Content Credentials: Valid (sidecar), AI-generated speech "
+                                                      "in the voice alice")
         browser.save_screenshot(str(tmp_path / "web-page.png"))
 
         # The API's own words for an error: the voice was deleted behind the page's back.
@@ -241,6 +246,9 @@ def test_page_shows_captions_under_the_player_and_the_quality_check(browser, bac
         assert text(browser, "captions") == said  # the caller's own text, punctuation and all
         # The tiny model's noise never passes: the page says so, with the service's warning.
         assert "Quality check failed" in text(browser, "quality") and "Segment 0" in text(browser, "quality")
+        # A whole mp3 (the default format) carries its credentials inside.
+        until(browser, lambda: visible(browser, "provenance"))
+        assert text(browser, "provenance").startswith("Content Credentials: Valid (in the file)")
         # While the audio plays, the word being spoken is highlighted.
         until(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#captions .word.current"), 30)
         assert player_state(browser)["error"] is None

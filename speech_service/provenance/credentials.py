@@ -44,6 +44,13 @@ def sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
+def _pem(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"provenance: cannot read {path}: {exc.strerror or exc}") from exc
+
+
 @dataclass(frozen=True)
 class SpeechFacts:
     """What the service's assertion says about one piece of speech."""
@@ -76,15 +83,20 @@ class ContentCredentials:
         self._c2pa = c2pa
         self.settings = settings
         if settings.certificate_chain:
-            chain, key = Path(settings.certificate_chain).read_text(), Path(settings.private_key).read_text()
-            anchors = Path(settings.trust_anchors).read_text() if settings.trust_anchors else ""
+            chain, key = _pem(settings.certificate_chain), _pem(settings.private_key)
+            anchors = _pem(settings.trust_anchors) if settings.trust_anchors else ""
         else:
             logger.warning("provenance: no certificate_chain configured; signing with a throwaway "
                            "UNTRUSTED development certificate")
             files = make_signer()
             chain, key, anchors = files.chain, files.key, ""
-        self._signer = c2pa.Signer.from_info(
-            c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain.encode(), key.encode(), None))
+        try:
+            self._signer = c2pa.Signer.from_info(
+                c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain.encode(), key.encode(), None))
+            # A key that does not match its certificate fails here, at start, not in every request.
+            self.sidecar(b"\0", SpeechFacts("probe", "", "probe", None, "probe"))
+        except c2pa.C2paError as exc:
+            raise ValueError(f"provenance: the certificate chain and key do not make an ES256 signer: {exc}") from exc
         trust = {"verify": {"verify_trust": True}, "trust": {"trust_anchors": anchors}} if anchors else {}
         self._context = c2pa.Context.from_dict(trust) if trust else None
 
@@ -116,11 +128,13 @@ class ContentCredentials:
         """The manifest of `data` (embedded, or `sidecar`) and whether it holds; None when `data`
         carries none. `media_type` is the file's type when it has an embedded manifest."""
         c2pa = self._c2pa
+        if sidecar is None and media_type not in EMBEDDED.values():
+            return None  # nothing else can carry a manifest inside
         try:
             if sidecar is not None:
                 reader = c2pa.Reader(OPAQUE, io.BytesIO(data), sidecar, context=self._context)
             else:
-                reader = c2pa.Reader.try_create(media_type or OPAQUE, io.BytesIO(data), None, context=self._context)
+                reader = c2pa.Reader.try_create(media_type, io.BytesIO(data), None, context=self._context)
         except c2pa.C2paError as exc:
             what = "the manifest" if sidecar is not None else "the file's Content Credentials"
             raise BadRequest(f"{what} could not be read: {exc}", code="unreadable_manifest") from exc

@@ -56,7 +56,10 @@ async def verify(file: UploadFile = File(..., description="The audio file as rec
     media_type = _CONTAINER_TYPES.get(sniff_container(data) or "")
     verified = await asyncio.to_thread(s.speech.marker.credentials.verify, data, sidecar, media_type)
     if verified is None:
-        return ProvenanceVerification(found=False)
+        inside = "carries none inside" if media_type else "is not wav, mp3 or flac, the formats that carry them inside"
+        return ProvenanceVerification(found=False, message=(
+            f"No Content Credentials: the file {inside}. Streams and opus, aac or pcm files have a sidecar "
+            "manifest (the response's X-Content-Credentials): send it as `manifest`."))
     return ProvenanceVerification(
         found=True, validation_state=verified.state, embedded=verified.embedded, failures=verified.failures,
         speech=SpeechProvenance(**verified.speech) if verified.speech else None, manifest=verified.manifest)

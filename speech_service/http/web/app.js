@@ -253,6 +253,7 @@ async function playWhileStreaming(response, player) {
   return new Blob(chunks, { type: "audio/mpeg" });
 }
 
+let sidecarUrl = null;  // the last speech response's sidecar manifest, when it named one
 const MEDIA_TYPES = { mp3: "audio/mpeg", opus: "audio/ogg", aac: "audio/aac", flac: "audio/flac", wav: "audio/wav" };
 
 // The caller's own text, each captioned word a span the player highlights while it is spoken.
@@ -294,12 +295,38 @@ function showQuality(quality, warnings) {
   box.classList.toggle("failed", !quality.passed);
 }
 
+// The badge of the last speech played: its Content Credentials as the service verifies them (the
+// manifest inside the file, or the sidecar its response named).
+async function showProvenance(blob, sidecarUrl) {
+  const box = $("provenance");
+  box.hidden = true;
+  try {
+    const form = new FormData();
+    form.append("file", blob, "speech");
+    if (sidecarUrl) form.append("manifest", await (await api("GET", sidecarUrl)).blob(), "speech.c2pa");
+    const report = await (await api("POST", "/v1/provenance/verify", { form })).json();
+    const speech = report.speech || {};
+    const signer = (report.manifest && report.manifest.signature_info) || {};
+    box.textContent = report.found
+      ? `Content Credentials: ${report.validation_state} (${report.embedded ? "in the file" : "sidecar"}), `
+        + `AI-generated speech in the voice ${speech.voice}, signed by ${signer.issuer || "?"}.`
+      : "No Content Credentials found.";
+    box.className = `badge ${(report.validation_state || "none").toLowerCase()}`;
+  } catch (err) {
+    box.textContent = `Content Credentials could not be checked: ${err.message}`;
+    box.className = "badge invalid";
+  }
+  box.hidden = false;
+}
+
 // Captions or the check: one whole response, JSON with the audio, its words and the check's report.
 async function speakListened(body) {
   delete body.stream;
   body.timestamps = "word";
   if ($("quality-on").checked) body.quality = true;
-  const result = await (await api("POST", "/v1/audio/speech", { json: body })).json();
+  const response = await api("POST", "/v1/audio/speech", { json: body });
+  sidecarUrl = response.headers.get("X-Content-Credentials");
+  const result = await response.json();
   const bytes = Uint8Array.from(atob(result.audio), (c) => c.charCodeAt(0));
   if ($("captions-on").checked) showCaptions(body.input, result.words);
   showQuality(result.quality, result.warnings);
@@ -310,6 +337,8 @@ async function speak() {
   const body = speechBody(true);
   $("captions").hidden = true;
   $("quality").hidden = true;
+  $("provenance").hidden = true;
+  sidecarUrl = null;
   const player = $("player");
   $("download").hidden = true;
   $("speak-state").textContent = "Waiting for the first audio…";
@@ -324,6 +353,7 @@ async function speak() {
       blob = await speakListened(body);
     } else {
       const response = await api("POST", "/v1/audio/speech", { json: body });
+      sidecarUrl = response.headers.get("X-Content-Credentials");
       try {
         blob = streamable ? await playWhileStreaming(response, player) : await response.blob();
       } catch (err) {
@@ -341,6 +371,7 @@ async function speak() {
     player.play().catch(() => {});
   }
   $("speak-state").textContent = `Done in ${((performance.now() - started) / 1000).toFixed(1)} s.`;
+  await showProvenance(blob, sidecarUrl);
 }
 
 // ---- jobs (shown when the service has /v1/jobs) ----
