@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from deployments.profiles import load_profile
+from speech_service.provenance.development import write_signer
 
 from conftest import REPO, TINY_DIT
 
@@ -40,6 +41,10 @@ def config_file(offline_models, tmp_path_factory):
     config = load_profile("offline")
     app = config["applications"][0]
     app["args"]["store"] = {"kind": "local", "path": str(folder / "store")}
+    # The profile's development signer, as `make offline-models` writes it (the models likewise).
+    write_signer(folder / "signer")
+    app["args"]["provenance"].update({kind: str(folder / "signer" / name) for kind, name in (
+        ("certificate_chain", "chain.pem"), ("private_key", "key.pem"), ("trust_anchors", "ca.pem"))})
     for d in app["deployments"]:
         if d["name"] == "Synthesizer":
             d["user_config"].update(checkpoint=str(offline_models["checkpoint"]),
