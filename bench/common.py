@@ -55,11 +55,16 @@ def offline_config(models: dict[str, Path], store: Path, port: int, synth_thread
     """The offline profile with the given models, store and port; model replicas go back to
     zero a few seconds after their last request, so each cold start can be measured from zero."""
     from deployments.profiles import load_profile
+    from speech_service.provenance.development import write_signer
 
     config = load_profile("offline")
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     app = config["applications"][0]
     app["args"]["store"] = {"kind": "local", "path": str(store)}
+    signer = store.parent / "signer"  # the profile's development signer, beside the store
+    write_signer(signer)
+    app["args"]["provenance"].update(certificate_chain=str(signer / "chain.pem"), private_key=str(signer / "key.pem"),
+                                     trust_anchors=str(signer / "ca.pem"))
     for d in app["deployments"]:
         if d["name"] == "Synthesizer":
             d["user_config"].update(checkpoint=str(models["checkpoint"]), vocoder=str(models["vocoder"]))
