@@ -15,10 +15,11 @@ from fastapi.testclient import TestClient
 from speech_service.audio import encoding
 from speech_service.config import ServiceSettings
 from speech_service.http.app import create_app
-from speech_service.provenance.credentials import OPAQUE, TRAINED_ALGORITHMIC_MEDIA, sha256
+from speech_service.provenance.credentials import OPAQUE, TRAINED_ALGORITHMIC_MEDIA
 from speech_service.provenance.development import write_signer
 from speech_service.storage.objects import LocalObjectStore
 from speech_service.storage.provenance import ProvenanceStore
+from speech_service.storage.voices import sha256
 
 from conftest import SHORT_TEXT
 from test_api import assert_error, upload
@@ -98,8 +99,9 @@ def test_a_whole_file_carries_trusted_credentials_that_break_when_its_audio_chan
     assert created["action"] == "c2pa.created" and created["digitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
     assert created["softwareAgent"]["name"] == "F5-TTS"
     assert manifest["claim_generator_info"][0]["name"] == "f5-voice-service"
-    assert found["org.f5voice.speech"] == {"voice": "alice", "text_sha256": sha256(TEXT), "request_id": f"req-{fmt}",
-                                           "key": "dubbing-team", "model": "f5-tts", "consent_id": None}
+    assert found["org.f5voice.speech"] == {"voice": "alice", "text_sha256": sha256(TEXT.encode()),
+                                           "request_id": f"req-{fmt}", "key": "dubbing-team", "model": "f5-tts",
+                                           "consent_id": None}
 
     state, _, results = read(flipped(data, audio_offset(data, fmt)), trusted, MEDIA[fmt])
     assert state == "Invalid"
@@ -126,7 +128,7 @@ def test_a_stream_gets_a_sidecar_bound_to_the_bytes_received(client, trusted, fm
     sidecar = sidecar_of(client, r)
     state, manifest, _ = read(received, trusted, sidecar=sidecar)
     assert state == "Trusted"
-    assert assertions(manifest)["org.f5voice.speech"]["text_sha256"] == sha256(TEXT)
+    assert assertions(manifest)["org.f5voice.speech"]["text_sha256"] == sha256(TEXT.encode())
     assert read(flipped(received, len(received) // 2), trusted, sidecar=sidecar)[0] == "Invalid"
     assert read(received[:-1], trusted, sidecar=sidecar)[0] == "Invalid"  # a stream cut short
 
@@ -188,6 +190,11 @@ def test_a_sidecar_that_was_never_made_or_has_expired_is_404(client, tmp_path):
     store.put("r2", b"manifest")
     now[0] += 61
     assert store.sweep() == 1 and store.objects.list("provenance/") == []
+    store.put("r3", b"manifest")
+    now[0] += 61
+    assert store.sweep() == 0  # it lists every sidecar: at most once an hour
+    now[0] += 3600
+    assert store.sweep() == 1
 
 
 def test_a_reused_request_id_never_replaces_anothers_sidecar(client, trusted):

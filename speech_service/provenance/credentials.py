@@ -7,7 +7,6 @@ bound to the exact bytes sent as one opaque blob (a C2PA data hash over every by
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -38,10 +37,6 @@ def _service_version() -> str:
         return metadata.version(SERVICE)
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def sha256(data: bytes | str) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
 def _pem(path: str) -> str:
@@ -81,7 +76,6 @@ class ContentCredentials:
         import c2pa  # its native library loads only where signing happens (the Ingress)
 
         self._c2pa = c2pa
-        self.settings = settings
         if settings.certificate_chain:
             chain, key = _pem(settings.certificate_chain), _pem(settings.private_key)
             anchors = _pem(settings.trust_anchors) if settings.trust_anchors else ""

@@ -8,9 +8,10 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from speech_service.provenance.credentials import EMBEDDED, ContentCredentials, SpeechFacts, sha256
+from speech_service.provenance.credentials import EMBEDDED, ContentCredentials, SpeechFacts
 from speech_service.schemas import SpeechRequest
 from speech_service.storage.provenance import ProvenanceStore
+from speech_service.storage.voices import sha256
 
 logger = logging.getLogger(__name__)
 SIDECAR_HEADER = "X-Content-Credentials"
@@ -21,9 +22,6 @@ class Marked:
     data: bytes
     sidecar_id: str | None  # where its detached manifest is kept; None when it is inside `data`
 
-    def headers(self) -> dict[str, str]:
-        return sidecar_headers(self.sidecar_id) if self.sidecar_id else {}
-
 
 def sidecar_headers(sidecar_id: str) -> dict[str, str]:
     """The sidecar's address, in a header of ours and as C2PA's `Link` to a remote manifest."""
@@ -32,7 +30,7 @@ def sidecar_headers(sidecar_id: str) -> dict[str, str]:
 
 
 def facts(body: SpeechRequest, request_id: str, key: str | None) -> SpeechFacts:
-    return SpeechFacts(voice=body.voice, text_sha256=sha256(body.input), request_id=request_id, key=key,
+    return SpeechFacts(voice=body.voice, text_sha256=sha256(body.input.encode()), request_id=request_id, key=key,
                        model=body.model)
 
 

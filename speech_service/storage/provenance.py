@@ -15,12 +15,15 @@ from speech_service.errors import NotFound
 from speech_service.storage.objects import ObjectStore
 
 PREFIX = "provenance/"
-_ID = re.compile(r"(?!verify$)[A-Za-z0-9_-]{1,128}")  # `verify` is the route beside them
+SIDECAR_ID = r"(?!verify$)[A-Za-z0-9_-]{1,128}"  # key-safe; never `verify`, the route beside them
+_ID = re.compile(SIDECAR_ID)
+SWEEP_EVERY_S = 3600.0  # a read already refuses an expired sidecar: the sweep only frees the space
 
 
 class ProvenanceStore:
     def __init__(self, objects: ObjectStore, ttl_s: float, clock: Callable[[], float] = time.time):
         self.objects, self.ttl_s, self.clock = objects, ttl_s, clock
+        self._next_sweep = 0.0
 
     def new_id(self, request_id: str) -> str:
         """The id a request's sidecar will be kept under: the request's own, unless it is not
@@ -51,7 +54,10 @@ class ProvenanceStore:
             self.objects.delete(key)
 
     def sweep(self) -> int:
-        """Remove expired sidecars; returns how many."""
+        """Remove expired sidecars, at most once per SWEEP_EVERY_S (it lists them all); returns how many."""
+        if self.clock() < self._next_sweep:
+            return 0
+        self._next_sweep = self.clock() + SWEEP_EVERY_S
         expired = [key for key in self.objects.list(PREFIX) if self._expired(key)]
         for key in expired:
             self.objects.delete(key)

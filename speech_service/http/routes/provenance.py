@@ -15,13 +15,14 @@ from speech_service.http.openapi import errors_for
 from speech_service.http.services import Services, services
 from speech_service.provenance.credentials import EMBEDDED, SIDECAR_MEDIA_TYPE
 from speech_service.schemas import ProvenanceVerification, SpeechProvenance
+from speech_service.storage.provenance import SIDECAR_ID
 
 
 class SidecarId(Convertor):
     """A sidecar's id, never `verify`: so `/v1/provenance/verify` is only the POST route, and
     other methods on it are 405 with `Allow: POST`, as the contract says."""
 
-    regex = r"(?!verify/?$)[A-Za-z0-9_-]{1,128}"
+    regex = SIDECAR_ID
 
     def convert(self, value: str) -> str:
         return value
@@ -32,7 +33,6 @@ class SidecarId(Convertor):
 
 register_url_convertor("sidecar_id", SidecarId())
 router = APIRouter(prefix="/v1/provenance", tags=["provenance"])
-_CONTAINER_TYPES = {"wav": EMBEDDED["wav"], "flac": EMBEDDED["flac"], "mp3": EMBEDDED["mp3"]}
 
 
 @router.get("/{sidecar_id:sidecar_id}", response_class=Response, responses={
@@ -53,7 +53,7 @@ async def verify(file: UploadFile = File(..., description="The audio file as rec
     limit = s.settings.limits.max_upload_bytes
     data = await _read(file, limit, "file")
     sidecar = await _read(manifest, limit, "manifest") if manifest is not None else None
-    media_type = _CONTAINER_TYPES.get(sniff_container(data) or "")
+    media_type = EMBEDDED.get(sniff_container(data) or "")
     verified = await asyncio.to_thread(s.speech.marker.credentials.verify, data, sidecar, media_type)
     if verified is None:
         inside = "carries none inside" if media_type else "is not wav, mp3 or flac, the formats that carry them inside"
