@@ -8,7 +8,6 @@ bound to the exact bytes sent as one opaque blob (a C2PA data hash over every by
 from __future__ import annotations
 
 import io
-import json
 import logging
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -140,4 +139,4 @@ class ContentCredentials:
             failures = [f.get("code", "") for f in results.get("activeManifest", {}).get("failure", [])]
             speech = next((a["data"] for a in manifest.get("assertions", []) if a.get("label") == ASSERTION), None)
             return Verification(reader.get_validation_state() or "Invalid", reader.is_embedded(),
-                                failures, json.loads(json.dumps(manifest)), speech)
+                                failures, manifest, speech)
