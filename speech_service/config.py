@@ -208,6 +208,29 @@ class ProvenanceSettings(_Strict):
         return self
 
 
+RequiredConsent = Literal["none", "attested", "spoken"]
+
+
+class ConsentSettings(_Strict):
+    """Spoken consent (`POST /v1/voices/{name}/consent`): the challenge phrase the speaker reads,
+    heard by the Transcriber. Which consent synthesis needs is `require_consent`."""
+
+    max_wer: float = Field(0.4, ge=0.0, le=1.0)  # of the phrase's 15 words, up to 6 misheard
+    challenge_ttl_s: float = Field(600.0, gt=0)  # how long a phrase may be answered
+    max_recording_s: float = Field(30.0, gt=0, le=120)
+
+
+class AuditSettings(_Strict):
+    """The audit trail (`GET /v1/audit`): entries are appended in batches off the request's path,
+    and a batch the store refused is retried (backoff up to `max_retry_delay_s`) until it lands."""
+
+    flush_interval_s: float = Field(1.0, gt=0)
+    max_retry_delay_s: float = Field(30.0, gt=0)
+    # Entries this replica may hold unwritten while the store is down; past it the oldest are
+    # dropped, each logged as an error (bounded memory over an unbounded outage).
+    max_pending: int = Field(100_000, ge=1)
+
+
 class ApiKey(_Strict):
     """One API key: its name (in logs, job ownership and errors), the key itself or `sha256:<hex>`
     of it (so the config holds no secret), its scopes and its limits (per Ingress replica)."""
@@ -233,6 +256,11 @@ class ServiceSettings(_Strict):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
+    # Which consent a voice needs before it is spoken: none, attested (stated by who uploaded
+    # it) or spoken (its speaker read a challenge phrase); spoken satisfies attested.
+    require_consent: RequiredConsent = "none"
+    consent: ConsentSettings = Field(default_factory=ConsentSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     # Keys for /v1/*: each a plain string (an admin key, as before scopes) or an `ApiKey`; none: open.
     api_keys: list[str | ApiKey] = Field(default_factory=list)
     # Model names accepted in `POST /v1/audio/speech` (OpenAI clients send e.g. "tts-1").

@@ -18,6 +18,7 @@ class Reference:
     ref_text: str
     wav: bytes | None = None  # the stored clip (24 kHz mono WAV); None: named only
     language: str | None = None  # the voice's, as Whisper names it (what the speech made is heard as)
+    consent_id: str | None = None  # not for the model: the credentials and the audit entry name it
 
     def named(self) -> Reference:
         """This reference without the clip's bytes."""

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from speech_service.config import QualityCheck, SynthesisOptions
+from speech_service.storage.audit import AuditEntry
+from speech_service.storage.consent import ConsentRecord
 from speech_service.storage.voices import NAME_RE, VoiceRecord
 
 VOICE_NAME_PATTERN = NAME_RE.pattern
@@ -258,3 +260,13 @@ class ProvenanceVerification(BaseModel):
     speech: SpeechProvenance | None = Field(None, description="what this service's assertion says, if present")
     manifest: dict | None = Field(None, description="the active manifest as C2PA readers show it")
     message: str | None = Field(None, description="when nothing was found: why, and what to send instead")
+
+
+class ConsentList(BaseModel):
+    current: str | None = Field(description="The id of the consent the voice's clip has now; None: none")
+    records: list[ConsentRecord] = Field(description="Every consent recorded for this voice name, oldest first")
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntry]
+    truncated: bool = Field(description="More entries matched than `limit`: ask again from the last one's time")

@@ -390,3 +390,22 @@ def s3_env(s3_endpoint, s3_vars, monkeypatch):
     for key, value in s3_vars.items():
         monkeypatch.setenv(key, value)
     return s3_endpoint
+
+
+@pytest.fixture(scope="session")
+def signer(tmp_path_factory):
+    """A development signer: its CA, chain and key, as `make offline-models` writes them."""
+    from speech_service.provenance.development import write_signer
+
+    directory = tmp_path_factory.mktemp("signer")
+    write_signer(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def trusted(signer):
+    """A C2PA reader's context that trusts the test CA, and only it."""
+    import c2pa
+
+    return c2pa.Context.from_dict({"verify": {"verify_trust": True},
+                                   "trust": {"trust_anchors": (signer / "ca.pem").read_text()}})

@@ -16,7 +16,6 @@ from speech_service.audio import encoding
 from speech_service.config import ServiceSettings
 from speech_service.http.app import create_app
 from speech_service.provenance.credentials import OPAQUE, TRAINED_ALGORITHMIC_MEDIA
-from speech_service.provenance.development import write_signer
 from speech_service.storage.objects import LocalObjectStore
 from speech_service.storage.provenance import ProvenanceStore
 from speech_service.storage.voices import sha256
@@ -28,20 +27,6 @@ TEXT = "Signed speech. Two sentences of it."
 KEY = {"name": "dubbing-team", "key": "sk-dub", "scopes": ["speak", "admin"]}
 AUTH = {"Authorization": "Bearer sk-dub"}
 MEDIA = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac"}
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("signer")
-    write_signer(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def trusted(signer):
-    """A reader's context that trusts the test CA, and only it."""
-    return c2pa.Context.from_dict({"verify": {"verify_trust": True},
-                                   "trust": {"trust_anchors": (signer / "ca.pem").read_text()}})
 
 
 @pytest.fixture

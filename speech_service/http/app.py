@@ -6,6 +6,7 @@ call what is `auth.py`; errors become HTTP in one place (`errors.py`)."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -16,7 +17,7 @@ from speech_service.http.auth import KeyLimits, authenticated
 from speech_service.http.errors import UnknownPath, install_error_handlers
 from speech_service.http.middleware import RequestCounter, RequestIdMiddleware, UploadLimit
 from speech_service.http.openapi import document, errors_for
-from speech_service.http.routes import jobs, provenance, speech, system, voices
+from speech_service.http.routes import audit, consent, jobs, provenance, speech, system, voices
 from speech_service.http.services import Services
 from speech_service.service.speech import Backends
 from speech_service.storage.voices import VoiceStore, open_store
@@ -33,6 +34,7 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
             yield
         finally:
             await services.runner.stop()
+            await asyncio.to_thread(services.audit.close)  # what is queued, written before the replica goes
 
     app = FastAPI(title="F5-TTS voice service", version="1", lifespan=lifespan)
     app.state.services = services
@@ -40,7 +42,7 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     document(app, settings)
     app.mount("/web", StaticFiles(directory=system.WEB), name="web")  # public: the page's API calls carry the key
     app.include_router(system.router)
-    for resource in (voices, speech, jobs, provenance):
+    for resource in (voices, consent, speech, jobs, provenance, audit):
         app.include_router(resource.router, dependencies=[Depends(authenticated)], responses=errors_for(401))
     app.router.routes.append(UnknownPath(app.router))  # last: a 404 that Serve's access log names by its path
     # Outermost last: request ids first, so every answer (429s and 413s included) carries one.

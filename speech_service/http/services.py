@@ -8,8 +8,12 @@ from fastapi import Request
 
 from speech_service.config import ServiceSettings
 from speech_service.http.auth import KeyRing
+from speech_service.service.audit import AuditLog
+from speech_service.service.consent import ConsentDesk
 from speech_service.service.jobs import JobRunner
 from speech_service.service.speech import Backends, SpeechService
+from speech_service.storage.audit import AuditStore
+from speech_service.storage.consent import ConsentStore
 from speech_service.storage.jobs import JobStore
 from speech_service.storage.voices import VoiceStore
 
@@ -23,13 +27,23 @@ class Services:
     jobs: JobStore
     runner: JobRunner
     keys: KeyRing
+    consent: ConsentDesk
 
     @classmethod
     def build(cls, settings: ServiceSettings, backends: Backends, store: VoiceStore) -> Services:
         speech = SpeechService(settings, store, backends)
         jobs = JobStore(store.objects, settings.jobs)  # beside the voices: same bucket or directory
+        consent = ConsentDesk(store, ConsentStore(store.objects), settings.consent, settings.limits)
         return cls(settings, store, backends, speech, jobs, JobRunner(jobs, speech, settings.jobs),
-                   KeyRing(settings.keys()))
+                   KeyRing(settings.keys()), consent)
+
+    @property
+    def audit(self) -> AuditLog:
+        return self.speech.audit
+
+    @property
+    def audit_store(self) -> AuditStore:
+        return self.speech.audit.store
 
 
 def services(request: Request) -> Services:

@@ -49,7 +49,7 @@ class JobRunner:
         """Check the request as `/v1/audio/speech` would (a bad one is an error now, not a failed job
         later), store the job and start it."""
         self.speech.check(body)
-        await asyncio.to_thread(self.speech.store.get, body.voice)
+        await self.speech.reference(body.voice)  # exists, with the consent the service requires
         record = await asyncio.to_thread(self.store.create, body, owner)
         self._start(record.id)
         return record
@@ -170,9 +170,10 @@ class JobRunner:
         found = listened.found(body, made, plan, listened.check_for(body))  # QualityCheckFailed under `require`
         speech = seams.join([s.wave for s in made], plan.cross_fade_samples)
         data = await asyncio.to_thread(encoding.encode, speech, body.response_format)
-        marked = await asyncio.to_thread(self.speech.marker.whole, data, body.response_format,
-                                         marking.facts(body, record.id, record.owner), record.id)
+        facts = marking.facts(body, reference, record.id, record.owner)
+        marked = await asyncio.to_thread(self.speech.marker.whole, data, body.response_format, facts, record.id)
         await asyncio.to_thread(self.store.succeed, record.id, attempt, marked.data, found.words, found.quality)
+        self.speech.audit.record(facts, "job", body.response_format, marked.data)  # once: the attempt that landed
         logger.info("job %s: succeeded on attempt %d", record.id, attempt)
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:

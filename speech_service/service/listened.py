@@ -97,15 +97,15 @@ class ListenedSpeech:
 
         return SegmentListener(synthesize, listen, self.check_for(body), body.timestamps is not None)
 
-    async def _open(self, body: SpeechRequest, streaming: bool) -> tuple[SegmentListener, SpeechPlan]:
-        reference = await self.speech.reference(body.voice)
+    async def _open(self, body: SpeechRequest, reference: Reference,
+                    streaming: bool) -> tuple[SegmentListener, SpeechPlan]:
         plan = await self.speech.send(
             reference, lambda ref: self.speech.backends.plan(ref, body.input, body.options(), streaming))
         return self.listener(body, reference), plan
 
-    async def whole(self, body: SpeechRequest) -> tuple[Speech, Listened]:
+    async def whole(self, body: SpeechRequest, reference: Reference) -> tuple[Speech, Listened]:
         """The whole speech and what listening found; raises `QualityCheckFailed` under `require`."""
-        listener, plan = await self._open(body, streaming=False)
+        listener, plan = await self._open(body, reference, streaming=False)
         made = await asyncio.gather(*(listener.make(plan, i) for i in range(len(plan.segments))))
         return (Speech(seams.join([s.wave for s in made], plan.cross_fade_samples), sum(s.model_s for s in made)),
                 self.found(body, made, plan, listener.check))
@@ -124,11 +124,11 @@ class ListenedSpeech:
             listened.warnings = [warning(q, check) for q in failed]
         return listened
 
-    async def stream(self, body: SpeechRequest) -> AsyncIterator[ListenedPiece]:
+    async def stream(self, body: SpeechRequest, reference: Reference) -> AsyncIterator[ListenedPiece]:
         """The speech in pieces, each segment's events after its audio; the next segment is made
         while the one before is heard. Under `require`, a failed segment ends the stream with
         `QualityCheckFailed` before its audio."""
-        listener, plan = await self._open(body, streaming=True)
+        listener, plan = await self._open(body, reference, streaming=True)
         tasks: list[asyncio.Task[HeardSegment]] = []
         done: list[HeardSegment] = []
         fade = seams.CrossFade(plan.cross_fade_samples)

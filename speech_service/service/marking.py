@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from speech_service.provenance.credentials import EMBEDDED, ContentCredentials, SpeechFacts
+from speech_service.references import Reference
 from speech_service.schemas import SpeechRequest
+from speech_service.service.audit import AuditLog
 from speech_service.storage.provenance import ProvenanceStore
 from speech_service.storage.voices import sha256
 
@@ -29,14 +31,14 @@ def sidecar_headers(sidecar_id: str) -> dict[str, str]:
     return {SIDECAR_HEADER: url, "Link": f'<{url}>; rel="c2pa-manifest"'}
 
 
-def facts(body: SpeechRequest, request_id: str, key: str | None) -> SpeechFacts:
+def facts(body: SpeechRequest, reference: Reference, request_id: str, key: str | None) -> SpeechFacts:
     return SpeechFacts(voice=body.voice, text_sha256=sha256(body.input.encode()), request_id=request_id, key=key,
-                       model=body.model)
+                       model=body.model, consent_id=reference.consent_id)
 
 
 class SpeechMarker:
-    def __init__(self, credentials: ContentCredentials, sidecars: ProvenanceStore):
-        self.credentials, self.sidecars = credentials, sidecars
+    def __init__(self, credentials: ContentCredentials, sidecars: ProvenanceStore, audit: AuditLog):
+        self.credentials, self.sidecars, self.audit = credentials, sidecars, audit
 
     def whole(self, data: bytes, fmt: str, facts: SpeechFacts, sidecar_id: str | None = None) -> Marked:
         """Blocking (1-10 ms of signing, a store write for a sidecar): call in a thread. A sidecar
@@ -51,18 +53,25 @@ class SpeechMarker:
         self.sidecars.put(sidecar_id, manifest)
         return Marked(data, sidecar_id)
 
-    async def stream(self, chunks: AsyncIterator[bytes], facts: SpeechFacts) -> tuple[AsyncIterator[bytes], str]:
+    async def stream(self, chunks: AsyncIterator[bytes], facts: SpeechFacts,
+                     fmt: str) -> tuple[AsyncIterator[bytes], str]:
         """`chunks` as they come, and the id their sidecar will have: it is signed over every byte
-        and stored after the last chunk, before the response ends."""
+        and stored after the last chunk, before the response ends. The stream's audit entry is
+        queued when it ends (marked incomplete when it broke off or its client left)."""
         sidecar_id = await asyncio.to_thread(self.sidecars.new_id, facts.request_id)
-        return self._signed_after(chunks, facts, sidecar_id), sidecar_id
+        return self._signed_after(chunks, facts, fmt, sidecar_id), sidecar_id
 
-    async def _signed_after(self, chunks: AsyncIterator[bytes], facts: SpeechFacts,
+    async def _signed_after(self, chunks: AsyncIterator[bytes], facts: SpeechFacts, fmt: str,
                             sidecar_id: str) -> AsyncIterator[bytes]:
         sent = bytearray()
-        async for chunk in chunks:
-            sent += chunk
-            yield chunk
+        complete = False
+        try:
+            async for chunk in chunks:
+                sent += chunk
+                yield chunk
+            complete = True
+        finally:
+            self.audit.record(facts, "stream", fmt, bytes(sent), complete)
         try:
             manifest = await asyncio.to_thread(self.credentials.sidecar, bytes(sent), facts)
             await asyncio.to_thread(self.sidecars.put, sidecar_id, manifest)

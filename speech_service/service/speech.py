@@ -32,9 +32,12 @@ from speech_service.schemas import (
     SpeechUsage,
 )
 from speech_service.service import marking
+from speech_service.service.audit import AuditLog
+from speech_service.service.consent import check_consent
 from speech_service.service.listened import Listened, ListenedSpeech
+from speech_service.storage.audit import AuditStore
 from speech_service.storage.provenance import ProvenanceStore
-from speech_service.storage.voices import VoiceStore
+from speech_service.storage.voices import VoiceRecord, VoiceStore
 from speech_service.transcription.heard import HeardWord
 
 T = TypeVar("T")
@@ -104,8 +107,9 @@ class SpeechService:
         self.store = store
         self.backends = backends
         self.listened = ListenedSpeech(self)
+        self.audit = AuditLog(AuditStore(store.objects), settings.audit)
         self.marker = marking.SpeechMarker(ContentCredentials(settings.provenance), ProvenanceStore(
-            store.objects, settings.provenance.sidecar_ttl_s))
+            store.objects, settings.provenance.sidecar_ttl_s), self.audit)
 
     def check(self, body: SpeechRequest) -> None:
         accepted = self.settings.accepted_models
@@ -128,13 +132,17 @@ class SpeechService:
                              code="timestamps_need_events", param="timestamps")
 
     async def reference(self, voice: str) -> Reference:
-        """The voice's transcript and its clip's sha256, from one record; the clip is not read."""
-        record = await asyncio.to_thread(self.store.get, voice)
-        return Reference(voice, record.sha256, record.ref_text, language=record.language)
+        """The voice's transcript and its clip's sha256, from one record; the clip is not read.
+        A voice without the consent the service requires is a 403 here, before any model call."""
+        return self._reference(await asyncio.to_thread(self.store.get, voice))
 
     async def reference_with_clip(self, voice: str) -> Reference:
-        record, wav = await asyncio.to_thread(self.store.reference, voice)
-        return Reference(voice, record.sha256, record.ref_text, wav, record.language)
+        return self._reference(*await asyncio.to_thread(self.store.reference, voice))
+
+    def _reference(self, record: VoiceRecord, wav: bytes | None = None) -> Reference:
+        check_consent(record, self.settings.require_consent)
+        return Reference(record.name, record.sha256, record.ref_text, wav, record.language,
+                         record.consent.id if record.consent else None)
 
     async def send(self, reference: Reference, call: Callable[[Reference], Awaitable[T]]) -> T:
         """`call(reference)` with the clip named only; sent again with the clip when the replica
@@ -153,11 +161,11 @@ class SpeechService:
         started = time.monotonic()
         self.check(body)
         options, listened = body.options(), None
+        reference = await self.reference(body.voice)
         if self.listened.wanted(body):
-            speech, listened = await self.listened.whole(body)
+            speech, listened = await self.listened.whole(body, reference)
         else:
-            speech = await self.send(await self.reference(body.voice),
-                                     lambda reference: self.backends.synthesize(reference, body.input, options))
+            speech = await self.send(reference, lambda ref: self.backends.synthesize(ref, body.input, options))
         metrics.record_first_audio(started, stream=False)
         wave = speech.wave
         metrics.record_speech(len(wave) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
@@ -165,8 +173,9 @@ class SpeechService:
             data = encoding.encode(wave, body.response_format)  # cheaper than the hop to a thread
         else:
             data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
-        marked = await asyncio.to_thread(self.marker.whole, data, body.response_format,
-                                         marking.facts(body, current_request_id(), key))
+        facts = marking.facts(body, reference, current_request_id(), key)
+        marked = await asyncio.to_thread(self.marker.whole, data, body.response_format, facts)
+        self.audit.record(facts, "speech", body.response_format, marked.data)
         return EncodedSpeech(marked.data, speech.model_s, time.monotonic() - started, len(wave) / audio.SAMPLE_RATE,
                              listened, marked.sidecar_id)
 
@@ -174,8 +183,9 @@ class SpeechService:
         """Encoded audio as segments are ready, and the headers that say where its sidecar manifest
         will be. The first piece is awaited before this returns, so errors surface here (and keep
         their HTTP status) rather than inside a started response."""
-        encoded, _ = await self._open_stream(body)
-        encoded, sidecar_id = await self.marker.stream(encoded, marking.facts(body, current_request_id(), key))
+        encoded, _, reference = await self._open_stream(body)
+        encoded, sidecar_id = await self.marker.stream(
+            encoded, marking.facts(body, reference, current_request_id(), key), body.response_format)
         return encoded, marking.sidecar_headers(sidecar_id)
 
     async def stream_events(self, body: SpeechRequest, key: str | None = None) -> tuple[AsyncIterator[bytes], Headers]:
@@ -184,37 +194,39 @@ class SpeechService:
         the mel frames made (F5 reads characters and writes frames); or, when the stream broke off,
         an `error` event instead of `speech.audio.done`. The sidecar manifest binds the audio the
         deltas carry, decoded and joined."""
-        encoded, pieces = await self._open_stream(body)
-        encoded, sidecar_id = await self.marker.stream(encoded, marking.facts(body, current_request_id(), key))
+        encoded, pieces, reference = await self._open_stream(body)
+        encoded, sidecar_id = await self.marker.stream(
+            encoded, marking.facts(body, reference, current_request_id(), key), body.response_format)
         return _events(encoded, pieces, len(body.input)), marking.sidecar_headers(sidecar_id)
 
-    async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces]:
+    async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces, Reference]:
         started = time.monotonic()
         self.check(body)
+        reference = await self.reference(body.voice)
         encoder = encoding.StreamEncoder(body.response_format)
         encoder.start()  # ffmpeg starts while the first segment is made
         try:
             pieces = _SpokenPieces(started)
             fill = self._listened_pieces if self.listened.wanted(body) else self._model_pieces
-            await fill(body, pieces)
+            await fill(body, reference, pieces)
         except BaseException:
             await encoder.close()
             raise
         metrics.record_first_audio(started, stream=True)
-        return encoder.encode(pieces), pieces
+        return encoder.encode(pieces), pieces, reference
 
-    async def _model_pieces(self, body: SpeechRequest, pieces: _SpokenPieces) -> None:
+    async def _model_pieces(self, body: SpeechRequest, reference: Reference, pieces: _SpokenPieces) -> None:
         """The Synthesizer's own stream, its first piece made."""
         async def first_piece(reference: Reference) -> tuple[AsyncIterator[np.ndarray], np.ndarray]:
             stream = self.backends.stream(reference, body.input, body.options())
             return stream, await anext(stream)
 
-        pieces.rest, pieces.first = await self.send(await self.reference(body.voice), first_piece)
+        pieces.rest, pieces.first = await self.send(reference, first_piece)
 
-    async def _listened_pieces(self, body: SpeechRequest, pieces: _SpokenPieces) -> None:
+    async def _listened_pieces(self, body: SpeechRequest, reference: Reference, pieces: _SpokenPieces) -> None:
         """Segments made and heard here (`ListenedSpeech.stream`), the first made; each segment's
         events are queued as its audio goes to the encoder."""
-        listened = self.listened.stream(body)
+        listened = self.listened.stream(body, reference)
         first = await anext(listened)
         pieces.first = first.wave
         pieces.events.extend(first.events)

@@ -16,6 +16,8 @@ from speech_service.audio import encoding, preparation, uploads
 from speech_service.config import LimitSettings
 from speech_service.errors import BadRequest, Conflict, NotFound, Unprocessable
 from speech_service.schemas import VoiceCreated
+from speech_service.storage.consent import ConsentStore
+from speech_service.storage.jobs import JobStore
 from speech_service.storage.voices import VoiceRecord, VoiceStore, check_name, now, sha256
 
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")  # ISO 639 codes, as Whisper names languages
@@ -93,6 +95,22 @@ def correct_ref_text(store: VoiceStore, limits: LimitSettings, name: str, ref_te
         return record.model_copy(update={"ref_text": text, "ref_text_source": "user", "updated_at": now()})
 
     return store.update(check_name(name), corrected)
+
+
+def delete_voice(store: VoiceStore, jobs: JobStore, consents: ConsentStore, name: str) -> None:
+    """The voice's clip and transcript, then the jobs made with it (their audio is its voice);
+    its consent records stay, redacted to hashes (blocking: call in a thread). A retry after a
+    lost answer finds the voice gone (404) but still finishes the rest."""
+    try:
+        store.delete(check_name(name))
+    finally:
+        for job_id in jobs.ids():
+            try:
+                if jobs.get(job_id).request.voice == name and jobs.cancel_or_remove(job_id) is not None:
+                    jobs.remove(job_id)  # it was running: cancelled, then gone with whatever it made
+            except NotFound:
+                continue
+        consents.redact_voice(name)
 
 
 def _exists(store: VoiceStore, name: str) -> bool:

@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -37,6 +38,14 @@ MAX_WRITE_TRIES = 20
 MAX_READ_TRIES = 10
 
 
+class VoiceConsent(BaseModel):
+    """The consent a voice's clip was given with (the whole record: `storage.consent`)."""
+
+    id: str
+    method: Literal["attested", "spoken"]
+    given_at: datetime
+
+
 class VoiceRecord(BaseModel):
     name: str
     ref_text: str
@@ -48,6 +57,7 @@ class VoiceRecord(BaseModel):
     sha256: str
     created_at: datetime
     updated_at: datetime | None = None
+    consent: VoiceConsent | None = None  # dropped when the clip is replaced
 
 
 def check_name(name: str) -> str:

@@ -12,6 +12,7 @@ from speech_service.http.auth import require
 from speech_service.http.openapi import MODEL_ERRORS, errors_for
 from speech_service.http.services import Services, services
 from speech_service.schemas import LANGUAGE_PATTERN, VOICE_NAME_PATTERN, VoiceCreated, VoiceList, VoicePatch
+from speech_service.service import voices as voice_service
 from speech_service.service.voices import correct_ref_text, register_voice
 from speech_service.storage.voices import VoiceRecord
 
@@ -68,5 +69,6 @@ async def patch_voice(patch: VoicePatch, name: str = VoiceName, s: Services = De
 @router.delete("/{name}", status_code=204, response_class=Response, dependencies=ADMIN,
                responses=errors_for(400, 403, 404, 409, 503))
 async def delete_voice(name: str = VoiceName, s: Services = Depends(services)) -> Response:
-    await asyncio.to_thread(s.store.delete, name)
+    """The clip, the transcript and the jobs made with the voice; its consent records keep only hashes."""
+    await asyncio.to_thread(voice_service.delete_voice, s.store, s.jobs, s.consent.consents, name)
     return Response(status_code=204)

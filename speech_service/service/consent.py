@@ -1,0 +1,115 @@
+"""Consent on voices: given `attested` (the uploader states it) or `spoken` (the speaker reads a
+random challenge phrase, which the Transcriber must hear within `consent.max_wer`), and required
+before synthesis at the operator's `require_consent` level. docs/ARCHITECTURE.md, "Consent"."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import numpy as np
+
+from speech_service.audio import uploads
+from speech_service.config import ConsentSettings, LimitSettings, RequiredConsent
+from speech_service.errors import BadRequest, Conflict, Forbidden, Unprocessable
+from speech_service.service.voices import Transcribe
+from speech_service.storage.consent import NO_SPEAKER_MODEL, Challenge, ConsentRecord, ConsentStore, Method
+from speech_service.storage.voices import VoiceConsent, VoiceRecord, VoiceStore, sha256
+from speech_service.text.words import word_error_rate
+
+LEVELS = {"none": 0, "attested": 1, "spoken": 2}
+# A phrase is two clauses of random words ("The quiet tiger painted the golden windows, and ..."):
+# a sentence is heard far better than a word list, and about 2**37 phrases can be asked for, so a
+# recording made earlier cannot hold the one issued. Words Whisper mistook in tests are left out.
+ADJECTIVES = "red green blue yellow quiet happy little heavy golden silver sleepy clever tiny bright".split()
+NOUNS = ("rabbit tiger candle window garden river rocket pencil castle monkey dragon button kitten "
+         "mountain teacher farmer").split()
+VERBS = "found painted carried counted washed opened pushed".split()
+DEFAULT_STATEMENT = "I consent to this service making speech in my voice."
+
+
+def new_phrase() -> str:
+    pick = secrets.SystemRandom().choice
+
+    def clause() -> str:
+        return f"the {pick(ADJECTIVES)} {pick(NOUNS)} {pick(VERBS)} the {pick(ADJECTIVES)} {pick(NOUNS)}s"
+
+    return f"{clause().capitalize()}, and {clause()}."
+
+
+def check_consent(record: VoiceRecord, required: RequiredConsent) -> None:
+    """A 403 naming what is missing when `record`'s consent is below the `required` level."""
+    have = record.consent.method if record.consent else None
+    if LEVELS[have or "none"] >= LEVELS[required]:
+        return
+    how = ("the speaker reading a challenge phrase: POST /v1/voices/{name}/consent/challenge, then "
+           "POST /v1/voices/{name}/consent with method=spoken" if required == "spoken" else
+           "POST /v1/voices/{name}/consent").format(name=record.name)
+    has = f"only {have} consent" if have else "no consent record"
+    raise Forbidden(f"Voice '{record.name}' has {has}; this service speaks only voices with {required} "
+                    f"consent. Give it with {how}.", code="consent_required", param="voice")
+
+
+class ConsentDesk:
+    """Issues challenges and records consent, against the voice store and the Transcriber."""
+
+    def __init__(self, voices: VoiceStore, consents: ConsentStore, settings: ConsentSettings, limits: LimitSettings):
+        self.voices, self.consents = voices, consents
+        self.settings, self.limits = settings, limits
+
+    def challenge(self, voice: str) -> Challenge:
+        """A fresh phrase for `voice`'s speaker to read (blocking: call in a thread)."""
+        self.voices.get(voice)  # 404 for no such voice
+        return self.consents.issue(voice, new_phrase(), self.settings.challenge_ttl_s)
+
+    async def give(self, voice: str, transcribe: Transcribe, *, method: Method, given_by: str,
+                   statement: str | None, challenge_id: str | None, recording: bytes | None,
+                   key: str | None) -> ConsentRecord:
+        given_by, statement = _text(given_by, "given_by", 200), _text(statement or DEFAULT_STATEMENT, "statement", 2000)
+        current = await asyncio.to_thread(self.voices.get, voice)
+        record = ConsentRecord(id=self.consents.new_id(), voice=voice, method=method, given_by=given_by,
+                               statement=statement, given_at=self.consents.now(), recorded_by=key,
+                               voice_sha256=current.sha256)
+        if method == "spoken":
+            record = await self._heard(record, transcribe, challenge_id, recording)
+        elif challenge_id or recording:
+            raise BadRequest("An attested consent takes no challenge_id or recording; send method=spoken.",
+                             code="unexpected_recording", param="method")
+        await asyncio.to_thread(self.consents.put, record)
+        await asyncio.to_thread(self.voices.update, voice, lambda r: self._naming(r, record))
+        if challenge_id:
+            await asyncio.to_thread(self.consents.used, challenge_id)
+        return record
+
+    async def _heard(self, record: ConsentRecord, transcribe: Transcribe, challenge_id: str | None,
+                     recording: bytes | None) -> ConsentRecord:
+        if not challenge_id or not recording:
+            raise BadRequest("A spoken consent needs challenge_id and the recording (file) of its phrase read aloud.",
+                             code="recording_required", param="file" if challenge_id else "challenge_id")
+        challenge = await asyncio.to_thread(self.consents.challenge, challenge_id, record.voice)
+        decoded = await asyncio.to_thread(uploads.decode, recording, max_seconds=self.settings.max_recording_s,
+                                          timeout_s=self.limits.decode_timeout_s)
+        heard = " ".join((await transcribe(np.asarray(decoded, dtype=np.float32), "en")).split())
+        wer = word_error_rate(challenge.phrase, heard)
+        if wer > self.settings.max_wer:
+            raise Unprocessable(
+                f"The recording does not say the challenge phrase: heard {heard[:200]!r} for "
+                f"{challenge.phrase!r} (word error rate {wer:.2f}, at most {self.settings.max_wer:g}).",
+                code="consent_not_spoken", param="file")
+        return record.model_copy(update={"challenge": challenge.phrase, "heard": heard, "wer": round(wer, 4),
+                                         "recording_sha256": sha256(recording), "note": NO_SPEAKER_MODEL})
+
+    @staticmethod
+    def _naming(current: VoiceRecord, consent: ConsentRecord) -> VoiceRecord:
+        if current.sha256 != consent.voice_sha256:
+            raise Conflict(f"Voice '{current.name}' was replaced while its consent was given; give it again "
+                           "for the new clip.", code="voice_changing")
+        return current.model_copy(update={"consent": VoiceConsent(id=consent.id, method=consent.method,
+                                                                  given_at=consent.given_at)})
+
+
+def _text(value: str, param: str, limit: int) -> str:
+    value = " ".join((value or "").split())
+    if not value or len(value) > limit:
+        raise BadRequest(f"{param} must be 1-{limit} characters.", code=f"invalid_{param}", param=param)
+    return value
