@@ -30,6 +30,7 @@ from f5voice.commands import (
     voices_set_text,
     voices_show,
 )
+from f5voice.consent import add_consent_commands
 from f5voice.output import FORMATS, say
 
 
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm = voice_commands.add_parser("rm", parents=[common], help="delete voices")
     rm.add_argument("names", nargs="+", metavar="NAME")
     rm.set_defaults(run=voices_rm)
+    add_consent_commands(voice_commands, commands, common)
 
     speak = commands.add_parser("say", parents=[common], help="speak text in a voice, streamed to a file or stdout")
     add_speech_arguments(speak)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import soundfile as sf
 
-from conftest import REPO, SHORT_TEXT, convert, free_port
+from conftest import REPO, SHORT_TEXT, convert, espeak, free_port
 from served import served_app, without_request_id
 
 pytestmark = pytest.mark.slow  # the client runs as its own process, as users run it
@@ -232,3 +232,29 @@ def test_verify_reads_the_credentials_inside_a_file_or_beside_it(url, short_wav,
     assert broken.returncode == 6 and "assertion.dataHash.mismatch" in broken.stdout.decode()
     plain = f5voice("verify", str(short_wav), url=url)
     assert plain.returncode == 6 and "no Content Credentials" in plain.stdout.decode()
+
+
+def test_consent_attested_or_spoken_and_the_audit(url, short_wav, tmp_path):
+    with short_wav.open("rb") as f:
+        assert httpx.post(f"{url}/v1/voices", data={"name": "ada", "ref_text": SHORT_TEXT},
+                          files={"file": ("ada.wav", f)}, timeout=60).status_code == 201
+    attested = f5voice("voices", "consent", "ada", "--given-by", "Ada Lovelace", url=url)
+    assert attested.returncode == 0 and "attested consent" in attested.stderr.decode(), attested.stderr
+
+    challenge = f5voice("voices", "challenge", "ada", url=url)
+    assert challenge.returncode == 0, challenge.stderr
+    phrase = challenge.stdout.decode().strip()
+    challenge_id = re.search(r"challenge (chl_\w+)", challenge.stderr.decode()).group(1)
+    recording = espeak(phrase, tmp_path / "consent.wav")
+    spoken = f5voice("voices", "consent", "ada", "--given-by", "Ada Lovelace", "--challenge-id", challenge_id,
+                     "--recording", str(recording), "--json", url=url)
+    assert spoken.returncode == 0, spoken.stderr
+    assert json.loads(spoken.stdout)["method"] == "spoken"
+    half = f5voice("voices", "consent", "ada", "--given-by", "Ada", "--recording", str(recording), url=url)
+    assert half.returncode == 2 and "--challenge-id" in half.stderr.decode()
+
+    said = f5voice("say", "Audited words.", "-v", "ada", "-o", str(tmp_path / "a.wav"), "--nfe-step", "2", url=url)
+    assert said.returncode == 0, said.stderr
+    audit = f5voice("audit", "--voice", "ada", url=url)
+    assert audit.returncode == 0 and len(audit.stdout.decode().splitlines()) == 1, audit.stdout
+    assert " stream " in audit.stdout.decode() and " ada " in audit.stdout.decode()
