@@ -182,3 +182,19 @@ def test_an_audit_object_is_never_rewritten(tmp_path):
     [key] = objects.list("audit/")
     store.append("w-1", [entry(at, request_id="forged")])  # same key: refused by the store, kept as it was
     assert b"first" in objects.get(key).data and b"forged" not in objects.get(key).data
+
+
+def test_a_stream_that_broke_off_is_audited_as_incomplete(tmp_path, backends, short_wav, dies_after_first_piece):
+    client = service(tmp_path, backends, short_wav)
+    try:
+        body = {"voice": "alice", "input": "First sentence here. A second one follows.", "nfe_step": 2,
+                "response_format": "pcm", "stream_format": "sse"}
+        with client.stream("POST", "/v1/audio/speech", json=body, headers={**APP, "X-Request-ID": "cut-2"}) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+        assert events[-1]["type"] == "error"
+        audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+        [entry] = audit(client)
+        assert entry["request_id"] == "cut-2" and entry["complete"] is False
+        assert entry["output_sha256"] == digest(audio)  # what reached the client, no more
+    finally:
+        client.__exit__(None, None, None)
