@@ -96,12 +96,15 @@ lint: setup
 
 # The loop to run while working (under a minute): everything without Ray, a browser, an S3 server
 # or the slow ones (subprocesses of their own, stress rounds, contract fuzzing).
+# The tiers without Ray run on two workers (pytest-xdist): each loads the tiny models once; the Ray
+# tier runs alone, since each of its tests starts a cluster that wants the whole machine.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not ray and not browser and not s3 and not slow" -q
+	$(BIN)/python -m pytest -m "not ray and not browser and not s3 and not slow" -q -n 2
 
 # All tiers: lint, then every test. The README's test command and CI's.
 test: lint
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -m "not ray" -n 2 --durations=15
+	$(BIN)/python -m pytest -m ray --durations=15
 
 clean:
 	rm -rf $(VENV) models data .pytest_cache

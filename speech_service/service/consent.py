@@ -18,13 +18,13 @@ from speech_service.storage.voices import VoiceConsent, VoiceRecord, VoiceStore,
 from speech_service.text.words import word_error_rate
 
 LEVELS = {"none": 0, "attested": 1, "spoken": 2}
-# A phrase is two clauses of random words ("The quiet tiger painted the golden windows, and ..."):
-# a sentence is heard far better than a word list, and about 2**37 phrases can be asked for, so a
+# A phrase is two clauses of random words ("The quiet tiger painted the golden window, and ..."):
+# a sentence is heard far better than a word list, and about 2**35 phrases can be asked for, so a
 # recording made earlier cannot hold the one issued. Words Whisper mistook in tests are left out.
-ADJECTIVES = "red green blue yellow quiet happy little heavy golden silver sleepy clever tiny bright".split()
-NOUNS = ("rabbit tiger candle window garden river rocket pencil castle monkey dragon button kitten "
+ADJECTIVES = "red green blue yellow quiet happy little heavy golden silver sleepy clever tiny".split()
+NOUNS = ("rabbit tiger candle window garden river rocket pencil castle monkey dragon button "
          "mountain teacher farmer").split()
-VERBS = "found painted carried counted washed opened pushed".split()
+VERBS = "found painted washed opened pushed".split()
 DEFAULT_STATEMENT = "I consent to this service making speech in my voice."
 
 
@@ -32,7 +32,7 @@ def new_phrase() -> str:
     pick = secrets.SystemRandom().choice
 
     def clause() -> str:
-        return f"the {pick(ADJECTIVES)} {pick(NOUNS)} {pick(VERBS)} the {pick(ADJECTIVES)} {pick(NOUNS)}s"
+        return f"the {pick(ADJECTIVES)} {pick(NOUNS)} {pick(VERBS)} the {pick(ADJECTIVES)} {pick(NOUNS)}"
 
     return f"{clause().capitalize()}, and {clause()}."
 
