@@ -1,9 +1,9 @@
 """Text as F5-TTS should read it: numbers, amounts, times and symbols written out as English words.
 
 F5-TTS learned from transcripts that mostly write numbers as words; given digits it mumbles or spells
-them. `normalize_for_speech` rewrites English text before the engine plans it. Text holding letters of
-any other script (Chinese, Japanese, Cyrillic, ...) is returned unchanged: F5 reads Chinese through
-pinyin, num2words (0.5) has no Chinese, and English words there would be wrong.
+them. `normalize_for_speech` rewrites English text before the engine plans it; Chinese text goes to
+`text.chinese` (F5 reads it through pinyin, which has no digits). Text holding letters of any other
+script (Japanese, Cyrillic, ...) is returned unchanged: English words there would be wrong.
 
 The rules run in order, each on what the ones before left (their output holds no digits):
 abbreviations ("Dr. Smith", "St. James St.", "e.g.", "No. 5"), Roman numerals ("World War II",
@@ -23,6 +23,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 
+from speech_service.text.chinese import is_chinese, speak_chinese
 from speech_service.text.mapped import MappedText
 from speech_service.text.numbers import (
     CURRENCY_CODES,
@@ -165,9 +166,11 @@ def _latin_only(text: str) -> bool:
 
 
 def speak(text: MappedText) -> MappedText:
-    """`text` with its numbers and spoken symbols as English words, each word knowing the caller's
-    characters it stands for; unchanged if it has none, or if it holds letters of a script other
-    than Latin."""
+    """`text` with its numbers and spoken symbols as English words (Chinese text: in characters,
+    `text.chinese`), each word knowing the caller's characters it stands for; unchanged if it has
+    none, or if it holds letters of another script."""
+    if is_chinese(text.text):
+        return speak_chinese(text)
     if not _SPOKEN.search(text.text) or not _latin_only(text.text):
         return text
     for pattern, rule in _RULES:
