@@ -263,6 +263,9 @@ class ServiceSettings(_Strict):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     # Keys for /v1/*: each a plain string (an admin key, as before scopes) or an `ApiKey`; none: open.
     api_keys: list[str | ApiKey] = Field(default_factory=list)
+    # `GET /v1/audio/voices` and `/v1/audio/models` (names only) answer without a key: Open WebUI
+    # reads them without sending its key.
+    public_catalog: bool = False
     # Model names accepted in `POST /v1/audio/speech` (OpenAI clients send e.g. "tts-1").
     accepted_models: list[str] = Field(
         default_factory=lambda: ["f5-tts", "F5TTS_v1_Base", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]

@@ -270,3 +270,4 @@ class ConsentList(BaseModel):
 class AuditPage(BaseModel):
     entries: list[AuditEntry]
     truncated: bool = Field(description="More entries matched than `limit`: ask again from the last one's time")
+

@@ -17,7 +17,7 @@ from speech_service.http.auth import KeyLimits, authenticated
 from speech_service.http.errors import UnknownPath, install_error_handlers
 from speech_service.http.middleware import RequestCounter, RequestIdMiddleware, UploadLimit
 from speech_service.http.openapi import document, errors_for
-from speech_service.http.routes import audit, consent, jobs, provenance, speech, system, voices
+from speech_service.http.routes import audit, catalog, consent, jobs, provenance, speech, system, voices
 from speech_service.http.services import Services
 from speech_service.service.speech import Backends
 from speech_service.storage.voices import VoiceStore, open_store
@@ -42,6 +42,7 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     document(app, settings)
     app.mount("/web", StaticFiles(directory=system.WEB), name="web")  # public: the page's API calls carry the key
     app.include_router(system.router)
+    app.include_router(catalog.router)  # its own key check: `public_catalog` may open two of its lists
     for resource in (voices, consent, speech, jobs, provenance, audit):
         app.include_router(resource.router, dependencies=[Depends(authenticated)], responses=errors_for(401))
     app.router.routes.append(UnknownPath(app.router))  # last: a 404 that Serve's access log names by its path

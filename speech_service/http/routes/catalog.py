@@ -1,0 +1,84 @@
+"""What the clients people use read to fill their menus: `GET /v1/models` (OpenAI's shape, what
+`client.models.list()` reads), `GET /v1/audio/models` and `GET /v1/audio/voices` (the shapes Open
+WebUI's `routers/audio.py` reads from an OpenAI-compatible TTS server). Names only."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from speech_service.http.auth import authenticated, require
+from speech_service.http.openapi import errors_for
+from speech_service.http.services import Services, services
+
+router = APIRouter(tags=["catalog"])
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "f5-voice-service"
+
+
+class ModelList(BaseModel):
+    """OpenAI's `GET /v1/models`."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+    @classmethod
+    def of(cls, names: list[str]) -> ModelList:
+        return cls(data=[ModelCard(id=name) for name in names])
+
+
+class NamedItem(BaseModel):
+    id: str
+    name: str
+
+
+class AudioModelList(BaseModel):
+    """Open WebUI's `{base}/audio/models`: `{"models": [{"id": ...}]}`."""
+
+    models: list[NamedItem]
+
+    @classmethod
+    def of(cls, names: list[str]) -> AudioModelList:
+        return cls(models=[NamedItem(id=n, name=n) for n in names])
+
+
+class AudioVoiceList(BaseModel):
+    """Open WebUI's `{base}/audio/voices`: `{"voices": [{"id": ..., "name": ...}]}`."""
+
+    voices: list[NamedItem]
+
+    @classmethod
+    def of(cls, names: list[str]) -> AudioVoiceList:
+        return cls(voices=[NamedItem(id=n, name=n) for n in names])
+
+
+def catalog_reader(request: Request) -> None:
+    """A `speak` key, or nobody with `public_catalog` (Open WebUI fetches the two lists without one)."""
+    if not request.app.state.services.settings.public_catalog:
+        require("speak")(authenticated(request))
+
+
+@router.get("/v1/models", response_model=ModelList, dependencies=[Depends(require("speak"))],
+            responses=errors_for(401, 403))
+async def list_models(s: Services = Depends(services)) -> ModelList:
+    return ModelList.of(s.settings.accepted_models)
+
+
+@router.get("/v1/audio/models", response_model=AudioModelList, dependencies=[Depends(catalog_reader)],
+            responses=errors_for(401, 403))
+async def list_audio_models(s: Services = Depends(services)) -> AudioModelList:
+    return AudioModelList.of(s.settings.accepted_models)
+
+
+@router.get("/v1/audio/voices", response_model=AudioVoiceList, dependencies=[Depends(catalog_reader)],
+            responses=errors_for(401, 403, 503))
+async def list_audio_voices(s: Services = Depends(services)) -> AudioVoiceList:
+    return AudioVoiceList.of([v.name for v in await asyncio.to_thread(s.store.list)])

@@ -1,0 +1,60 @@
+"""The lists clients read to fill their menus: OpenAI's `models.list()` through the openai SDK, and
+the voices and models Open WebUI reads from an OpenAI-compatible TTS server.
+
+Open WebUI's shapes are read from its `backend/open_webui/routers/audio.py`: `get_available_voices`
+GETs `{TTS_OPENAI_API_BASE_URL}/audio/voices` and keeps `{voice["id"]: voice["name"] for voice in
+data.get("voices", [])}`; `get_available_models` GETs `{base}/audio/models` and keeps
+`data.get("models", [])`, a list of `{"id": ...}`. It sends no Authorization header for either.
+"""
+
+import httpx
+import openai
+
+from conftest import SHORT_TEXT, add_voice
+from served import served_app
+
+KEYS = [{"name": "app", "key": "sk-app", "scopes": ["speak"]}]
+
+
+def open_webui_voices(base_url: str) -> dict[str, str]:
+    """What Open WebUI's `get_available_voices` makes of our answer (its own expression)."""
+    response = httpx.get(f"{base_url}/audio/voices")
+    response.raise_for_status()
+    return {voice["id"]: voice["name"] for voice in response.json().get("voices", [])}
+
+
+def open_webui_models(base_url: str) -> list[dict]:
+    response = httpx.get(f"{base_url}/audio/models")
+    response.raise_for_status()
+    return response.json().get("models", [])
+
+
+def test_the_openai_sdk_lists_the_models(tmp_path, backends):
+    with served_app(tmp_path / "store", backends, api_keys=KEYS) as url:
+        models = list(openai.OpenAI(base_url=f"{url}/v1", api_key="sk-app").models.list())
+        assert [m.id for m in models] == ["f5-tts", "F5TTS_v1_Base", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+        assert {m.object for m in models} == {"model"} and all(m.owned_by for m in models)
+        try:
+            openai.OpenAI(base_url=f"{url}/v1", api_key="guess", max_retries=0).models.list()
+            raise AssertionError("listed without a valid key")
+        except openai.AuthenticationError as exc:
+            assert exc.status_code == 401
+        with httpx.Client(base_url=url, headers={"Authorization": "Bearer sk-app"}) as http:
+            assert [m["id"] for m in http.get("/v1/audio/models").json()["models"]] == [m.id for m in models]
+
+
+def test_voices_are_listed_in_open_webuis_shape_and_kept_behind_a_key_unless_public(tmp_path, backends, short_wav):
+    with served_app(tmp_path / "open", backends) as url:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for name in ("alice", "bob-2"):
+                add_voice(http, name, short_wav, SHORT_TEXT)
+        assert open_webui_voices(f"{url}/v1") == {"alice": "alice", "bob-2": "bob-2"}
+    with served_app(tmp_path / "open", backends, api_keys=KEYS) as url:  # the same store, keys now
+        assert httpx.get(f"{url}/v1/audio/voices").status_code == 401
+        assert httpx.get(f"{url}/v1/audio/models").status_code == 401
+        shown = httpx.get(f"{url}/v1/audio/voices", headers={"Authorization": "Bearer sk-app"}).json()
+        assert shown == {"voices": [{"id": "alice", "name": "alice"}, {"id": "bob-2", "name": "bob-2"}]}
+    with served_app(tmp_path / "open", backends, api_keys=KEYS, public_catalog=True) as url:
+        assert open_webui_voices(f"{url}/v1") == {"alice": "alice", "bob-2": "bob-2"}
+        assert httpx.get(f"{url}/v1/models").status_code == 401  # OpenAI's list keeps its key
+        assert httpx.get(f"{url}/v1/voices").status_code == 401  # and the records theirs
