@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from speech_service.config import AuditSettings
 from speech_service.provenance.credentials import SpeechFacts
 from speech_service.storage.audit import AuditEntry, AuditStore
-from speech_service.storage.voices import sha256
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +31,12 @@ class AuditLog:
         self._closed = False
         self._retry_in: float | None = None  # after a failed write: when to try again (backoff)
 
-    def record(self, facts: SpeechFacts, kind: str, fmt: str, output: bytes, complete: bool = True) -> None:
+    def record(self, facts: SpeechFacts, kind: str, fmt: str, output_sha256: str, complete: bool = True) -> None:
         """Queue the entry of one speech made (never blocks on the store)."""
         self._append(AuditEntry(
             time=datetime.now(timezone.utc), kind=kind, key=facts.key, voice=facts.voice,
             consent_id=facts.consent_id, model=facts.model, format=fmt, text_sha256=facts.text_sha256,
-            output_sha256=sha256(output), request_id=facts.request_id, complete=complete))
+            output_sha256=output_sha256, request_id=facts.request_id, complete=complete))
 
     def _append(self, entry: AuditEntry) -> None:
         with self._changed:

@@ -19,6 +19,7 @@ from speech_service.service import marking
 from speech_service.service.listening import HeardSegment
 from speech_service.service.speech import SpeechService
 from speech_service.storage.jobs import JobRecord, JobStore, Superseded
+from speech_service.storage.voices import sha256
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -173,7 +174,8 @@ class JobRunner:
         facts = marking.facts(body, reference, record.id, record.owner)
         marked = await asyncio.to_thread(self.speech.marker.whole, data, body.response_format, facts, record.id)
         await asyncio.to_thread(self.store.succeed, record.id, attempt, marked.data, found.words, found.quality)
-        self.speech.audit.record(facts, "job", body.response_format, marked.data)  # once: the attempt that landed
+        # Once per job: after the attempt whose result landed.
+        self.speech.audit.record(facts, "job", body.response_format, await asyncio.to_thread(sha256, marked.data))
         logger.info("job %s: succeeded on attempt %d", record.id, attempt)
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:

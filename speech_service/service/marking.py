@@ -4,6 +4,7 @@ files, a stored sidecar for the rest and for streams (`provenance.credentials`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -63,15 +64,16 @@ class SpeechMarker:
 
     async def _signed_after(self, chunks: AsyncIterator[bytes], facts: SpeechFacts, fmt: str,
                             sidecar_id: str) -> AsyncIterator[bytes]:
-        sent = bytearray()
+        sent, digest = bytearray(), hashlib.sha256()  # hashed as it passes: no pause at the end
         complete = False
         try:
             async for chunk in chunks:
                 sent += chunk
+                digest.update(chunk)
                 yield chunk
             complete = True
         finally:
-            self.audit.record(facts, "stream", fmt, bytes(sent), complete)
+            self.audit.record(facts, "stream", fmt, digest.hexdigest(), complete)
         try:
             manifest = await asyncio.to_thread(self.credentials.sidecar, bytes(sent), facts)
             await asyncio.to_thread(self.sidecars.put, sidecar_id, manifest)

@@ -37,7 +37,7 @@ from speech_service.service.consent import check_consent
 from speech_service.service.listened import Listened, ListenedSpeech
 from speech_service.storage.audit import AuditStore
 from speech_service.storage.provenance import ProvenanceStore
-from speech_service.storage.voices import VoiceRecord, VoiceStore
+from speech_service.storage.voices import VoiceRecord, VoiceStore, sha256
 from speech_service.transcription.heard import HeardWord
 
 T = TypeVar("T")
@@ -174,10 +174,15 @@ class SpeechService:
         else:
             data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
         facts = marking.facts(body, reference, current_request_id(), key)
-        marked = await asyncio.to_thread(self.marker.whole, data, body.response_format, facts)
-        self.audit.record(facts, "speech", body.response_format, marked.data)
+        marked = await asyncio.to_thread(self._marked, data, body.response_format, facts)
         return EncodedSpeech(marked.data, speech.model_s, time.monotonic() - started, len(wave) / audio.SAMPLE_RATE,
                              listened, marked.sidecar_id)
+
+    def _marked(self, data: bytes, fmt: str, facts: marking.SpeechFacts) -> marking.Marked:
+        """Signed, and its audit entry queued (blocking: the signing, and hashing the output)."""
+        marked = self.marker.whole(data, fmt, facts)
+        self.audit.record(facts, "speech", fmt, sha256(marked.data))
+        return marked
 
     async def stream(self, body: SpeechRequest, key: str | None = None) -> tuple[AsyncIterator[bytes], Headers]:
         """Encoded audio as segments are ready, and the headers that say where its sidecar manifest
