@@ -269,5 +269,7 @@ class ConsentList(BaseModel):
 
 class AuditPage(BaseModel):
     entries: list[AuditEntry]
+    since: datetime = Field(description="The range read: from (366 days before `until` at most)")
+    until: datetime = Field(description="up to, not including")
     truncated: bool = Field(description="More entries matched than `limit`: ask again from the last one's time")
 

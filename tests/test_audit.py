@@ -117,11 +117,14 @@ def test_only_admins_read_the_audit_by_voice_and_time(tmp_path, backends, short_
         assert [e["voice"] for e in audit(client, since=at.isoformat(), until=(at + timedelta(microseconds=1))
                                           .isoformat())] == ["alice"]
         assert audit(client, since="2020-01-01T00:00:00Z", until="2020-01-02T00:00:00Z") == []
-        assert_error(client.get("/v1/audit", params={"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}),
-                     400, "invalid_range")
-        assert_error(client.get("/v1/audit", params={"since": "2020-01-01T00:00:00Z"}), 400, "invalid_range")
+        backwards = client.get("/v1/audit", params={"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"})
+        assert backwards.json()["entries"] == []
+        wide = client.get("/v1/audit", params={"since": "2020-01-01T00:00:00Z"}).json()  # read as the last 366 days
+        assert len(wide["entries"]) == 2
+        assert datetime.fromisoformat(wide["until"]) - datetime.fromisoformat(wide["since"]) == timedelta(days=366)
         assert client.get("/v1/audit", params={"voice": "../x"}).status_code == 400
-        assert client.get("/v1/audit", params={"limit": 1}).json() == {"entries": audit(client)[:1], "truncated": True}
+        first = client.get("/v1/audit", params={"limit": 1}).json()
+        assert first["entries"] == audit(client)[:1] and first["truncated"] is True
     finally:
         client.__exit__(None, None, None)
 

@@ -24,7 +24,7 @@ from test_api import make_client, upload
 
 # All checks, a bounded number of examples per operation. Uploaded audio and transcript plausibility
 # cannot be written in JSON Schema: a schema-valid upload of random bytes is rightly refused (400
-# undecodable_audio, 422 implausible_ref_text), so that operation also accepts those for valid data.
+# undecodable_audio, 422 implausible_ref_text), so those operations also accept that for valid data.
 CONFIG = """
 workers = 1
 seed = 7
@@ -44,6 +44,13 @@ expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 
 [[operations]]
 include-path = "/v1/voices"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "413", "422", "5xx"]
+
+# Spoken consent is the same: a schema-valid recording of random bytes, or one that does not say the
+# challenge phrase, is rightly refused; so is a challenge id that was never issued (404).
+[[operations]]
+include-path = "/v1/voices/{name}/consent"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "413", "422", "5xx"]
 
@@ -70,7 +77,7 @@ def contract_failures(base_url: str) -> tuple[list[str], Counter]:
                     if check.status == Status.FAILURE:
                         case = event.recorder.cases[case_id].value
                         failures.append(f"{event.label}: {check.name}: {check.failure_info.failure.title} "
-                                        f"[{case.method} {case.formatted_path} {case.body!r:.2000}]")
+                                        f"[{case.method} {case.formatted_path} {case.query} {case.body!r:.2000}]")
         elif isinstance(event, (events.NonFatalError, events.FatalError)):
             failures.append(f"error: {event.info if hasattr(event, 'info') else event.exception}")
     return sorted(set(failures)), answers

@@ -14,28 +14,44 @@ from speech_service.http.services import Services, services
 from speech_service.schemas import VOICE_NAME_PATTERN, AuditPage
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+ISO_8601 = (r"^(\d{3}[1-9]|\d{2}[1-9]0|\d[1-9]00|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?"
+            r"(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)?)?$")
 DEFAULT_RANGE = timedelta(days=7)
 MAX_RANGE = timedelta(days=366)
 
 
 @router.get("", response_model=AuditPage, dependencies=[Depends(require("admin"))],
-            responses=errors_for(400, 403, 503))
+            responses=errors_for(400, 403, 503))  # 400: a query that is no time, voice or limit
 async def read_audit(
     voice: str | None = Query(None, pattern=VOICE_NAME_PATTERN),
-    since: datetime | None = Query(None, description="From this time (ISO 8601; default: `until` less 7 days)"),
-    until: datetime | None = Query(None, description="Up to, not including, this time (default: now)"),
+    since: str | None = Query(None, pattern=ISO_8601, description="From this time (ISO 8601; default: `until` "
+                                                                  "less 7 days; at most 366 days before `until`)"),
+    until: str | None = Query(None, pattern=ISO_8601, description="Up to, not including, this time (default: now)"),
     limit: int = Query(1000, ge=1, le=10000),
     s: Services = Depends(services),
 ) -> AuditPage:
-    until = _utc(until) if until else datetime.now(timezone.utc) + timedelta(seconds=1)
-    since = _utc(since) if since else until - DEFAULT_RANGE
-    if since >= until or until - since > MAX_RANGE:
-        raise BadRequest(f"since must be before until, at most {MAX_RANGE.days} days apart.", code="invalid_range",
-                         param="since")
+    # Each day of the range is one listing of the store: a range is at most MAX_RANGE long, and no
+    # entry is newer than now (a day of clock skew allowed).
+    now = datetime.now(timezone.utc)
+    end = min(_time(until, "until") if until else now + timedelta(seconds=1), now + timedelta(days=1))
+    start = max(_time(since, "since") if since else _before(end, DEFAULT_RANGE), _before(end, MAX_RANGE))
     await asyncio.to_thread(s.audit.flush)  # this replica's queued entries first: a caller reads its own
-    entries, truncated = await asyncio.to_thread(s.audit_store.read, since, until, voice, limit)
-    return AuditPage(entries=entries, truncated=truncated)
+    if start >= end:
+        return AuditPage(entries=[], truncated=False, since=start, until=end)
+    entries, truncated = await asyncio.to_thread(s.audit_store.read, start, end, voice, limit)
+    return AuditPage(entries=entries, truncated=truncated, since=start, until=end)
 
 
-def _utc(at: datetime) -> datetime:
+def _before(at: datetime, span: timedelta) -> datetime:
+    earliest = datetime.min.replace(tzinfo=timezone.utc) + timedelta(days=1)
+    return at - span if at - earliest > span else earliest
+
+
+def _time(written: str, param: str) -> datetime:
+    """An ISO 8601 date or time; one without a zone is UTC."""
+    try:
+        at = datetime.fromisoformat(written)
+    except ValueError:
+        raise BadRequest(f"{param} is no time: {written!r} (ISO 8601, e.g. 2026-12-01T09:30:00Z).",
+                         code="invalid_time", param=param) from None
     return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
