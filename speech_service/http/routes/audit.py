@@ -14,8 +14,8 @@ from speech_service.http.services import Services, services
 from speech_service.schemas import VOICE_NAME_PATTERN, AuditPage
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
-ISO_8601 = (r"^(\d{3}[1-9]|\d{2}[1-9]0|\d[1-9]00|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?"
-            r"(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)?)?$")
+ISO_8601 = (r"^(\d{3}[1-9]|\d{2}[1-9]0|\d[1-9]00|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"  # no year 0
+            r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)?)?$")
 DEFAULT_RANGE = timedelta(days=7)
 MAX_RANGE = timedelta(days=366)
 
