@@ -150,10 +150,16 @@ def test_a_challenge_expires_and_belongs_to_its_voice(tmp_path):
     with pytest.raises(Exception, match="No live consent challenge"):
         store.challenge(challenge.id, "bob")
     assert store.challenge(challenge.id, "alice").phrase == challenge.phrase
+    unanswered = store.issue("bob", new_phrase(), ttl_s=600)
     now[0] += 601
     with pytest.raises(Exception, match="No live consent challenge"):
-        store.challenge(challenge.id, "alice")
-    assert store.sweep() == 0 and not LocalObjectStore(tmp_path).list("consent/challenges/")
+        store.challenge(challenge.id, "alice")  # an expired one read is removed
+    assert [k.rsplit("/", 1)[-1] for k in LocalObjectStore(tmp_path).list("consent/challenges/")] == [
+        f"{unanswered.id}.json"]
+    assert store.sweep() == 1 and not LocalObjectStore(tmp_path).list("consent/challenges/")
+    store.issue("carol", new_phrase(), ttl_s=1)
+    now[0] += 2
+    assert store.sweep() == 0  # not again within the hour
 
 
 def test_phrases_are_sentences_that_differ_every_time():

@@ -60,6 +60,7 @@ class ConsentDesk:
     def challenge(self, voice: str) -> Challenge:
         """A fresh phrase for `voice`'s speaker to read (blocking: call in a thread)."""
         self.voices.get(voice)  # 404 for no such voice
+        self.consents.sweep()  # the unanswered ones that expired (at most hourly)
         return self.consents.issue(voice, new_phrase(), self.settings.challenge_ttl_s)
 
     async def give(self, voice: str, transcribe: Transcribe, *, method: Method, given_by: str,

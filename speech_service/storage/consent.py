@@ -25,6 +25,7 @@ from speech_service.storage.voices import check_name, sha256
 RECORDS = "consent/records/"
 CHALLENGES = "consent/challenges/"
 Method = Literal["attested", "spoken"]
+SWEEP_EVERY_S = 3600.0  # a read already refuses an expired challenge: the sweep only frees the space
 NO_SPEAKER_MODEL = ("The speaker's identity was not compared with the voice's reference clip: no speaker model "
                     "is configured. The recording shows that someone read the challenge phrase, not who.")
 
@@ -69,6 +70,7 @@ def redacted(record: ConsentRecord, at: datetime) -> ConsentRecord:
 class ConsentStore:
     def __init__(self, objects: ObjectStore, clock: Callable[[], float] = time.time):
         self.objects, self.clock = objects, clock
+        self._next_sweep = 0.0
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), timezone.utc)
@@ -103,7 +105,10 @@ class ConsentStore:
         self.objects.delete(f"{CHALLENGES}{challenge_id}.json")
 
     def sweep(self) -> int:
-        """Remove expired challenges; returns how many."""
+        """Remove expired challenges, at most once per SWEEP_EVERY_S (it reads them all); returns how many."""
+        if self.clock() < self._next_sweep:
+            return 0
+        self._next_sweep = self.clock() + SWEEP_EVERY_S
         removed = 0
         for key in self.objects.list(CHALLENGES):
             try:
