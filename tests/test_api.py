@@ -362,8 +362,8 @@ def test_a_clip_reaches_the_model_once_and_speech_follows_every_change_of_the_vo
 
 @pytest.mark.parametrize("store_config", ["local"], indirect=True)
 def test_unknown_paths_other_methods_and_trailing_slashes(client):
-    assert_error(client.get("/v1/models"), 404, "not_found")
-    assert "/v1/models" in client.get("/v1/models").json()["error"]["message"]
+    assert_error(client.get("/v1/embeddings"), 404, "not_found")
+    assert "/v1/embeddings" in client.get("/v1/embeddings").json()["error"]["message"]
     assert_error(client.put("/v1/voices"), 405, "method_not_allowed")
     assert client.get("/v1/voices/", follow_redirects=False).status_code == 307
     assert client.get("/web/app.js").status_code == 200 and client.get("/healthz").status_code == 200

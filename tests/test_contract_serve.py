@@ -98,12 +98,12 @@ def test_our_metrics_reach_prometheus(http, served):
 
 
 def test_the_access_log_names_an_unknown_path_as_it_was_asked_for(http, served):
-    assert http.get("/v1/models", headers={"X-Request-ID": "unknown-path-1"}).status_code == 404
+    assert http.get("/v1/embeddings", headers={"X-Request-ID": "unknown-path-1"}).status_code == 404
     assert http.put("/v1/voices").status_code == 405  # a known path, another method: still Starlette's 405
     deadline = time.time() + 30
     while time.time() < deadline:
         lines = [line for line in replica_log(served[1], "Ingress").splitlines() if "unknown-path-1" in line]
-        if any("GET /v1/models 404" in line for line in lines):
+        if any("GET /v1/embeddings 404" in line for line in lines):
             break
         time.sleep(0.5)
-    assert any("GET /v1/models 404" in line for line in lines), lines
+    assert any("GET /v1/embeddings 404" in line for line in lines), lines
