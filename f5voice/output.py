@@ -53,6 +53,8 @@ def show_voice(voice: dict, as_json: bool) -> None:
     if voice.get("language"):
         print(f"language:    {voice['language']}")
     print(f"sha256:      {voice['sha256']}")
+    consent = voice.get("consent")
+    print(f"consent:     {consent['method'] + ' (' + consent['id'] + ')' if consent else 'none'}")
     print(f"created:     {voice['created_at']}")
     for warning in voice.get("warnings") or []:
         say(f"warning: {warning}")
@@ -63,11 +65,12 @@ def show_voice_table(voices: list[dict]) -> None:
         say("no voices")
         return
     width = max(4, *(len(v["name"]) for v in voices))
-    print(f"{'NAME':<{width}}  {'CLIP':>6}  CLIPPED  FROM  TRANSCRIPT")
+    print(f"{'NAME':<{width}}  {'CLIP':>6}  CLIPPED  FROM  CONSENT   TRANSCRIPT")
     for v in voices:
         text = v["ref_text"] if len(v["ref_text"]) <= 60 else v["ref_text"][:57] + "..."
+        consent = (v.get("consent") or {}).get("method", "none")
         print(f"{v['name']:<{width}}  {v['duration_s']:>5.1f}s  {'yes' if v['clipped'] else 'no':<7}  "
-              f"{v['ref_text_source']:<4}  {text}")
+              f"{v['ref_text_source']:<4}  {consent:<8}  {text}")
 
 
 class ProgressBar:

@@ -250,6 +250,10 @@ def test_consent_attested_or_spoken_and_the_audit(url, short_wav, tmp_path):
                      "--recording", str(recording), "--json", url=url)
     assert spoken.returncode == 0, spoken.stderr
     assert json.loads(spoken.stdout)["method"] == "spoken"
+    assert "consent:     spoken (cns_" in f5voice("voices", "show", "ada", url=url).stdout.decode()
+    listed = [line.split() for line in f5voice("voices", "list", url=url).stdout.decode().splitlines()]
+    [ada] = [row for row in listed if row[0] == "ada"]
+    assert listed[0][4] == "CONSENT" and ada[4] == "spoken"
     half = f5voice("voices", "consent", "ada", "--given-by", "Ada", "--recording", str(recording), url=url)
     assert half.returncode == 2 and "--challenge-id" in half.stderr.decode()
 
