@@ -197,3 +197,21 @@ def test_deleting_a_voice_leaves_no_audio_or_transcript_and_consent_only_as_hash
     assert_error(client.get("/v1/voices/alice"), 404, "voice_not_found")
     assert "alice" in json.dumps(history)
     assert datetime.fromisoformat(kept["redacted_at"]) > datetime.now(timezone.utc) - timedelta(minutes=5)
+
+
+def test_only_admins_give_or_read_consent(tmp_path, backends, short_wav):
+    keys = [{"name": "ops", "key": "sk-ops", "scopes": ["admin"]},
+            {"name": "app", "key": "sk-app", "scopes": ["speak"]}]
+    with make_client(tmp_path, backends, api_keys=keys) as client:
+        client.headers["Authorization"] = "Bearer sk-ops"
+        assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201
+        app = {"Authorization": "Bearer sk-app"}
+        for refused in (client.post("/v1/voices/alice/consent", headers=app, data={"method": "attested",
+                                                                                   "given_by": SPEAKER}),
+                        client.post("/v1/voices/alice/consent/challenge", headers=app),
+                        client.get("/v1/voices/alice/consent", headers=app)):
+            assert_error(refused, 403, "insufficient_scope")
+        assert client.get("/v1/voices/alice").json()["consent"] is None
+        given = attest(client).json()
+        assert given["recorded_by"] == "ops"
+        assert client.get("/v1/voices/alice", headers=app).json()["consent"]["id"] == given["id"]  # seen, not read
