@@ -109,6 +109,14 @@ def test_page_creates_a_voice_speaks_and_shows_api_errors(browser, backends, sho
         voice = api.get("/v1/voices/alice").json()
         assert voice["ref_text"] == SHORT_TEXT and voice["ref_text_source"] == "user"
 
+        # Record the speaker's consent (attested): the voice shows it, and the API has its record.
+        assert text(browser, "detail-consent") == "none recorded"
+        fill(browser, "consent-given-by", "Alice Example")
+        click(browser, "attest-consent")
+        until(browser, lambda: text(browser, "detail-consent").startswith("attested (cns_"))
+        [consent] = api.get("/v1/voices/alice/consent").json()["records"]
+        assert consent["given_by"] == "Alice Example" and consent["id"] in text(browser, "detail-consent")
+
         # Speak: mp3 streams into the audio element; the download is the same audio, and it decodes.
         fill(browser, "text", "Hello from the web page. It streams while it speaks.")
         fill(browser, "seed", "7")
@@ -217,7 +225,7 @@ def test_a_speak_key_sees_no_controls_it_cannot_use(browser, backends, short_wav
         browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
         until(browser, lambda: text(browser, "detail-name") == "erin", 30)
         assert visible(browser, "scope-note") and visible(browser, "speak")
-        for control in ("create-form", "delete-voice", "save-text", "reference-audio"):
+        for control in ("create-form", "delete-voice", "save-text", "reference-audio", "consent-form"):
             assert not visible(browser, control), control
         assert not visible(browser, "error")
         fill(browser, "text", "Hello there.")

@@ -89,7 +89,7 @@ function showKeyForm() {
 async function loadScopes() {
   const { scopes } = await (await api("GET", "/v1/me")).json();
   canManageVoices = scopes.includes("admin");
-  for (const id of ["create-form", "delete-voice", "save-text", "reference-audio"]) {
+  for (const id of ["create-form", "delete-voice", "save-text", "reference-audio", "consent-form"]) {
     $(id).hidden = !canManageVoices;
   }
   $("detail-ref-text").readOnly = !canManageVoices;
@@ -120,6 +120,9 @@ async function showVoice(voice, warnings = []) {
   $("detail-source").textContent = voice.ref_text_source === "asr"
     ? "asr (transcribed by the service)" : `${voice.ref_text_source} (as given)`;
   $("detail-ref-text").value = voice.ref_text;
+  $("detail-consent").textContent = voice.consent
+    ? `${voice.consent.method} (${voice.consent.id}, ${new Date(voice.consent.given_at).toLocaleString()})`
+    : "none recorded";
   $("detail-warnings").replaceChildren(...warnings.map((w) => {
     const li = document.createElement("li");
     li.textContent = w;
@@ -161,6 +164,17 @@ async function saveTranscript() {
   const voice = await (await api("PATCH", `/v1/voices/${encodeURIComponent(name)}`,
     { json: { ref_text: $("detail-ref-text").value } })).json();
   await showVoice(voice, ["Transcript saved."]);
+}
+
+async function attestConsent() {
+  const name = $("voice").value;
+  const form = new FormData();
+  form.append("method", "attested");
+  form.append("given_by", $("consent-given-by").value.trim());
+  await api("POST", `/v1/voices/${encodeURIComponent(name)}/consent`, { form });
+  $("consent-form").reset();
+  const voice = await (await api("GET", `/v1/voices/${encodeURIComponent(name)}`)).json();
+  await showVoice(voice, ["Consent recorded."]);
 }
 
 async function deleteVoice() {
@@ -452,6 +466,10 @@ function start() {
   $("voice").addEventListener("change", () => act(null, () => loadVoices($("voice").value)));
   $("save-text").addEventListener("click", () => act($("save-text"), saveTranscript));
   $("delete-voice").addEventListener("click", () => act($("delete-voice"), deleteVoice));
+  $("consent-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    act($("attest-consent"), attestConsent);
+  });
   $("speak-form").addEventListener("submit", (e) => {
     e.preventDefault();
     act($("speak"), speak);
