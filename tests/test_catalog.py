@@ -9,11 +9,13 @@ data.get("voices", [])}`; `get_available_models` GETs `{base}/audio/models` and 
 
 import httpx
 import openai
+import pytest
 
 from conftest import SHORT_TEXT, add_voice
 from served import served_app
 
 KEYS = [{"name": "app", "key": "sk-app", "scopes": ["speak"]}]
+pytestmark = pytest.mark.slow  # served over a loopback port, as clients reach it
 
 
 def open_webui_voices(base_url: str) -> dict[str, str]:

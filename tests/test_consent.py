@@ -78,6 +78,7 @@ def test_a_spoken_consent_passes_when_the_phrase_is_read_and_fails_for_another(c
     assert_error(again, 404, "challenge_not_found")
 
 
+@pytest.mark.slow  # many syntheses and Whisper passes: in `make test`, not the minute loop
 def test_each_consent_level_is_enforced_on_every_way_to_speak(tmp_path, backends, short_wav):
     levels = {"none": {"plain", "stated", "read"}, "attested": {"stated", "read"}, "spoken": {"read"}}
     with make_client(tmp_path, backends) as client:
@@ -101,6 +102,7 @@ def test_each_consent_level_is_enforced_on_every_way_to_speak(tmp_path, backends
                 assert ("no consent record" if voice == "plain" else "only attested consent") in message
 
 
+@pytest.mark.slow  # many syntheses and Whisper passes: in `make test`, not the minute loop
 def test_a_replaced_clip_needs_consent_again_and_a_corrected_transcript_keeps_it(tmp_path, backends, short_wav,
                                                                                   long_wav):
     with make_client(tmp_path, backends, require_consent="attested") as client:
@@ -168,6 +170,7 @@ def test_phrases_are_sentences_that_differ_every_time():
     assert all(p[0].isupper() and p.endswith(".") and ", and the " in p and len(p.split()) == 15 for p in phrases)
 
 
+@pytest.mark.slow  # many syntheses and Whisper passes: in `make test`, not the minute loop
 def test_deleting_a_voice_leaves_no_audio_or_transcript_and_consent_only_as_hashes(client, tmp_path):
     challenge, answer = speak_consent(client, tmp_path)
     consent = answer.json()
