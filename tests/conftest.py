@@ -232,11 +232,21 @@ def server_timing(response) -> dict[str, float]:
 
 
 def free_port() -> int:
+    """A port for a server a test starts: free now, and below Linux's ephemeral range (32768 and
+    up), so no outgoing connection (of this or a parallel test worker) can take it before the
+    server binds it."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32767")
 
 
 def serve_config(store: Path, port: int) -> dict:
@@ -291,8 +301,24 @@ class SeaweedFS:
             "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "metricsPort")}
         self.endpoint = f"http://{ip}:{self.ports['s3.port']}"
         self.process: subprocess.Popen | None = None
+        self.started_once = False
 
     def start(self, timeout: float = 60) -> None:
+        """Start the server; a first start whose port was taken meanwhile tries fresh ports (a
+        restart keeps its ports: the service under test knows the endpoint)."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError:
+                if self.started_once or attempt == 2:
+                    raise
+                import shutil
+
+                shutil.rmtree(self.directory, ignore_errors=True)  # a first start holds no data yet
+                self.ports = {name: free_port() for name in self.ports}
+                self.endpoint = f"http://{self.ip}:{self.ports['s3.port']}"
+
+    def _start(self, timeout: float) -> None:
         import sys
         import time
 
@@ -309,6 +335,7 @@ class SeaweedFS:
         while True:
             try:
                 client.list_buckets()
+                self.started_once = True
                 return
             except Exception:
                 if time.time() > deadline or self.process.poll() is not None:
