@@ -12,7 +12,6 @@ from speech_service.service.audit import AuditLog
 from speech_service.service.consent import ConsentDesk
 from speech_service.service.jobs import JobRunner
 from speech_service.service.speech import Backends, SpeechService
-from speech_service.storage.audit import AuditStore
 from speech_service.storage.consent import ConsentStore
 from speech_service.storage.jobs import JobStore
 from speech_service.storage.voices import VoiceStore
@@ -40,10 +39,6 @@ class Services:
     @property
     def audit(self) -> AuditLog:
         return self.speech.audit
-
-    @property
-    def audit_store(self) -> AuditStore:
-        return self.speech.audit.store
 
 
 def services(request: Request) -> Services:

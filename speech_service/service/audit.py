@@ -41,14 +41,17 @@ class AuditLog:
     def _append(self, entry: AuditEntry) -> None:
         with self._changed:
             self._pending.append(entry)
-            held = len(self._pending) + len(self._batch[1] if self._batch else ())
-            if held > self.settings.max_pending:
+            if self._held() > self.settings.max_pending:
                 lost = self._pending.popleft()
                 logger.error("audit: over %d entries unwritten; dropped request %s's", self.settings.max_pending,
                              lost.request_id)
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._write_forever, name="audit writer", daemon=True)
                 self._thread.start()
+
+    def _held(self) -> int:
+        """Entries not yet landed: queued, and in the batch being written."""
+        return len(self._pending) + len(self._batch[1] if self._batch else ())
 
     def flush(self) -> None:
         """Write every entry queued so far (blocking). Raises what the store raised; the entries
@@ -107,7 +110,6 @@ class AuditLog:
                 return
             except Exception as exc:
                 if time.monotonic() >= deadline:
-                    held = len(self._pending) + len(self._batch[1] if self._batch else ())
-                    logger.error("audit: %d entries could not be written before shutdown: %s", held, exc)
+                    logger.error("audit: %d entries could not be written before shutdown: %s", self._held(), exc)
                     return
                 time.sleep(0.5)

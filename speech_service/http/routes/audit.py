@@ -38,7 +38,7 @@ async def read_audit(
     await asyncio.to_thread(s.audit.flush)  # this replica's queued entries first: a caller reads its own
     if start >= end:
         return AuditPage(entries=[], truncated=False, since=start, until=end)
-    entries, truncated = await asyncio.to_thread(s.audit_store.read, start, end, voice, limit)
+    entries, truncated = await asyncio.to_thread(s.audit.store.read, start, end, voice, limit)
     return AuditPage(entries=entries, truncated=truncated, since=start, until=end)
 
 

@@ -40,24 +40,21 @@ class NamedItem(BaseModel):
     name: str
 
 
+def named(names: list[str]) -> list[NamedItem]:
+    """Open WebUI's items: the name is the id (a voice's or a model's)."""
+    return [NamedItem(id=n, name=n) for n in names]
+
+
 class AudioModelList(BaseModel):
     """Open WebUI's `{base}/audio/models`: `{"models": [{"id": ...}]}`."""
 
     models: list[NamedItem]
-
-    @classmethod
-    def of(cls, names: list[str]) -> AudioModelList:
-        return cls(models=[NamedItem(id=n, name=n) for n in names])
 
 
 class AudioVoiceList(BaseModel):
     """Open WebUI's `{base}/audio/voices`: `{"voices": [{"id": ..., "name": ...}]}`."""
 
     voices: list[NamedItem]
-
-    @classmethod
-    def of(cls, names: list[str]) -> AudioVoiceList:
-        return cls(voices=[NamedItem(id=n, name=n) for n in names])
 
 
 def catalog_reader(request: Request) -> None:
@@ -75,10 +72,10 @@ async def list_models(s: Services = Depends(services)) -> ModelList:
 @router.get("/v1/audio/models", response_model=AudioModelList, dependencies=[Depends(catalog_reader)],
             responses=errors_for(401, 403))
 async def list_audio_models(s: Services = Depends(services)) -> AudioModelList:
-    return AudioModelList.of(s.settings.accepted_models)
+    return AudioModelList(models=named(s.settings.accepted_models))
 
 
 @router.get("/v1/audio/voices", response_model=AudioVoiceList, dependencies=[Depends(catalog_reader)],
             responses=errors_for(401, 403, 503))
 async def list_audio_voices(s: Services = Depends(services)) -> AudioVoiceList:
-    return AudioVoiceList.of([v.name for v in await asyncio.to_thread(s.store.list)])
+    return AudioVoiceList(voices=named([v.name for v in await asyncio.to_thread(s.store.list)]))
