@@ -12,4 +12,5 @@ def build(args: dict) -> Application:
     """Application builder; `args` are validated as `ServiceSettings`."""
     settings = ServiceSettings.model_validate(args or {})
     store = settings.store.model_dump()  # the model replicas leave their cold-start records there
-    return Ingress.bind(settings.model_dump(), Synthesizer.bind(store), Transcriber.bind(store))
+    models = settings.model_dump(include={"models", "default_model", "accepted_models"})  # the registry
+    return Ingress.bind(settings.model_dump(), Synthesizer.bind(store, models), Transcriber.bind(store))

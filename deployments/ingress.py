@@ -17,11 +17,13 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 
 from deployments.dead_replicas import LostReplicas
 from deployments.profiles import deployment_options
-from deployments.serve_state import capacity_problem, deployment_status
+from deployments.serve_state import capacity_problem, deployment_status, running_replicas
 from speech_service.coldstart import last_cold_starts, open_status_store
 from speech_service.config import ServiceSettings, SynthesisOptions
 from speech_service.http.app import create_app
 from speech_service.logs import route_to_serve_logs
+from speech_service.model_status import held_models
+from speech_service.models import ModelRegistry
 from speech_service.plans import SpeechPlan
 from speech_service.references import Reference
 from speech_service.service.model_calls import Failure, ModelBackends, ModelCalls
@@ -37,25 +39,33 @@ def classify(exc: BaseException) -> Failure:
 
 
 class SynthesizerHandle:
-    """The Synthesizer deployment's handle calls, as `ModelBackends` makes them."""
+    """The Synthesizer deployment's handle calls, as `ModelBackends` makes them; each routed by its
+    reference's model (Serve's `multiplexed_model_id`) to a replica that holds it when there is one."""
 
     def __init__(self, handle: DeploymentHandle):
         self.handle = handle
-        self.streaming = handle.options(stream=True)
+        self._routed: dict[tuple[str, bool], DeploymentHandle] = {}
+
+    def _to(self, reference: Reference, stream: bool = False) -> DeploymentHandle:
+        key = (reference.model, stream)
+        if key not in self._routed:  # one handle per model and kind: `options` is not free
+            self._routed[key] = self.handle.options(multiplexed_model_id=reference.model, stream=stream)
+        return self._routed[key]
 
     def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> DeploymentResponse:
-        return self.handle.synthesize.remote(reference, text, options, dispatched_at=time.time())
+        return self._to(reference).synthesize.remote(reference, text, options, dispatched_at=time.time())
 
     def plan(self, reference: Reference, text: str, options: SynthesisOptions,
              streaming: bool = False) -> DeploymentResponse:
-        return self.handle.plan.remote(reference, text, options, streaming)
+        return self._to(reference).plan.remote(reference, text, options, streaming)
 
     def synthesize_segment(self, reference: Reference, plan: SpeechPlan, index: int) -> DeploymentResponse:
-        return self.handle.synthesize_segment.remote(reference, plan, index, dispatched_at=time.time())
+        return self._to(reference).synthesize_segment.remote(reference, plan, index, dispatched_at=time.time())
 
     def synthesize_stream(self, reference: Reference, text: str,
                           options: SynthesisOptions) -> DeploymentResponseGenerator:
-        return self.streaming.synthesize_stream.remote(reference, text, options, dispatched_at=time.time())
+        return self._to(reference, stream=True).synthesize_stream.remote(reference, text, options,
+                                                                         dispatched_at=time.time())
 
 
 class TranscriberHandle:
@@ -77,11 +87,16 @@ class Ingress:
         self.settings = ServiceSettings.model_validate(settings)
         app_name = serve.get_replica_context().app_name
         status_store = open_status_store(self.settings.store)
+        default_model = ModelRegistry.of(self.settings).default
 
         async def status() -> dict[str, Any]:
             status = await asyncio.to_thread(deployment_status, app_name)
-            # Written by the replicas when they became ready; reading them wakes nobody.
+            # Written by the replicas when they became ready or their models changed; reading them wakes nobody.
             status["cold_starts"] = await asyncio.to_thread(last_cold_starts, status_store)
+            if "Synthesizer" in status["deployments"]:
+                status["deployments"]["Synthesizer"]["model"] = default_model  # the registry's default
+            running = await asyncio.to_thread(running_replicas, app_name, "Synthesizer")
+            status["synthesizer_replicas"] = await asyncio.to_thread(held_models, status_store, running)
             return status
 
         calls = ModelCalls(self.settings.limits, classify=classify,

@@ -26,6 +26,15 @@ def deployment_configs(app_name: str) -> dict[str, dict[str, Any]]:
             for name, d in app.get("deployments", {}).items()}
 
 
+def running_replicas(app_name: str, deployment: str) -> set[str]:
+    """The ids of `deployment`'s running replicas (the same private read as `deployment_configs`)."""
+    from ray.serve.context import _get_global_client
+
+    app = _get_global_client().get_serve_details()["applications"].get(app_name) or {}
+    replicas = (app.get("deployments", {}).get(deployment) or {}).get("replicas") or []
+    return {r["replica_id"] for r in replicas if str(r.get("state")).endswith("RUNNING")}
+
+
 def replica_demand(ray_actor_options: dict[str, Any]) -> dict[str, float]:
     """The resources one replica asks Ray for, in Ray's resource names."""
     demand = {"CPU": float(ray_actor_options.get("num_cpus", 1) or 0),

@@ -10,58 +10,38 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-F5_BASE_CHECKPOINT = "hf://SWivid/F5-TTS/F5TTS_v1_Base/model_1250000.safetensors"
-VOCOS_24KHZ = "hf://charactr/vocos-mel-24khz"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from speech_service.models import F5_BASE_CHECKPOINT, VOCOS_24KHZ, WEIGHT_FIELDS, ModelRegistry, ModelSpec
+from speech_service.options import F5_DEFAULTS, Strict, SynthesisOptions
 
 
-class SynthesisOptions(_Strict):
-    """The F5 sampling knobs, declared once: the speech request body (`SpeechRequest`) derives from
-    it, the Synthesizer handle call carries it and the engine takes it; `SynthesizerSettings.defaults`
-    fills what a request leaves unset (None), then `F5_DEFAULTS`. A new knob is one line here."""
+class SynthesizerSettings(Strict):
+    """`user_config` of the Synthesizer deployment. Which models there are is the application's
+    `models`; this is how each replica runs them."""
 
-    nfe_step: int | None = Field(None, ge=1, le=128)
-    cfg_strength: float | None = Field(None, ge=0.0, le=10.0)
-    sway_sampling_coef: float | None = Field(None, ge=-1.0, le=1.0)
-    cross_fade_duration: float | None = Field(None, ge=0.0, le=1.0)
-    speed: float | None = Field(None, ge=0.25, le=4.0)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
-
-    def over(self, defaults: SynthesisOptions) -> SynthesisOptions:
-        """These options, the unset ones taken from `defaults`."""
-        return defaults.model_copy(update=self.model_dump(exclude_none=True))
-
-    def sampling_key(self) -> tuple:
-        """What items of one batch must share: everything but the seed and the text's pace."""
-        return (self.nfe_step, self.cfg_strength, self.sway_sampling_coef)
-
-
-# f5-tts's own inference defaults; below operator defaults and request options.
-F5_DEFAULTS = SynthesisOptions(nfe_step=32, cfg_strength=2.0, sway_sampling_coef=-1.0, cross_fade_duration=0.15,
-                               speed=1.0)
-
-
-class SynthesizerSettings(_Strict):
-    """`user_config` of the Synthesizer deployment."""
-
-    model_name: str = "F5TTS_v1_Base"
-    # An f5-tts config name (`f5_tts/configs/<name>.yaml`) whose architecture the checkpoint has.
+    model_name: str = "F5TTS_v1_Base"  # older configs: the default model's name in logs
+    # Older configs: the default model's weights (see WEIGHT_FIELDS); a registry entry states its own.
     architecture: str = "F5TTS_v1_Base"
-    # Overrides of that architecture (the offline profile uses a tiny DiT).
     architecture_overrides: dict = Field(default_factory=dict)
-    checkpoint: str = F5_BASE_CHECKPOINT  # hf://…, s3://…, or a local path
-    vocab: str = ""  # "" = the vocab shipped with f5-tts
-    vocoder: str = VOCOS_24KHZ  # hf://owner/repo, s3://bucket/prefix, or a local directory
+    checkpoint: str = F5_BASE_CHECKPOINT
+    vocab: str = ""
+    vocoder: str = VOCOS_24KHZ
     cache_dir: str = "models/cache"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     use_ema: bool = True
     defaults: SynthesisOptions = Field(default_factory=SynthesisOptions)  # over F5_DEFAULTS
+    # Models one replica holds at once; loading one more unloads the least recently used (its GPU
+    # memory released). Requests are routed to replicas that hold their model.
+    max_models: int = Field(2, ge=1, le=64)
+    # Models loaded when the replica starts (names of the registry), before it takes requests; the
+    # rest load on their first request. None: the default model; []: none (a replica started for
+    # another model's request loads only that one).
+    preload: list[str] | None = None
+    # After a model failed to load, requests for it are answered 503 at once for this long before
+    # a load is tried again (a missing file is not fetched once per request).
+    load_retry_s: float = Field(30.0, ge=0)
     # Span (reference + generated speech) one model call aims at; text is split to fit it, as
     # f5-tts's own inference does with 22 s. A segment estimated at over 1.5x this (or over the
     # 8192 frames of F5's text position table) is refused rather than sent to the model.
@@ -81,11 +61,16 @@ class SynthesizerSettings(_Strict):
     # Numbers, amounts, times and symbols of English text spelled out as words before the model reads
     # them (request text and the voice's transcript alike; `speech_service.text.spoken`).
     normalize_text: bool = True
-    # Voices' clips a replica keeps prepared (a mel on its device, ~0.5 MB for 15 s), by sha256.
+    # Voices' clips a replica keeps prepared per model (a mel on its device, ~0.5 MB for 15 s), by sha256.
     reference_cache_size: int = Field(64, ge=1, le=4096)
 
+    def weights_of(self, spec: ModelSpec, default: bool) -> ModelSpec:
+        """`spec`, and for the default model the weight fields this user_config states (older configs)."""
+        stated = set(WEIGHT_FIELDS) & self.model_fields_set if default else set()
+        return spec.model_copy(update={field: getattr(self, field) for field in stated})
 
-class TranscriberSettings(_Strict):
+
+class TranscriberSettings(Strict):
     """`user_config` of the Transcriber deployment."""
 
     model: str = "large-v3-turbo"  # a faster-whisper model name, or a local CTranslate2 directory
@@ -97,7 +82,7 @@ class TranscriberSettings(_Strict):
     cpu_threads: int | None = Field(None, ge=1, le=256)
 
 
-class StoreSettings(_Strict):
+class StoreSettings(Strict):
     """Where voices and jobs live: a local directory (default) or an S3 bucket. S3 credentials come
     from boto3's own chain (AWS_* variables, shared config, instance profile), never from here."""
 
@@ -119,7 +104,7 @@ class StoreSettings(_Strict):
         return self
 
 
-class LimitSettings(_Strict):
+class LimitSettings(Strict):
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     min_reference_seconds: float = 0.3
     max_reference_seconds: float = 600.0
@@ -140,7 +125,7 @@ class LimitSettings(_Strict):
     retry_after_s: float = Field(5.0, ge=1)
 
 
-class JobSettings(_Strict):
+class JobSettings(Strict):
     """Asynchronous speech jobs (`/v1/jobs`); see docs/ARCHITECTURE.md, "Jobs"."""
 
     result_ttl_s: float = Field(24 * 3600, gt=0)  # a finished job and its audio are removed after this
@@ -153,7 +138,7 @@ class JobSettings(_Strict):
     segment_timeout_s: float = Field(600.0, gt=0)  # one Synthesizer call longer than this is a failed attempt
 
 
-class QualityCheck(_Strict):
+class QualityCheck(Strict):
     """The quality check: each segment made is transcribed by the Transcriber and compared with what
     it should say; one over `max_wer` (word error rate) is made again with the next seed, up to
     `retries` times, and the best attempt kept. With `require`, a segment that never passes fails
@@ -166,7 +151,7 @@ class QualityCheck(_Strict):
     require: bool | None = None
 
 
-class QualitySettings(_Strict):
+class QualitySettings(Strict):
     """The operator's quality check (`quality` in the application's args): its defaults, and
     whether every request is checked unless it sends `"quality": false`."""
 
@@ -191,7 +176,7 @@ class QualitySettings(_Strict):
         return own if asked in (None, True) else own.model_copy(update=asked.model_dump(exclude_none=True))
 
 
-class ProvenanceSettings(_Strict):
+class ProvenanceSettings(Strict):
     """Content Credentials (C2PA) on every file the service makes; docs/ARCHITECTURE.md, "Provenance".
     PEM files: the signing certificate then its issuers, its private key (ES256, P-256), and the CAs
     that verification reports as Trusted. No chain: a throwaway untrusted development signer."""
@@ -211,7 +196,7 @@ class ProvenanceSettings(_Strict):
 RequiredConsent = Literal["none", "attested", "spoken"]
 
 
-class ConsentSettings(_Strict):
+class ConsentSettings(Strict):
     """Spoken consent (`POST /v1/voices/{name}/consent`): the challenge phrase the speaker reads,
     heard by the Transcriber. Which consent synthesis needs is `require_consent`."""
 
@@ -220,7 +205,7 @@ class ConsentSettings(_Strict):
     max_recording_s: float = Field(30.0, gt=0, le=120)
 
 
-class AuditSettings(_Strict):
+class AuditSettings(Strict):
     """The audit trail (`GET /v1/audit`): entries are appended in batches off the request's path,
     and a batch the store refused is retried (backoff up to `max_retry_delay_s`) until it lands."""
 
@@ -231,7 +216,7 @@ class AuditSettings(_Strict):
     max_pending: int = Field(100_000, ge=1)
 
 
-class ApiKey(_Strict):
+class ApiKey(Strict):
     """One API key: its name (in logs, job ownership and errors), the key itself or `sha256:<hex>`
     of it (so the config holds no secret), its scopes and its limits (per Ingress replica)."""
 
@@ -248,7 +233,7 @@ class ApiKey(_Strict):
         return self
 
 
-class ServiceSettings(_Strict):
+class ServiceSettings(Strict):
     """The application's `args` in `config/serve.yaml`."""
 
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -266,7 +251,11 @@ class ServiceSettings(_Strict):
     # `GET /v1/audio/voices` and `/v1/audio/models` (names only) answer without a key: Open WebUI
     # reads them without sending its key.
     public_catalog: bool = False
-    # Model names accepted in `POST /v1/audio/speech` (OpenAI clients send e.g. "tts-1").
+    # The models requests may pick (`model`); the first is the default unless `default_model` names
+    # another. Empty: the one F5TTS_v1_Base (its weights as the Synthesizer's user_config states them).
+    models: list[ModelSpec] = Field(default_factory=list)
+    default_model: str | None = None
+    # Names that mean "the voice's model, else the default" (OpenAI clients send e.g. "tts-1").
     accepted_models: list[str] = Field(
         default_factory=lambda: ["f5-tts", "F5TTS_v1_Base", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
     )
@@ -282,3 +271,11 @@ class ServiceSettings(_Strict):
         if len(names) != len(set(names)):
             raise ValueError("api_keys: key names must be unique")
         return self
+
+    @model_validator(mode="after")
+    def _models_are_named_once(self) -> ServiceSettings:
+        ModelRegistry.of(self)  # raises on a name given twice or an unknown default_model
+        return self
+
+
+__all__ = ["F5_DEFAULTS", "SynthesisOptions", "ModelSpec"]  # imported from here by most modules

@@ -33,6 +33,11 @@ _DEFINITIONS: dict[str, tuple[type, str, list[float] | None, tuple[str, ...]]] =
     "speech_cold_starts": (Counter, "Model replicas started (weights loaded and warmed up)", None, ()),
     "speech_cold_start_seconds": (Histogram, "From a model replica's process start to its model being ready",
                                   _SECONDS, ()),
+    "speech_model_loads": (Counter, "Models loaded by a Synthesizer replica, by model and outcome", None,
+                           ("model", "outcome")),
+    "speech_model_load_seconds": (Histogram, "Time to load one model (fetch, weights, warm-up)", _SECONDS, ("model",)),
+    "speech_model_evictions": (Counter, "Models unloaded to make room for another, by model", None, ("model",)),
+    "speech_model_requests": (Counter, "Synthesizer calls, by the model they were made with", None, ("model",)),
     "speech_transcriptions": (Counter, "Reference clips transcribed by Whisper, by outcome", None, ("outcome",)),
     "speech_quality_checks": (Counter, "Segments quality-checked, by outcome (passed or failed, after retries)",
                               None, ("outcome",)),
@@ -81,6 +86,20 @@ def record_cold_start(seconds: float) -> None:
 def record_batch_size(size: int) -> None:
     """One model call of `size` segments."""
     _metric("speech_batch_size").observe(size)
+
+
+def record_model_load(model: str, seconds: float, ok: bool) -> None:
+    _metric("speech_model_loads").inc(1, tags={"model": model, "outcome": "ok" if ok else "failed"})
+    if ok:
+        _metric("speech_model_load_seconds").observe(seconds, tags={"model": model})
+
+
+def record_model_eviction(model: str) -> None:
+    _metric("speech_model_evictions").inc(1, tags={"model": model})
+
+
+def record_model_request(model: str) -> None:
+    _metric("speech_model_requests").inc(1, tags={"model": model})
 
 
 def record_transcription(outcome: str) -> None:

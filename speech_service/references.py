@@ -19,6 +19,9 @@ class Reference:
     wav: bytes | None = None  # the stored clip (24 kHz mono WAV); None: named only
     language: str | None = None  # the voice's, as Whisper names it (what the speech made is heard as)
     consent_id: str | None = None  # not for the model: the credentials and the audit entry name it
+    # The registry name of the model that speaks it (`models.ModelRegistry.resolve`): a replica
+    # prepares the clip, and Serve routes the call, per model.
+    model: str = "F5TTS_v1_Base"
 
     def named(self) -> Reference:
         """This reference without the clip's bytes."""

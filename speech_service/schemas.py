@@ -6,7 +6,7 @@ import unicodedata
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from speech_service.config import QualityCheck, SynthesisOptions
 from speech_service.storage.audit import AuditEntry
@@ -147,9 +147,18 @@ class VoiceList(BaseModel):
 
 
 class VoicePatch(BaseModel):
+    """A correction of the transcript, and/or the model the voice is spoken with (null: the default)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    ref_text: str
+    ref_text: str | None = None
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> VoicePatch:
+        if not self.model_fields_set:
+            raise ValueError("send ref_text, model or both")
+        return self
 
 
 class ErrorBody(BaseModel):

@@ -164,7 +164,7 @@ class InProcessBackends:
         from speech_service.transcription.replica import TranscriptionReplica
 
         self.engine = engine
-        self.synthesis = SynthesisReplica(loader=lambda settings, clock: engine)
+        self.synthesis = SynthesisReplica(loader=lambda settings, spec, clock: engine)
         self.synthesis.reconfigure(synth_settings)
         self.transcription = TranscriptionReplica(loader=lambda settings, clock: whisper)
         self.transcription.reconfigure(whisper_settings)

@@ -34,7 +34,7 @@ def open_webui_models(base_url: str) -> list[dict]:
 def test_the_openai_sdk_lists_the_models(tmp_path, backends):
     with served_app(tmp_path / "store", backends, api_keys=KEYS) as url:
         models = list(openai.OpenAI(base_url=f"{url}/v1", api_key="sk-app").models.list())
-        assert [m.id for m in models] == ["f5-tts", "F5TTS_v1_Base", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+        assert [m.id for m in models] == ["F5TTS_v1_Base", "f5-tts", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
         assert {m.object for m in models} == {"model"} and all(m.owned_by for m in models)
         try:
             openai.OpenAI(base_url=f"{url}/v1", api_key="guess", max_retries=0).models.list()

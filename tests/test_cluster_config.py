@@ -29,8 +29,9 @@ def test_cluster_profile_is_the_production_profile_plus_placement_store_and_mirr
     args = cluster["applications"][0]["args"]
     assert ServiceSettings.model_validate(args).store.kind == "s3"
     d = deployments(cluster)
-    synth = SynthesizerSettings.model_validate(d["Synthesizer"]["user_config"])
-    assert synth.checkpoint.startswith("s3://") and synth.vocoder.startswith("s3://")
+    SynthesizerSettings.model_validate(d["Synthesizer"]["user_config"])
+    (model,) = ServiceSettings.model_validate(args).models
+    assert model.checkpoint.startswith("s3://") and model.vocoder.startswith("s3://")
     TranscriberSettings.model_validate(d["Transcriber"]["user_config"])
 
     expected = copy.deepcopy(single)  # every other setting stays as the single-machine profile has it
@@ -38,11 +39,10 @@ def test_cluster_profile_is_the_production_profile_plus_placement_store_and_mirr
     # Waits long enough for the autoscaler to boot a GPU node (a scale-up from zero is not refused).
     for field in ("request_timeout_s", "capacity_wait_s"):
         expected["applications"][0]["args"]["limits"][field] = args["limits"][field]
+    expected["applications"][0]["args"]["models"] = args["models"]  # the weights: from the mirror
     e = deployments(expected)
     for name in ("Ingress", "Transcriber"):
         e[name]["ray_actor_options"]["resources"] = {CPU_POOL: 1}
-    for field in ("checkpoint", "vocoder"):
-        e["Synthesizer"]["user_config"][field] = d["Synthesizer"]["user_config"][field]
     assert cluster == expected, ("config/profiles/cluster.yaml changes more than placement, store and weights")
 
 

@@ -43,10 +43,12 @@ def test_profiles_validate_as_serve_configs_and_settings(profile):
 
 
 def test_production_profile_asks_for_a_gpu_and_the_real_models():
-    d = deployments(load("production"))
+    config = load("production")
+    d = deployments(config)
     assert d["Synthesizer"]["ray_actor_options"]["num_gpus"] == 1
     synth = SynthesizerSettings.model_validate(d["Synthesizer"]["user_config"])
-    assert synth.architecture == "F5TTS_v1_Base" and synth.checkpoint.startswith("hf://SWivid/F5-TTS/")
+    (model,) = ServiceSettings.model_validate(config["applications"][0]["args"]).models
+    assert model.architecture == "F5TTS_v1_Base" and model.checkpoint.startswith("hf://SWivid/F5-TTS/")
     assert synth.device == "auto"
     assert TranscriberSettings.model_validate(d["Transcriber"]["user_config"]).model == "large-v3-turbo"
 

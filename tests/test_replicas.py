@@ -36,7 +36,7 @@ class Loads:
     def __init__(self, model, fail: Exception | None = None):
         self.model, self.fail, self.calls = model, fail, 0
 
-    def __call__(self, settings, clock):
+    def __call__(self, settings, *rest):  # (settings, spec, clock) for the Synthesizer, (settings, clock) else
         self.calls += 1
         if self.fail:
             raise self.fail

@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 
 from speech_service.config import ServiceSettings
 from speech_service.logs import REQUEST_ID_HEADER
+from speech_service.models import ModelRegistry
 from speech_service.schemas import (
     ErrorResponse,
     SpeechAudioDelta,
@@ -85,7 +86,7 @@ def document(app: FastAPI, settings: ServiceSettings) -> None:
                     response.setdefault("headers", {})[REQUEST_ID_HEADER] = request_id
         speech = schema.get("components", {}).get("schemas", {}).get("SpeechRequest", {}).get("properties", {})
         if speech:
-            speech["model"]["enum"] = list(settings.accepted_models)
+            speech["model"]["enum"] = ModelRegistry.of(settings).names()
             speech["input"]["maxLength"] = settings.limits.max_input_chars
         check = schema.get("components", {}).get("schemas", {}).get("QualityCheck", {}).get("properties", {})
         for option in check.get("retries", {}).get("anyOf", []):

@@ -8,6 +8,7 @@ from fastapi import Request
 
 from speech_service.config import ServiceSettings
 from speech_service.http.auth import KeyRing
+from speech_service.models import ModelRegistry
 from speech_service.service.audit import AuditLog
 from speech_service.service.consent import ConsentDesk
 from speech_service.service.jobs import JobRunner
@@ -39,6 +40,10 @@ class Services:
     @property
     def audit(self) -> AuditLog:
         return self.speech.audit
+
+    @property
+    def models(self) -> ModelRegistry:
+        return self.speech.models
 
 
 def services(request: Request) -> Services:

@@ -44,13 +44,14 @@ class JobRunner:
         self._expiry: dict[str, datetime] = {}
         # The plan and the audio of the segments finished so far, per job this process runs: a retry
         # after a failed Synthesizer call resumes after them (same plan and seed, so the same audio).
-        self._segments: dict[str, tuple[str, SpeechPlan, list[HeardSegment]]] = {}  # job id -> (clip sha256, ...)
+        # Keyed by job id; the plan holds while the voice's clip and model stay what they were.
+        self._segments: dict[str, tuple[tuple[str, str], SpeechPlan, list[HeardSegment]]] = {}
 
     async def submit(self, body: SpeechRequest, owner: str | None = None) -> JobRecord:
         """Check the request as `/v1/audio/speech` would (a bad one is an error now, not a failed job
         later), store the job and start it."""
         self.speech.check(body)
-        await self.speech.reference(body.voice)  # exists, with the consent the service requires
+        await self.speech.reference(body.voice, body.model)  # exists, with the consent the service requires
         record = await asyncio.to_thread(self.store.create, body, owner)
         self._start(record.id)
         return record
@@ -151,13 +152,14 @@ class JobRunner:
         body, attempt = record.request, record.attempts
         # Transcript and clip read together once per attempt, so every segment speaks one version
         # of the voice; the clip goes to a replica only when it lacks it (`SpeechService.send`).
-        reference = await self.speech.reference_with_clip(body.voice)
-        clip, plan, made = self._segments.get(record.id) or (reference.sha256, None, [])
-        if clip != reference.sha256 or plan is None:  # the voice was replaced since: start again
+        reference = await self.speech.reference_with_clip(body.voice, body.model)
+        spoken = (reference.sha256, reference.model)
+        clip, plan, made = self._segments.get(record.id) or (spoken, None, [])
+        if clip != spoken or plan is None:  # the voice (or its model) was replaced since: start again
             plan = await self._call(lambda: self.speech.send(
                 reference, lambda ref: self.speech.backends.plan(ref, body.input, body.options())))
             made = []
-        self._segments[record.id] = (reference.sha256, plan, made)
+        self._segments[record.id] = (spoken, plan, made)
         total = len(plan.segments)
         await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
             segments_done=len(made), segments_total=total, audio_seconds=_seconds(made)))

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -20,6 +19,7 @@ from speech_service.audio import encoding
 from speech_service.config import QualityCheck, ServiceSettings, SynthesisOptions
 from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing, ServiceError, Unprocessable
 from speech_service.logs import current_request_id, with_request_id
+from speech_service.models import ModelRegistry
 from speech_service.plans import SpeechPlan
 from speech_service.provenance.credentials import ContentCredentials
 from speech_service.references import Reference
@@ -106,16 +106,15 @@ class SpeechService:
         self.settings = settings
         self.store = store
         self.backends = backends
+        self.models = ModelRegistry.of(settings)
         self.listened = ListenedSpeech(self)
         self.audit = AuditLog(AuditStore(store.objects), settings.audit)
         self.marker = marking.SpeechMarker(ContentCredentials(settings.provenance), ProvenanceStore(
             store.objects, settings.provenance.sidecar_ttl_s), self.audit)
 
     def check(self, body: SpeechRequest) -> None:
-        accepted = self.settings.accepted_models
-        if body.model not in accepted:
-            raise BadRequest(f"Unknown model '{body.model}'; use one of {json.dumps(accepted)}.",
-                             code="unknown_model", param="model")
+        if body.model not in self.models.generic:
+            self.models.canonical(body.model)  # 400 unknown_model
         if not body.input.strip():
             raise BadRequest("input is empty.", code="empty_input", param="input")
         limit = self.settings.limits.max_input_chars
@@ -131,18 +130,20 @@ class SpeechService:
                              "audio bytes has no room for them), or ask for the whole response.",
                              code="timestamps_need_events", param="timestamps")
 
-    async def reference(self, voice: str) -> Reference:
-        """The voice's transcript and its clip's sha256, from one record; the clip is not read.
-        A voice without the consent the service requires is a 403 here, before any model call."""
-        return self._reference(await asyncio.to_thread(self.store.get, voice))
+    async def reference(self, voice: str, model: str) -> Reference:
+        """The voice's transcript and its clip's sha256, from one record (the clip is not read), to
+        be spoken with `model` as the request names it (`ModelRegistry.resolve`). A voice without the
+        consent the service requires is a 403 here, before any model call."""
+        return self._reference(model, await asyncio.to_thread(self.store.get, voice))
 
-    async def reference_with_clip(self, voice: str) -> Reference:
-        return self._reference(*await asyncio.to_thread(self.store.reference, voice))
+    async def reference_with_clip(self, voice: str, model: str) -> Reference:
+        return self._reference(model, *await asyncio.to_thread(self.store.reference, voice))
 
-    def _reference(self, record: VoiceRecord, wav: bytes | None = None) -> Reference:
+    def _reference(self, model: str, record: VoiceRecord, wav: bytes | None = None) -> Reference:
         check_consent(record, self.settings.require_consent)
         return Reference(record.name, record.sha256, record.ref_text, wav, record.language,
-                         record.consent.id if record.consent else None)
+                         record.consent.id if record.consent else None,
+                         self.models.resolve(model, record.name, record.model))
 
     async def send(self, reference: Reference, call: Callable[[Reference], Awaitable[T]]) -> T:
         """`call(reference)` with the clip named only; sent again with the clip when the replica
@@ -151,8 +152,9 @@ class SpeechService:
         try:
             return await call(reference.named())
         except ReferenceMissing:
-            if reference.wav is None:
-                reference = await self.reference_with_clip(reference.voice)
+            if reference.wav is None:  # the model is kept: a retry never changes what speaks
+                reference = replace(await self.reference_with_clip(reference.voice, reference.model),
+                                    model=reference.model)
             return await call(reference)
 
     async def synthesize(self, body: SpeechRequest, key: str | None = None) -> EncodedSpeech:
@@ -161,7 +163,7 @@ class SpeechService:
         started = time.monotonic()
         self.check(body)
         options, listened = body.options(), None
-        reference = await self.reference(body.voice)
+        reference = await self.reference(body.voice, body.model)
         if self.listened.wanted(body):
             speech, listened = await self.listened.whole(body, reference)
         else:
@@ -207,7 +209,7 @@ class SpeechService:
     async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces, Reference]:
         started = time.monotonic()
         self.check(body)
-        reference = await self.reference(body.voice)
+        reference = await self.reference(body.voice, body.model)
         encoder = encoding.StreamEncoder(body.response_format)
         encoder.start()  # ffmpeg starts while the first segment is made
         try:

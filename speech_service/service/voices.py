@@ -15,7 +15,8 @@ import numpy as np
 from speech_service.audio import encoding, preparation, uploads
 from speech_service.config import LimitSettings
 from speech_service.errors import BadRequest, Conflict, NotFound, Unprocessable
-from speech_service.schemas import VoiceCreated
+from speech_service.models import ModelRegistry
+from speech_service.schemas import VoiceCreated, VoicePatch
 from speech_service.storage.consent import ConsentStore
 from speech_service.storage.jobs import JobStore
 from speech_service.storage.voices import VoiceRecord, VoiceStore, check_name, now, sha256
@@ -48,7 +49,8 @@ def check_ref_text(text: str, duration_s: float, limits: LimitSettings) -> str:
 
 async def register_voice(store: VoiceStore, transcribe: Transcribe, limits: LimitSettings, *, name: str,
                          data: bytes, ref_text: str | None, language: str | None,
-                         overwrite: bool) -> VoiceCreated:
+                         overwrite: bool, model: str | None = None) -> VoiceCreated:
+    """`model`: the voice's model as a registry name (`ModelRegistry.canonical`), or None."""
     check_name(name)
     if language is not None and not LANGUAGE_RE.fullmatch(language):
         raise BadRequest(f"language must be an ISO 639 code such as 'en', not '{language}'.",
@@ -74,7 +76,7 @@ async def register_voice(store: VoiceStore, transcribe: Transcribe, limits: Limi
 
     wav = encoding.to_wav_bytes(ref.audio)
     record = VoiceRecord(
-        name=name, ref_text=text, ref_text_source=source, language=language,
+        name=name, ref_text=text, ref_text_source=source, language=language, model=model,
         duration_s=round(ref.duration_s, 3), original_duration_s=round(ref.original_duration_s, 3),
         clipped=ref.clipped, sha256=sha256(wav), created_at=now(),
     )
@@ -89,12 +91,21 @@ def _prepare(data: bytes, limits: LimitSettings) -> preparation.PreparedReferenc
                                          min_s=limits.min_reference_seconds)
 
 
-def correct_ref_text(store: VoiceStore, limits: LimitSettings, name: str, ref_text: str) -> VoiceRecord:
-    def corrected(record: VoiceRecord) -> VoiceRecord:  # checked against the clip the record has now
-        text = check_ref_text(ref_text, record.duration_s, limits)
-        return record.model_copy(update={"ref_text": text, "ref_text_source": "user", "updated_at": now()})
+def patch_voice(store: VoiceStore, limits: LimitSettings, name: str, patch: VoicePatch,
+                models: ModelRegistry) -> VoiceRecord:
+    """A corrected transcript (checked against the clip the record has when written) and/or the
+    model the voice is spoken with; the consent stays (blocking: call in a thread)."""
+    update: dict = {}
+    if "model" in patch.model_fields_set:
+        update["model"] = models.canonical(patch.model) if patch.model is not None else None
 
-    return store.update(check_name(name), corrected)
+    def patched(record: VoiceRecord) -> VoiceRecord:
+        changes = dict(update, updated_at=now())
+        if patch.ref_text is not None:
+            changes.update(ref_text=check_ref_text(patch.ref_text, record.duration_s, limits), ref_text_source="user")
+        return record.model_copy(update=changes)
+
+    return store.update(check_name(name), patched)
 
 
 def delete_voice(store: VoiceStore, jobs: JobStore, consents: ConsentStore, name: str) -> None:

@@ -51,6 +51,7 @@ class VoiceRecord(BaseModel):
     ref_text: str
     ref_text_source: str  # "user" or "asr"
     language: str | None = None
+    model: str | None = None  # the registry name it is spoken with when a request names no model
     duration_s: float
     original_duration_s: float
     clipped: bool

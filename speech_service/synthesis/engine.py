@@ -31,6 +31,7 @@ from speech_service.audio.seams import join
 from speech_service.config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
 from speech_service.devices import torch_device
 from speech_service.errors import BadRequest, Unprocessable
+from speech_service.models import ModelSpec
 from speech_service.plans import Segment, SpeechPlan
 from speech_service.synthesis import f5_modules
 from speech_service.synthesis.clips import Clip, ClipCache
@@ -79,6 +80,7 @@ class SynthesisEngine:
         self.max_batch_frames = max_batch_frames
         self.batch_sizes: Counter[int] = Counter()  # model calls by number of segments; for operators
         self.on_batch: Callable[[int], object] | None = None  # also told each call's size (metrics)
+        self.live_settings: SynthesizerSettings | None = None  # the replica's, once it applied them
         self.normalize_text = True  # numbers and symbols as words (`spoken_text`); a live setting
         self.clips = ClipCache(self.prepare, reference_cache_size)  # voices' clips, prepared once
         self._stats_lock = threading.Lock()
@@ -87,36 +89,43 @@ class SynthesisEngine:
         self.max_frames = min(position_table, int(max_segment_seconds * 1.5 * FRAMES_PER_SECOND))
 
     @classmethod
-    def load(cls, settings: SynthesizerSettings, clock=None) -> SynthesisEngine:
-        """Build the engine; `clock` (a `coldstart.ColdStartClock`) times the phases of the start."""
+    def load(cls, settings: SynthesizerSettings, clock=None, spec: ModelSpec | None = None) -> SynthesisEngine:
+        """Build the engine of `spec` (None: the model the weight fields of `settings` state) as
+        `settings` runs it; `clock` (a `coldstart.ColdStartClock`) times the phases of the start."""
         clock = clock or _NoClock()
+        spec = spec or settings.weights_of(ModelSpec(name=settings.model_name), default=True)
         device = torch_device(settings.device)
         if settings.cpu_threads:
             torch.set_num_threads(settings.cpu_threads)
-        cfg = OmegaConf.load(str(files("f5_tts").joinpath(f"configs/{settings.architecture}.yaml")))
+        configs = files("f5_tts").joinpath("configs")
+        if not configs.joinpath(f"{spec.architecture}.yaml").is_file():
+            raise ValueError(f"no f5-tts architecture {spec.architecture!r}; one of "
+                             f"{', '.join(sorted(p.name[:-5] for p in configs.iterdir() if p.name.endswith('.yaml')))}")
+        cfg = OmegaConf.load(str(configs.joinpath(f"{spec.architecture}.yaml")))
         if cfg.model.mel_spec.mel_spec_type != "vocos":
-            raise ValueError(f"{settings.architecture} needs the {cfg.model.mel_spec.mel_spec_type} vocoder; "
+            raise ValueError(f"{spec.architecture} needs the {cfg.model.mel_spec.mel_spec_type} vocoder; "
                              "this service runs Vocos")
         with clock.phase("imports"):
             backbone = f5_modules.backbone_class(cfg.model.backbone)
             f5_modules.submodule("cfm")
             from vocos import Vocos
         with clock.phase("fetch"):
-            checkpoint = fetch_file(settings.checkpoint, settings.cache_dir)
-            vocoder_dir = fetch_dir(settings.vocoder, settings.cache_dir, VOCODER_FILES)
-            vocab = str(fetch_file(settings.vocab, settings.cache_dir)) if settings.vocab else ""
+            checkpoint = fetch_file(spec.checkpoint, settings.cache_dir)
+            vocoder_dir = fetch_dir(spec.vocoder, settings.cache_dir, VOCODER_FILES)
+            vocab = str(fetch_file(spec.vocab, settings.cache_dir)) if spec.vocab else ""
         with clock.phase("weights"):
-            logger.info("loading %s from %s on %s, %d threads", settings.model_name, checkpoint, device,
+            logger.info("loading %s from %s on %s, %d threads", spec.name, checkpoint, device,
                         torch.get_num_threads())
-            arch = {**OmegaConf.to_container(cfg.model.arch), **settings.architecture_overrides}
+            arch = {**OmegaConf.to_container(cfg.model.arch), **spec.architecture_overrides}
             # Batched items must not attend to each other's padding (see sampling.py); a solo call
             # passes no mask, so this changes nothing for it.
             arch["attn_mask_enabled"] = True
             model = load_f5(backbone, arch, OmegaConf.to_container(cfg.model.mel_spec), checkpoint, vocab,
-                            settings.use_ema, device, _dtype(settings.dtype, device))
+                            spec.use_ema, device, _dtype(settings.dtype, device))
             vocoder = load_vocos(Vocos, vocoder_dir, device)
-        engine = cls(model, vocoder, device=device, model_name=settings.model_name,
-                     max_segment_seconds=settings.max_segment_seconds, defaults=settings.defaults,
+        engine = cls(model, vocoder, device=device, model_name=spec.name,
+                     max_segment_seconds=settings.max_segment_seconds,
+                     defaults=spec.defaults.over(settings.defaults),
                      max_batch_size=settings.max_batch_size, max_batch_frames=settings.max_batch_frames,
                      reference_cache_size=settings.reference_cache_size)
         engine.normalize_text = settings.normalize_text

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +29,12 @@ import numpy as np
 from speech_service.audio import Speech
 from speech_service.audio.seams import CrossFade, join
 from speech_service.batching import ContinuousBatcher
-from speech_service.config import F5_DEFAULTS, SynthesisOptions, SynthesizerSettings
-from speech_service.errors import ServiceError, refusal
-from speech_service.loaded_model import LoadedModel
+from speech_service.config import F5_DEFAULTS, ServiceSettings, SynthesisOptions, SynthesizerSettings
+from speech_service.errors import ModelUnavailable, ServiceError, refusal
+from speech_service.models import ModelRegistry, ModelSpec
 from speech_service.plans import SpeechPlan
 from speech_service.references import Reference
+from speech_service.synthesis.engines import EngineCache, Loader
 
 if TYPE_CHECKING:
     from speech_service.coldstart import ColdStartClock
@@ -42,109 +44,137 @@ logger = logging.getLogger("ray.serve")
 
 # A segment's waveform, and the (start, end) of the model call that made it (shared by its batch).
 _Sampled = tuple[np.ndarray, tuple[float, float]]
+# What the batcher queues: a segment and the engine of its model (held by it until it is made, so an
+# unloaded model finishes what it started).
+_Queued = tuple["SynthesisEngine", "BatchItem"]
 
-# Fields whose change means new weights; the rest (sampling defaults, batching) apply to the loaded engine.
+# Fields whose change means new weights or a new device; the rest apply to the loaded engines.
 LIVE_FIELDS = {"defaults", "max_batch_size", "batch_wait_timeout_s", "max_batch_frames", "normalize_text",
-               "reference_cache_size"}
+               "reference_cache_size", "max_models", "preload", "load_retry_s"}
 RELOAD_FIELDS = set(SynthesizerSettings.model_fields) - LIVE_FIELDS
 
 
-def load_engine(settings: SynthesizerSettings, clock: ColdStartClock | None) -> SynthesisEngine:
-    """The engine, its imports timed as a phase of `clock`."""
+def load_engine(settings: SynthesizerSettings, spec: ModelSpec, clock: ColdStartClock | None) -> SynthesisEngine:
+    """The engine of one model, its imports timed as a phase of `clock`."""
     from speech_service.coldstart import ColdStartClock
 
     clock = clock or ColdStartClock("Synthesizer", "")
     with clock.phase("imports"):
         from speech_service.synthesis import f5_modules  # noqa: F401  before torch: see there
         from speech_service.synthesis.engine import SynthesisEngine
-    return SynthesisEngine.load(settings, clock)
+    return SynthesisEngine.load(settings, clock, spec)
 
 
 class SynthesisReplica:
-    """One replica's engine, its live settings and its batcher.
+    """One replica's models (`EngineCache`), its live settings and its batcher.
 
-    `threads(configured)` turns `cpu_threads` into a thread count (the deployment: the CPUs Ray gave
-    it); `on_cold_start(clock)` is told when the first load succeeded; `on_batch(size)` sees each
-    model call's size (metrics)."""
+    `registry` is the application's models (the deployment is bound with it); `threads`,
+    `on_cold_start`, `on_change`, `on_load` and `on_evict` go to the `EngineCache`; `on_batch(size)`
+    sees each model call's size (metrics)."""
 
-    def __init__(self, *, clock: ColdStartClock | None = None, threads: Callable[[int | None], int] = lambda n: n or 1,
+    def __init__(self, registry: ModelRegistry | None = None, *, clock: ColdStartClock | None = None,
+                 threads: Callable[[int | None], int] = lambda n: n or 1,
                  on_cold_start: Callable[[ColdStartClock], None] | None = None,
                  on_batch: Callable[[int], object] | None = None,
-                 loader: Callable[[SynthesizerSettings, ColdStartClock | None], SynthesisEngine] = load_engine):
-        self.loaded: LoadedModel[SynthesizerSettings, SynthesisEngine] = LoadedModel(
-            "Synthesizer", loader, advice=_advice, clock=clock, threads=threads, on_cold_start=on_cold_start)
+                 loader: Loader = load_engine, **reports: Callable[..., object]):
+        self.models = EngineCache(registry or ModelRegistry.of(ServiceSettings()), loader, clock=clock,
+                                  threads=threads, on_cold_start=on_cold_start, **reports)
         self._on_batch = on_batch
         self._lock = threading.Lock()
         self.settings: SynthesizerSettings | None = None
-        # Knobs are set from user_config in reconfigure; one model call at a time on this replica.
-        self._batcher: ContinuousBatcher[BatchItem, _Sampled] = ContinuousBatcher(self._sample_batch)
-
-    @property
-    def engine(self) -> SynthesisEngine | None:
-        return self.loaded.model
+        # Knobs are set from user_config in reconfigure; one model call at a time on this replica,
+        # whichever models its segments are of (each call takes one model's).
+        self._batcher: ContinuousBatcher[_Queued, _Sampled] = ContinuousBatcher(self._sample_batch)
 
     # -- configuration ---------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any] | SynthesizerSettings) -> None:
-        """Apply a new `user_config`: new weights only when a weight field changed."""
+        """Apply a new `user_config`: the models reload only when a weight or device field changed;
+        then the ones to preload are loaded (a failure is kept as that model's refusal)."""
         settings = SynthesizerSettings.model_validate(config or {})
         with self._lock:
             weights = settings.model_dump(include=RELOAD_FIELDS)
-            if self.settings is None or weights != self.settings.model_dump(include=RELOAD_FIELDS):
-                if (engine := self.loaded.load(settings)) is not None:
-                    engine.on_batch = self._on_batch
-            if self.engine is not None:  # the live fields, on new and kept weights alike
-                self.engine.defaults = settings.defaults
-                self.engine.max_batch_size = settings.max_batch_size
-                self.engine.max_batch_frames = settings.max_batch_frames
-                self.engine.normalize_text = settings.normalize_text
-                self.engine.clips.size = settings.reference_cache_size
+            reload = self.settings is not None and weights != self.settings.model_dump(include=RELOAD_FIELDS)
+            self.models.configure(settings, reload)
             self.settings = settings
+            for name, engine in self.models.held_engines():
+                self._apply(name, engine)
+            for name in self._preloaded(settings):
+                try:
+                    self._engine(name)
+                except ModelUnavailable:
+                    continue  # logged; its requests get the 503
         self._batcher.max_batch_size = settings.max_batch_size
         self._batcher.wait_s = settings.batch_wait_timeout_s  # how long an idle model waits for company
 
-    def _ready(self) -> SynthesisEngine:
-        return self.loaded.ready()
+    def _preloaded(self, settings: SynthesizerSettings) -> list[str]:
+        names = [self.models.registry.default] if settings.preload is None else settings.preload
+        return [self.models.registry.canonical(name) for name in names][:settings.max_models]
+
+    def _apply(self, name: str, engine: SynthesisEngine) -> None:
+        """The live fields, on new and kept engines alike (the model's own defaults over the replica's)."""
+        settings = self.settings
+        engine.live_settings = settings
+        engine.defaults = self.models.spec(name).defaults.over(settings.defaults)
+        engine.max_batch_size = settings.max_batch_size
+        engine.max_batch_frames = settings.max_batch_frames
+        engine.normalize_text = settings.normalize_text
+        engine.clips.size = settings.reference_cache_size
+        engine.on_batch = self._on_batch
+
+    def _engine(self, name: str) -> SynthesisEngine:
+        """`name`'s engine, loaded if need be (blocking); `ModelUnavailable` names the model."""
+        engine = self.models.get(name)
+        if getattr(engine, "live_settings", None) is not self.settings:
+            self._apply(name, engine)  # loaded just now
+        return engine
 
     # -- requests --------------------------------------------------------------------------
     def _items(self, reference: Reference, text: str, options: SynthesisOptions, *,
-               streaming: bool) -> list[BatchItem] | ServiceError:
+               streaming: bool) -> list[_Queued] | ServiceError:
         """The request's segments, or the refusal to answer the caller with (`refusal`)."""
-        engine = self._ready()  # ModelUnavailable is raised: a replica without its model has failed
+        engine = self._engine(reference.model)  # ModelUnavailable is raised: the replica failed at it
         try:
             clip = engine.clips.get(reference)  # ReferenceMissing: the caller sends the clip
-            return engine.items(clip, reference.ref_text, text, SynthesisOptions.model_validate(options),
-                                streaming=streaming)
+            items = engine.items(clip, reference.ref_text, text, SynthesisOptions.model_validate(options),
+                                 streaming=streaming)
         except ServiceError as exc:
             return refusal(exc)
+        return [(engine, item) for item in items]
 
-    async def _sample(self, item: BatchItem) -> _Sampled:
+    async def _sample(self, queued: _Queued) -> _Sampled:
         """One segment, sampled together with whatever else is queued."""
-        return await self._batcher.submit(item)
+        return await self._batcher.submit(queued)
 
-    async def _sample_batch(self, items: list[BatchItem]) -> list[_Sampled]:
-        return await asyncio.to_thread(self._timed_batch, items)  # the engine call blocks
+    async def _sample_batch(self, queued: list[_Queued]) -> list[_Sampled]:
+        return await asyncio.to_thread(self._timed_batch, queued)  # the engine calls block
 
-    def _timed_batch(self, items: list[BatchItem]) -> list[_Sampled]:
-        started = time.perf_counter()
-        waves = self._ready().synthesize_batch(items)
-        span = (started, time.perf_counter())
-        return [(wave, span) for wave in waves]
+    def _timed_batch(self, queued: list[_Queued]) -> list[_Sampled]:
+        """Each model's segments in its own call (`synthesize_batch`), in the order they queued."""
+        sampled: list[_Sampled | None] = [None] * len(queued)
+        for engine in {id(engine): engine for engine, _ in queued}.values():
+            mine = [i for i, (owner, _) in enumerate(queued) if owner is engine]
+            started = time.perf_counter()
+            waves = engine.synthesize_batch([queued[i][1] for i in mine])
+            span = (started, time.perf_counter())
+            for i, wave in zip(mine, waves):
+                sampled[i] = (wave, span)
+        return sampled
 
     async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> Speech | ServiceError:
         """The whole speech, or the refusal to answer the caller with."""
         from speech_service.synthesis.engine import cross_fade_samples
 
-        items = await asyncio.to_thread(self._items, reference, text, options, streaming=False)
-        if isinstance(items, ServiceError):
-            return items
-        sampled = await asyncio.gather(*(self._sample(item) for item in items))
+        queued = await asyncio.to_thread(self._items, reference, text, options, streaming=False)
+        if isinstance(queued, ServiceError):
+            return queued
+        sampled = await asyncio.gather(*(self._sample(one) for one in queued))
         model_s = sum(end - start for start, end in {span for _, span in sampled})  # each call once
-        return Speech(join([wave for wave, _ in sampled], cross_fade_samples(items)), model_s)
+        return Speech(join([wave for wave, _ in sampled], cross_fade_samples([item for _, item in queued])), model_s)
 
     def plan(self, reference: Reference, text: str, options: SynthesisOptions,
              streaming: bool = False) -> SpeechPlan | ServiceError:
         """The plan of a whole response (what a job speaks), or of a stream; or the refusal."""
-        engine = self._ready()
+        engine = self._engine(reference.model)
         try:
             clip = engine.clips.get(reference)
             return engine.plan_speech(clip, reference.ref_text, text, SynthesisOptions.model_validate(options),
@@ -155,13 +185,13 @@ class SynthesisReplica:
     async def synthesize_segment(self, reference: Reference, plan: SpeechPlan, index: int) -> Speech | ServiceError:
         """Segment `index` of `plan` alone: what the whole response has there (batched items equal
         their solo results), not yet cross-faded."""
-        engine = self._ready()
+        engine = await asyncio.to_thread(self._engine, reference.model)
         try:
             clip = await asyncio.to_thread(engine.clips.get, reference)
         except ServiceError as exc:
             return refusal(exc)
         item = engine.plan_items(clip, reference.ref_text, plan)[index]
-        wave, (start, end) = await self._sample(item)
+        wave, (start, end) = await self._sample((engine, item))
         return Speech(wave, end - start)
 
     async def synthesize_stream(self, reference: Reference, text: str,
@@ -169,13 +199,13 @@ class SynthesisReplica:
         """The speech in pieces as segments are made; a refusal comes as the first and only piece."""
         from speech_service.synthesis.engine import cross_fade_samples
 
-        items = await asyncio.to_thread(self._items, reference, text, options, streaming=True)
-        if isinstance(items, ServiceError):
-            yield items
+        queued = await asyncio.to_thread(self._items, reference, text, options, streaming=True)
+        if isinstance(queued, ServiceError):
+            yield queued
             return
-        seams = CrossFade(cross_fade_samples(items))
-        for item in items:
-            wave, _ = await self._sample(item)
+        seams = CrossFade(cross_fade_samples([item for _, item in queued]))
+        for one in queued:
+            wave, _ = await self._sample(one)
             if (piece := seams.push(wave)) is not None:
                 yield piece
         if (piece := seams.finish()) is not None:
@@ -183,28 +213,29 @@ class SynthesisReplica:
 
     # -- for operators ---------------------------------------------------------------------
     def batch_sizes(self) -> dict[int, int]:
-        """Model calls by number of segments sampled together, since this replica started."""
-        engine = self.engine
-        return dict(engine.batch_sizes) if engine else {}
+        """Model calls by number of segments sampled together, over the models held."""
+        sizes: Counter[int] = Counter()
+        for engine in self.models.engines():
+            sizes.update(engine.batch_sizes)
+        return dict(sizes)
 
     def info(self) -> dict[str, Any]:
-        """Which model on which device, with which defaults in effect, and how its cache does."""
-        engine = self.engine
+        """Which models are held on which device, with which defaults, and how their caches do."""
+        engines = dict(self.models.held_engines())
+        default = engines.get(self.models.registry.default) or next(iter(engines.values()), None)
         return {
-            "defaults": engine.defaults.over(F5_DEFAULTS).model_dump() if engine else None,
-            "model": engine.model_name if engine else None,
-            "device": engine.device if engine else None,
-            "cpu_threads": _torch_threads() if engine else None,
+            "model": next((name for name, engine in engines.items() if engine is default), None),
+            "device": default.device if default else None,
+            "defaults": default.defaults.over(F5_DEFAULTS).model_dump() if default else None,
+            "cpu_threads": _torch_threads() if engines else None,
+            "held": self.models.held(),
+            "models": {name: {**stats, "reference_cache": engines[name].clips.stats() if name in engines else None}
+                       for name, stats in self.models.stats().items()},
             "batch_sizes": self.batch_sizes(),
-            "reference_cache": engine.clips.stats() if engine else None,
-            "load_error": None if engine else self.loaded.error,
+            "reference_cache": default.clips.stats() if default else None,
+            "load_error": None if default else next(
+                (s["load_error"] for s in self.models.stats().values() if s["load_error"]), None),
         }
-
-
-def _advice(settings: SynthesizerSettings, exc: Exception) -> str:
-    return (f"F5-TTS weights could not be loaded ({exc}). Provide them: set the Synthesizer's user_config "
-            "`checkpoint` (and `vocoder`) in config/serve.yaml to a local path or an s3:// URI holding the "
-            "files, or make the model hub reachable; `make demo` serves the offline profile.")
 
 
 def _torch_threads() -> int:

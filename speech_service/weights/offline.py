@@ -1,6 +1,7 @@
 """Models for machines without the model hub: the offline profile and the tests.
 
-* a tiny F5 DiT (every parameter random, the f5-tts vocab) saved as safetensors, loaded by f5-tts's own
+* a tiny F5 DiT and a tiny E2 UNet-Transformer (every parameter random, the f5-tts vocab) saved as
+  safetensors, loaded by f5-tts's own
   code. F5 zero-initialises its output projection and adaLN layers; saved as is, the DiT would predict
   zero flow and its "speech" would be the seeded noise whatever the text or reference. Random values
   everywhere (std 0.15: at 0.05 the text's effect fades to 1e-5 of the mel through the tiny stack)
@@ -24,8 +25,10 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
-# The architecture named in config/serve.offline.yaml; 0.3 M parameters.
+# The architectures named in config/profiles/offline.yaml: an F5 DiT of 0.3 M parameters and an E2
+# UNet-Transformer (another backbone, its text read without a text encoder) about as small.
 TINY_DIT = dict(dim=64, depth=2, heads=2, ff_mult=2, text_dim=32, conv_layers=1)
+TINY_UNETT = dict(dim=64, depth=2, heads=2, ff_mult=2)
 
 TINY_VOCOS = {
     "feature_extractor": {
@@ -45,8 +48,9 @@ TINY_VOCOS = {
 WHISPER_FILES = ["config.json", "tokenizer.json", "vocabulary.txt"]
 
 
-def write_tiny_f5(path: Path, seed: int = 0, std: float = 0.15) -> Path:
-    from f5_tts.model import CFM, DiT
+def write_tiny_f5(path: Path, seed: int = 0, std: float = 0.15, backbone: str = "DiT") -> Path:
+    """A tiny F5 DiT (`backbone="DiT"`) or E2 UNet-Transformer (`"UNetT"`), every parameter random."""
+    from f5_tts.model import CFM, DiT, UNetT
     from f5_tts.model.utils import get_tokenizer
     from safetensors.torch import save_file
 
@@ -55,7 +59,8 @@ def write_tiny_f5(path: Path, seed: int = 0, std: float = 0.15) -> Path:
     generator = torch.Generator().manual_seed(seed)
     vocab = str(files("f5_tts").joinpath("infer/examples/vocab.txt"))
     _, vocab_size = get_tokenizer(vocab, "custom")
-    model = CFM(transformer=DiT(**TINY_DIT, text_num_embeds=vocab_size, mel_dim=100))
+    cls, arch = (DiT, TINY_DIT) if backbone == "DiT" else (UNetT, TINY_UNETT)
+    model = CFM(transformer=cls(**arch, text_num_embeds=vocab_size, mel_dim=100))
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
@@ -105,9 +110,10 @@ def write_whisper_base(directory: Path) -> Path:
 
 
 def prepare(root: Path) -> dict[str, Path]:
-    """Write all three under `root`; return their paths."""
+    """Write them all under `root`; return their paths."""
     return {
         "checkpoint": write_tiny_f5(root / "f5-tiny" / "model.safetensors"),
+        "e2_checkpoint": write_tiny_f5(root / "e2-tiny" / "model.safetensors", seed=1, backbone="UNetT"),
         "vocoder": write_tiny_vocos(root / "vocos-tiny"),
         "whisper": write_whisper_base(root / "whisper-base"),
     }

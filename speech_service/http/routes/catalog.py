@@ -13,26 +13,35 @@ from pydantic import BaseModel
 from speech_service.http.auth import authenticated, require
 from speech_service.http.openapi import errors_for
 from speech_service.http.services import Services, services
+from speech_service.models import ModelRegistry
 
 router = APIRouter(tags=["catalog"])
 
 
 class ModelCard(BaseModel):
+    """OpenAI's model object, and what this service adds: the languages a model speaks, or for
+    another name of one, which (a generic name such as "tts-1" means the voice's model, else this)."""
+
     id: str
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "f5-voice-service"
+    languages: list[str] | None = None
+    alias_of: str | None = None
 
 
 class ModelList(BaseModel):
-    """OpenAI's `GET /v1/models`."""
+    """OpenAI's `GET /v1/models`: the registry's models first, then the other names requests may send."""
 
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
     @classmethod
-    def of(cls, names: list[str]) -> ModelList:
-        return cls(data=[ModelCard(id=name) for name in names])
+    def of(cls, models: ModelRegistry) -> ModelList:
+        cards = [ModelCard(id=name, languages=spec.languages) for name, spec in models.specs.items()]
+        cards += [ModelCard(id=alias, alias_of=name) for name, spec in models.specs.items() for alias in spec.aliases]
+        cards += [ModelCard(id=name, alias_of=models.default) for name in models.generic]
+        return cls(data=cards)
 
 
 class NamedItem(BaseModel):
@@ -66,13 +75,13 @@ def catalog_reader(request: Request) -> None:
 @router.get("/v1/models", response_model=ModelList, dependencies=[Depends(require("speak"))],
             responses=errors_for(401, 403))
 async def list_models(s: Services = Depends(services)) -> ModelList:
-    return ModelList.of(s.settings.accepted_models)
+    return ModelList.of(s.models)
 
 
 @router.get("/v1/audio/models", response_model=AudioModelList, dependencies=[Depends(catalog_reader)],
             responses=errors_for(401, 403))
 async def list_audio_models(s: Services = Depends(services)) -> AudioModelList:
-    return AudioModelList(models=named(s.settings.accepted_models))
+    return AudioModelList(models=named(s.models.names()))
 
 
 @router.get("/v1/audio/voices", response_model=AudioVoiceList, dependencies=[Depends(catalog_reader)],

@@ -29,7 +29,9 @@ async def healthz() -> dict:
 
 @router.get("/v1/status", dependencies=[Depends(require("admin"))], responses=errors_for(401, 403, 503))
 async def status(s: Services = Depends(services)) -> dict:
-    return {"voices": len(await asyncio.to_thread(s.store.list)), **(await s.backends.status())}
+    registry = {name: {"aliases": spec.aliases, "languages": spec.languages, "default": name == s.models.default}
+                for name, spec in s.models.specs.items()}
+    return {"voices": len(await asyncio.to_thread(s.store.list)), "models": registry, **(await s.backends.status())}
 
 
 @router.get("/v1/me", response_model=KeyInfo, responses=errors_for(401))

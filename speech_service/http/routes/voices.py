@@ -13,7 +13,7 @@ from speech_service.http.openapi import MODEL_ERRORS, errors_for
 from speech_service.http.services import Services, services
 from speech_service.schemas import LANGUAGE_PATTERN, VOICE_NAME_PATTERN, VoiceCreated, VoiceList, VoicePatch
 from speech_service.service import voices as voice_service
-from speech_service.service.voices import correct_ref_text, register_voice
+from speech_service.service.voices import register_voice
 from speech_service.storage.voices import VoiceRecord
 
 router = APIRouter(prefix="/v1/voices", tags=["voices"])
@@ -30,6 +30,7 @@ async def create_voice(
     ref_text: str | None = Form(None),
     language: str | None = Form(None, pattern=LANGUAGE_PATTERN),
     overwrite: bool = Form(False),
+    model: str | None = Form(None, description="the model it is spoken with when a request names none"),
     s: Services = Depends(services),
 ) -> VoiceCreated:
     limits = s.settings.limits
@@ -38,7 +39,8 @@ async def create_voice(
         raise PayloadTooLarge(f"The upload is over the {limits.max_upload_bytes} byte limit.",
                               code="upload_too_large", param="file")
     return await register_voice(s.store, s.backends.transcribe, limits, name=name, data=data, ref_text=ref_text,
-                                language=language or None, overwrite=overwrite)
+                                language=language or None, overwrite=overwrite,
+                                model=s.models.canonical(model) if model else None)
 
 
 @router.get("", response_model=VoiceList, dependencies=SPEAK, responses=errors_for(403, 503))
@@ -63,7 +65,7 @@ async def get_voice_audio(name: str = VoiceName, s: Services = Depends(services)
 @router.patch("/{name}", response_model=VoiceRecord, dependencies=ADMIN,
               responses=errors_for(400, 403, 404, 409, 422, 503))
 async def patch_voice(patch: VoicePatch, name: str = VoiceName, s: Services = Depends(services)) -> VoiceRecord:
-    return await asyncio.to_thread(correct_ref_text, s.store, s.settings.limits, name, patch.ref_text)
+    return await asyncio.to_thread(voice_service.patch_voice, s.store, s.settings.limits, name, patch, s.models)
 
 
 @router.delete("/{name}", status_code=204, response_class=Response, dependencies=ADMIN,
