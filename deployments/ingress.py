@@ -93,8 +93,9 @@ class Ingress:
             status = await asyncio.to_thread(deployment_status, app_name)
             # Written by the replicas when they became ready or their models changed; reading them wakes nobody.
             status["cold_starts"] = await asyncio.to_thread(last_cold_starts, status_store)
-            if "Synthesizer" in status["deployments"]:
-                status["deployments"]["Synthesizer"]["model"] = default_model  # the registry's default
+            synthesizer = status["deployments"].get("Synthesizer")
+            if synthesizer is not None and synthesizer["model"] is None:  # an older user_config names it
+                synthesizer["model"] = default_model
             running = await asyncio.to_thread(running_replicas, app_name, "Synthesizer")
             status["synthesizer_replicas"] = await asyncio.to_thread(held_models, status_store, running)
             return status
