@@ -149,7 +149,7 @@ class VoiceList(BaseModel):
 class VoicePatch(BaseModel):
     """A correction of the transcript, and/or the model the voice is spoken with (null: the default)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     ref_text: str | None = None
     model: str | None = None

@@ -87,6 +87,9 @@ def document(app: FastAPI, settings: ServiceSettings) -> None:
         speech = schema.get("components", {}).get("schemas", {}).get("SpeechRequest", {}).get("properties", {})
         if speech:
             speech["model"]["enum"] = ModelRegistry.of(settings).names()
+        patch = schema.get("components", {}).get("schemas", {}).get("VoicePatch", {}).get("properties", {})
+        if patch:  # a voice's model is a registry name or alias, or null
+            patch["model"] = {"anyOf": [{"enum": list(ModelRegistry.of(settings).names())}, {"type": "null"}]}
             speech["input"]["maxLength"] = settings.limits.max_input_chars
         check = schema.get("components", {}).get("schemas", {}).get("QualityCheck", {}).get("properties", {})
         for option in check.get("retries", {}).get("anyOf", []):
