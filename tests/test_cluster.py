@@ -81,7 +81,7 @@ def test_voice_is_spoken_on_the_gpu_node_and_cpu_deployments_stay_off_it(cluster
         assert rate == 24000 and len(samples) > 0.3 * rate
 
     info = serve.get_deployment_handle("Synthesizer", app_name=APP).info.remote().result(timeout_s=60)
-    assert info["node_id"] == gpu_node and info["model"] == "F5TTS_v1_Base"  # the registry's name (the older model_name only labels logs)
+    assert info["node_id"] == gpu_node and info["model"] == "F5TTS_v1_Base"  # the registry's name
     voices = boto3.client("s3", **s3_server.client_kwargs()).list_objects_v2(Bucket=voice_bucket)
     assert any(o["Key"].startswith("tts/voices/carol/") for o in voices.get("Contents", []))  # shared, in S3
 

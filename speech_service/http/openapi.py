@@ -89,7 +89,9 @@ def document(app: FastAPI, settings: ServiceSettings) -> None:
             speech["model"]["enum"] = ModelRegistry.of(settings).names()
         patch = schema.get("components", {}).get("schemas", {}).get("VoicePatch", {}).get("properties", {})
         if patch:  # a voice's model is a registry name or alias, or null
-            patch["model"] = {"anyOf": [{"enum": list(ModelRegistry.of(settings).names())}, {"type": "null"}]}
+            registry = ModelRegistry.of(settings)
+            named = [n for n in registry.names() if n not in registry.generic]
+            patch["model"] = {"anyOf": [{"enum": named}, {"type": "null"}]}
             speech["input"]["maxLength"] = settings.limits.max_input_chars
         check = schema.get("components", {}).get("schemas", {}).get("QualityCheck", {}).get("properties", {})
         for option in check.get("retries", {}).get("anyOf", []):
