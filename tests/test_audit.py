@@ -123,6 +123,13 @@ def test_only_admins_read_the_audit_by_voice_and_time(tmp_path, backends, short_
         assert len(wide["entries"]) == 2
         assert datetime.fromisoformat(wide["until"]) - datetime.fromisoformat(wide["since"]) == timedelta(days=366)
         assert client.get("/v1/audit", params={"voice": "../x"}).status_code == 400
+        # Days that do not exist, and other scripts' digits, are refused as the schema says; the
+        # earliest and latest times there are, in any zone, are a range like any other.
+        for no_time in ["2027-02-29", "9873-02-31", "2026-04-31", "1900-02-29", "0000-01-01", "\u0662026-01-01"]:
+            refused = client.get("/v1/audit", params={"since": no_time})
+            assert refused.status_code == 422 and refused.json()["error"]["param"] == "since", no_time
+        assert audit(client, since="2028-02-29", until="2000-02-29T12:00") == []
+        assert audit(client, since="0001-01-01T00:00+23:59", until="9999-12-31T23:59-23:59") == audit(client)
         first = client.get("/v1/audit", params={"limit": 1}).json()
         assert first["entries"] == audit(client)[:1] and first["truncated"] is True
     finally:

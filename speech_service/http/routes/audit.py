@@ -14,8 +14,14 @@ from speech_service.http.services import Services, services
 from speech_service.schemas import VOICE_NAME_PATTERN, AuditPage
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
-ISO_8601 = (r"^(\d{3}[1-9]|\d{2}[1-9]0|\d[1-9]00|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"  # no year 0
-            r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)?)?$")
+# A date that exists (no year 0, no 31 April, 29 February in leap years only), then an optional time:
+# the schema admits exactly what the route accepts ([0-9], not \d: that also matches other scripts' digits).
+_YEAR = r"([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"
+_LEAP_YEAR = r"([0-9][0-9](0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
+_MONTH_DAY = r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+ISO_8601 = (rf"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+            r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+            r"(Z|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?$")
 DEFAULT_RANGE = timedelta(days=7)
 MAX_RANGE = timedelta(days=366)
 
@@ -54,4 +60,10 @@ def _time(written: str, param: str) -> datetime:
     except ValueError:
         raise BadRequest(f"{param} is no time: {written!r} (ISO 8601, e.g. 2026-12-01T09:30:00Z).",
                          code="invalid_time", param=param) from None
-    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    if at.tzinfo is None:
+        return at.replace(tzinfo=timezone.utc)
+    try:
+        return at.astimezone(timezone.utc)
+    except OverflowError:  # a zone's offset past year 1 or 9999: the earliest or latest time there is
+        edge = datetime.min if at.year == 1 else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
