@@ -15,9 +15,8 @@ import boto3
 import pytest
 
 from speech_service.synthesis.engine import SynthesisEngine
-from speech_service.synthesis.loading import VOCODER_FILES
 from speech_service.weights.mirror import mirror
-from speech_service.weights.source import SourceUnavailable, fetch_dir, fetch_file, pulled_record
+from speech_service.weights.source import VOCODER_FILES, SourceUnavailable, fetch_dir, fetch_file, pulled_record
 
 
 def sha256(path) -> str:

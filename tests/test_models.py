@@ -130,22 +130,28 @@ def test_one_model_at_a_time_loads_and_evicts_and_frees_the_old_one(specs, setti
 
 @slow
 def test_a_model_that_cannot_load_is_refused_by_name_and_the_others_keep_working(specs, settings, voice):
-    r, loader = replica(specs, settings, max_models=2)
-    spoken(r, voice, "f5-tiny")
     from dataclasses import replace
 
+    failed: list[str] = []
+    r = SynthesisReplica(ModelRegistry(specs, "f5-tiny", ["tts-1"]),
+                         on_load=lambda name, seconds, ok: ok or failed.append(name))
+    r.reconfigure(settings.model_copy(update={"preload": [], "max_models": 1}))
+    spoken(r, voice, "f5-tiny")
     with pytest.raises(ModelUnavailable) as err:
         asyncio.run(r.synthesize(replace(voice, model="broken"), TEXT, SynthesisOptions()))
     assert "'broken'" in err.value.message and "checkpoint" in err.value.message
+    # Its files are looked for before anything is unloaded: the model held stays, though the replica
+    # holds at most one.
+    assert r.models.held() == ["f5-tiny"] and r.models.stats()["f5-tiny"]["evictions"] == 0
     with pytest.raises(ModelUnavailable):  # refused at once within load_retry_s: no second load
         r.plan(replace(voice, model="broken"), TEXT, SynthesisOptions())
-    assert loader.loaded.count("broken") == 1
+    assert failed == ["broken"]
     assert r.models.stats()["broken"]["load_error"] == err.value.message
-    assert len(spoken(r, voice, "f5-tiny")) > 0 and r.models.held() == ["f5-tiny"]
-    r.reconfigure(settings.model_copy(update={"preload": [], "max_models": 2, "load_retry_s": 0}))
+    assert len(spoken(r, voice, "f5-tiny")) > 0 and r.models.stats()["f5-tiny"]["loads"] == 1
+    r.reconfigure(settings.model_copy(update={"preload": [], "max_models": 1, "load_retry_s": 0}))
     with pytest.raises(ModelUnavailable):  # tried again once the wait is over
         r.plan(replace(voice, model="broken"), TEXT, SynthesisOptions())
-    assert loader.loaded.count("broken") == 2
+    assert failed == ["broken", "broken"] and r.models.held() == ["f5-tiny"]
 
 
 @slow

@@ -35,12 +35,12 @@ from speech_service.models import ModelSpec
 from speech_service.plans import Segment, SpeechPlan
 from speech_service.synthesis import f5_modules
 from speech_service.synthesis.clips import Clip, ClipCache
-from speech_service.synthesis.loading import VOCODER_FILES, _dtype, load_f5, load_vocos
+from speech_service.synthesis.loading import _dtype, load_f5, load_vocos
 from speech_service.text.layout import layout
 from speech_service.text.mapped import word_spans
 from speech_service.text.segments import normalize_ref_text, split_text
 from speech_service.text.spoken import normalize_for_speech, speak
-from speech_service.weights.source import fetch_dir, fetch_file
+from speech_service.weights.source import fetch_weights
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +110,8 @@ class SynthesisEngine:
             f5_modules.submodule("cfm")
             from vocos import Vocos
         with clock.phase("fetch"):
-            checkpoint = fetch_file(spec.checkpoint, settings.cache_dir)
-            vocoder_dir = fetch_dir(spec.vocoder, settings.cache_dir, VOCODER_FILES)
-            vocab = str(fetch_file(spec.vocab, settings.cache_dir)) if spec.vocab else ""
+            checkpoint, vocoder_dir, vocab = fetch_weights(spec.checkpoint, spec.vocoder, spec.vocab,
+                                                           settings.cache_dir)
         with clock.phase("weights"):
             logger.info("loading %s from %s on %s, %d threads", spec.name, checkpoint, device,
                         torch.get_num_threads())

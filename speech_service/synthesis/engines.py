@@ -15,11 +15,13 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from speech_service.config import SynthesizerSettings
 from speech_service.errors import ModelUnavailable
 from speech_service.models import ModelRegistry, ModelSpec
+from speech_service.weights.source import fetch_weights
 
 if TYPE_CHECKING:
     from speech_service.coldstart import ColdStartClock
@@ -28,6 +30,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("ray.serve")
 
 Loader = Callable[[SynthesizerSettings, ModelSpec, "ColdStartClock | None"], "SynthesisEngine"]
+
+
+def fetch_local(spec: ModelSpec, cache_dir: str) -> ModelSpec:
+    """`spec` with its checkpoint, vocoder and vocab on this node's disk (fetched when remote)."""
+    weights = fetch_weights(spec.checkpoint, spec.vocoder, spec.vocab, cache_dir)
+    return spec.model_copy(update={"checkpoint": str(weights.checkpoint), "vocoder": str(weights.vocoder),
+                                   "vocab": weights.vocab})
 
 
 class EngineCache:
@@ -114,13 +123,18 @@ class EngineCache:
         settings = self._settings()
         spec = self.spec(name)
         with self._lock:
-            dropped = self._evict_beyond(settings.max_models - 1)
             self._loading = name
-        self._released(dropped)
         cold, started = self._clock, time.perf_counter()
         try:
+            # The files first, while every model is still held: one whose weights are missing or
+            # unreachable costs the others nothing.
+            with cold.phase("fetch") if cold else nullcontext():
+                local = fetch_local(spec, settings.cache_dir)
+            with self._lock:
+                dropped = self._evict_beyond(settings.max_models - 1)
+            self._released(dropped)
             resolved = settings.model_copy(update={"cpu_threads": self.threads(settings.cpu_threads)})
-            engine = self.loader(resolved, spec, cold)
+            engine = self.loader(resolved, local, cold)
         except Exception as exc:  # stay up: the other models work, and this one's requests are told why
             message = _advice(name, exc)
             logger.error("could not load model %s: %s", name, exc)

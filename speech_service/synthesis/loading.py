@@ -11,7 +11,6 @@ import torch
 from speech_service.synthesis import f5_modules
 
 logger = logging.getLogger(__name__)
-VOCODER_FILES = ["config.yaml", "pytorch_model.bin"]
 
 
 def _dtype(setting: str, device: str) -> torch.dtype:

@@ -20,18 +20,34 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PULLED = "pulled.json"  # the cache entry's record of the files it verified
 DOWNLOADS = "downloads.jsonl"  # one line per download into the entry: when, which files, how long
+VOCODER_FILES = ["config.yaml", "pytorch_model.bin"]  # a Vocos directory
 LOCK_WAIT_S = 3600.0  # another replica on this node may be downloading a multi-GB checkpoint
 _CHUNK = 8 * 1024 * 1024
 
 
 class SourceUnavailable(Exception):
     """The weights could not be found, fetched or verified."""
+
+
+class Weights(NamedTuple):
+    """One model's files on this node's disk."""
+
+    checkpoint: Path
+    vocoder: Path  # a directory holding VOCODER_FILES
+    vocab: str  # "" = the vocab shipped with f5-tts
+
+
+def fetch_weights(checkpoint: str, vocoder: str, vocab: str, cache_dir: str) -> Weights:
+    """A model's checkpoint, vocoder and vocab (sources as a registry entry names them) on local disk."""
+    return Weights(fetch_file(checkpoint, cache_dir), fetch_dir(vocoder, cache_dir, VOCODER_FILES),
+                   str(fetch_file(vocab, cache_dir)) if vocab else "")
 
 
 def fetch_file(source: str, cache_dir: str) -> Path:
