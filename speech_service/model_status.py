@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from speech_service.storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
 PREFIX = "status/models/"
+# A record of a replica Serve does not report running is deleted once it is this old: younger, it may
+# be a replica still starting (its record is written when its first model loads, before it runs).
+STALE_AFTER = timedelta(minutes=10)
 
 
 def save(objects: ObjectStore, replica: str, held: list[str], models: dict[str, Any]) -> None:
@@ -29,13 +32,17 @@ def save(objects: ObjectStore, replica: str, held: list[str], models: dict[str, 
 
 
 def held_models(objects: ObjectStore, running: set[str] | None) -> dict[str, dict[str, Any]]:
-    """The records of the replicas in `running` (None: every record), by replica."""
-    records = {}
+    """The records of the replicas in `running` (None: every record), by replica. Records that a
+    replica killed without its shutdown left behind are deleted once `STALE_AFTER` old."""
+    records, now = {}, datetime.now(timezone.utc)
     try:
         for key in objects.list(PREFIX):
             replica = key.removeprefix(PREFIX).removesuffix(".json")
+            record = json.loads(objects.get(key).data)
             if running is None or replica in running:
-                records[replica] = json.loads(objects.get(key).data)
+                records[replica] = record
+            elif now - datetime.fromisoformat(record["updated_at"]) > STALE_AFTER:
+                objects.delete(key)
     except Exception as exc:  # status must answer even when the store does not
         logger.warning("could not read which models the replicas hold: %s", exc)
     return records

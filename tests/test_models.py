@@ -259,3 +259,24 @@ def test_the_registry_refuses_a_name_given_twice_and_an_unknown_default():
         ServiceSettings(models=[ModelSpec(name="a"), ModelSpec(name="b", aliases=["a"])])
     with pytest.raises(ValueError, match="default_model"):
         ServiceSettings(models=[ModelSpec(name="a")], default_model="b")
+
+
+def test_status_shows_running_replicas_and_forgets_one_killed_long_ago(tmp_path):
+    import json
+    from datetime import datetime, timezone
+
+    from speech_service import model_status
+    from speech_service.storage.objects import LocalObjectStore
+
+    objects = LocalObjectStore(tmp_path)
+    stats = {"f5-tiny": {"loaded": True, "loads": 1, "requests": 7}}
+    for replica in ["running", "starting"]:
+        model_status.save(objects, replica, ["f5-tiny"], stats)
+    killed = {"replica": "killed", "held": ["f5-tiny"], "models": {},
+              "updated_at": (datetime.now(timezone.utc) - 2 * model_status.STALE_AFTER).isoformat()}
+    objects.put(f"{model_status.PREFIX}killed.json", json.dumps(killed).encode())
+    shown = model_status.held_models(objects, {"running"})
+    assert list(shown) == ["running"] and shown["running"]["held"] == ["f5-tiny"]
+    assert "requests" not in shown["running"]["models"]["f5-tiny"]  # stale by the next request: a metric
+    # The killed replica's record is gone; the one still starting is kept until it runs.
+    assert sorted(model_status.held_models(objects, None)) == ["running", "starting"]
