@@ -71,7 +71,7 @@ def test_two_replicas_start_from_the_mirror_downloaded_once(base_url, mirrored, 
     infos = replica_infos(2)
     assert len(infos) == 2
     for info in infos.values():
-        assert info["model"] == "f5-tiny" and info["load_error"] is None
+        assert info["model"] == "F5TTS_v1_Base" and info["load_error"] is None
     assert len({info["node_id"] for info in infos.values()}) == 1
 
     with httpx.Client(base_url=base_url, timeout=300) as http, open(short_wav, "rb") as f:
