@@ -65,11 +65,13 @@ def offline_config(models: dict[str, Path], store: Path, port: int, synth_thread
     write_signer(signer)
     app["args"]["provenance"].update(certificate_chain=str(signer / "chain.pem"), private_key=str(signer / "key.pem"),
                                      trust_anchors=str(signer / "ca.pem"))
+    weights = {"f5-tiny": models["checkpoint"], "e2-tiny": models.get("e2_checkpoint")}
+    for spec in app["args"]["models"]:  # the profile's registry, on the files `prepare` wrote
+        if weights.get(spec["name"]):
+            spec.update(checkpoint=str(weights[spec["name"]]), vocoder=str(models["vocoder"]))
     for d in app["deployments"]:
-        if d["name"] == "Synthesizer":
-            d["user_config"].update(checkpoint=str(models["checkpoint"]), vocoder=str(models["vocoder"]))
-            if synth_threads:
-                d["user_config"]["cpu_threads"] = synth_threads
+        if d["name"] == "Synthesizer" and synth_threads:
+            d["user_config"]["cpu_threads"] = synth_threads
         if d["name"] == "Transcriber":
             d["user_config"]["model"] = str(models["whisper"])
         if d["name"] in ("Synthesizer", "Transcriber"):

@@ -141,13 +141,17 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
     from ray import serve
 
     from speech_service.audio.seams import join
-    from speech_service.config import SynthesisOptions, SynthesizerSettings
+    from speech_service.config import ServiceSettings, SynthesisOptions, SynthesizerSettings
+    from speech_service.models import ModelRegistry
     from speech_service.references import Reference
     from speech_service.synthesis.engine import SynthesisEngine, cross_fade_samples
 
     deployments = config["applications"][0]["deployments"]
     user_config = next(d for d in deployments if d["name"] == "Synthesizer")["user_config"]
-    engine = SynthesisEngine.load(SynthesizerSettings.model_validate({**user_config, "cpu_threads": threads}))
+    settings = SynthesizerSettings.model_validate({**user_config, "cpu_threads": threads})
+    models = ModelRegistry.of(ServiceSettings.model_validate(config["applications"][0]["args"]))
+    spec = models.specs[models.default]  # what the service speaks the voice with
+    engine = SynthesisEngine.load(settings, spec=settings.weights_of(spec, default=True))
     torch.set_num_threads(threads)
     voice = http.get("/v1/voices/bench-rss").json()
     reference, _ = sf.read(io.BytesIO(http.get("/v1/voices/bench-rss/audio").content), dtype="float32")
@@ -179,7 +183,8 @@ def overhead(http: httpx.Client, config: dict, threads: int, runs: int, nfe: int
         return time.perf_counter() - start
 
     synthesizer = serve.get_deployment_handle("Synthesizer", APP)
-    reference = Reference("bench-rss", voice["sha256"], voice["ref_text"])  # its clip is cached there
+    # its clip is cached there, prepared for the model the service speaks it with
+    reference = Reference("bench-rss", voice["sha256"], voice["ref_text"], model=models.default)
 
     def handle() -> float:
         """The replica's side alone: the same synthesis through a handle call from here."""

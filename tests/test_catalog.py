@@ -36,6 +36,14 @@ def test_the_openai_sdk_lists_the_models(tmp_path, backends):
         models = list(openai.OpenAI(base_url=f"{url}/v1", api_key="sk-app").models.list())
         assert [m.id for m in models] == ["F5TTS_v1_Base", "f5-tts", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
         assert {m.object for m in models} == {"model"} and all(m.owned_by for m in models)
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-app", max_retries=0)
+        assert sdk.models.retrieve("tts-1").id == "tts-1"  # client.models.retrieve: one card
+        assert sdk.models.retrieve("F5TTS_v1_Base").model_dump()["languages"] == ["en", "zh"]
+        try:
+            sdk.models.retrieve("whisper-1")
+            raise AssertionError("retrieved a model the service does not have")
+        except openai.NotFoundError as exc:
+            assert exc.code == "model_not_found" and "whisper-1" in exc.message
         try:
             openai.OpenAI(base_url=f"{url}/v1", api_key="guess", max_retries=0).models.list()
             raise AssertionError("listed without a valid key")

@@ -10,6 +10,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
+from speech_service.errors import NotFound
 from speech_service.http.auth import authenticated, require
 from speech_service.http.openapi import errors_for
 from speech_service.http.services import Services, services
@@ -42,6 +43,14 @@ class ModelList(BaseModel):
         cards += [ModelCard(id=alias, alias_of=name) for name, spec in models.specs.items() for alias in spec.aliases]
         cards += [ModelCard(id=name, alias_of=models.default) for name in models.generic]
         return cls(data=cards)
+
+    def card(self, model: str) -> ModelCard:
+        """One name's card (OpenAI's `GET /v1/models/{model}`), or 404 model_not_found as OpenAI answers."""
+        found = next((card for card in self.data if card.id == model), None)
+        if found is None:
+            raise NotFound(f"The model '{model}' does not exist; GET /v1/models lists them.",
+                           code="model_not_found", param="model")
+        return found
 
 
 class NamedItem(BaseModel):
@@ -76,6 +85,12 @@ def catalog_reader(request: Request) -> None:
             responses=errors_for(401, 403))
 async def list_models(s: Services = Depends(services)) -> ModelList:
     return ModelList.of(s.models)
+
+
+@router.get("/v1/models/{model}", response_model=ModelCard, dependencies=[Depends(require("speak"))],
+            responses=errors_for(401, 403, 404))
+async def retrieve_model(model: str, s: Services = Depends(services)) -> ModelCard:
+    return ModelList.of(s.models).card(model)
 
 
 @router.get("/v1/audio/models", response_model=AudioModelList, dependencies=[Depends(catalog_reader)],
