@@ -81,6 +81,7 @@ def test_every_item_of_a_mixed_batch_is_its_solo_result(engine, voices):
         assert relative_difference(wave, solo) <= 1e-5, item.segment.text
 
 
+@pytest.mark.slow  # seconds of model calls: make test, not the minute loop
 def test_without_the_attention_mask_a_shorter_item_would_change(synth_settings, voices):
     """The check above can fail: the F5TTS_v1_Base config's own `attn_mask_enabled: False` leaks."""
     unmasked = SynthesisEngine.load(synth_settings)
@@ -94,6 +95,7 @@ def test_without_the_attention_mask_a_shorter_item_would_change(synth_settings, 
     assert relative_difference(batched[shortest], solo) > 1e-3
 
 
+@pytest.mark.slow  # seconds of model calls: make test, not the minute loop
 def test_batches_are_split_by_size_and_frame_budget_and_knobs(engine, voices):
     items = mixed_items(engine, voices)[:5] + mixed_items(engine, voices, nfe_step=3)[:2]
     solo = [engine.synthesize_batch([item])[0] for item in items]

@@ -57,6 +57,7 @@ def say(client, voice="alice", **body):
     return client.post("/v1/audio/speech", json={"voice": voice, "input": "Hello there.", "nfe_step": 2, **body})
 
 
+@pytest.mark.slow  # seconds of model calls: make test, not the minute loop
 def test_a_spoken_consent_passes_when_the_phrase_is_read_and_fails_for_another(client, tmp_path):
     challenge, wrong = speak_consent(client, tmp_path, read_aloud=ANOTHER_PHRASE)
     assert_error(wrong, 422, "consent_not_spoken")

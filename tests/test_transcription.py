@@ -14,6 +14,7 @@ def normalise(text: str) -> str:
     return jiwer.RemovePunctuation()(text.lower()).replace("seven", "7")
 
 
+@pytest.mark.slow  # seconds of model calls: make test, not the minute loop
 @pytest.mark.parametrize("sentence", [SHORT_TEXT, "Please call me back tomorrow morning about the meeting."])
 def test_whisper_base_transcribes_espeak_speech(whisper, speech_dir, sentence):
     wav = espeak(sentence, speech_dir / f"asr-{abs(hash(sentence))}.wav")
