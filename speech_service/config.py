@@ -185,6 +185,9 @@ class ProvenanceSettings(Strict):
     private_key: str = ""
     trust_anchors: str = ""
     sidecar_ttl_s: float = Field(7 * 24 * 3600, gt=0)  # how long `GET /v1/provenance/{id}` keeps a sidecar
+    # How long `GET /v1/provenance/{id}` waits for a sidecar still being stored: a response's is
+    # signed and stored after the response, maybe by another Ingress replica than the GET's.
+    landing_wait_s: float = Field(2.0, ge=0, le=30)
 
     @model_validator(mode="after")
     def _key_with_chain(self) -> ProvenanceSettings:

@@ -230,3 +230,69 @@ def test_a_signer_that_cannot_sign_is_refused_at_start_with_its_reason(signer, t
                                               private_key=str(signer / "key.pem")))
     with pytest.raises(ValueError, match="go together"):
         ProvenanceSettings(certificate_chain=str(signer / "chain.pem"))
+
+
+def slow_puts(sidecars, monkeypatch, delay_s: float) -> list[str]:
+    """`sidecars.put` takes `delay_s` longer; returns the ids stored so far."""
+    import time
+
+    stored, put = [], sidecars.put
+
+    def slow(sidecar_id, manifest):
+        time.sleep(delay_s)
+        put(sidecar_id, manifest)
+        stored.append(sidecar_id)
+
+    monkeypatch.setattr(sidecars, "put", slow)
+    return stored
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_response_does_not_wait_for_its_sidecar_and_a_get_waits_for_it(client, trusted, monkeypatch, stream):
+    stored = slow_puts(client.app.state.services.speech.marker.sidecars, monkeypatch, 0.5)
+    r = say(client, response_format="pcm", stream=stream)
+    assert stored == []  # the audio came before its sidecar was kept
+    assert read(r.content, trusted, sidecar=sidecar_of(client, r))[0] == "Trusted"
+    assert stored == [r.headers["X-Content-Credentials"].rsplit("/", 1)[1]]
+
+
+def test_a_replica_going_away_stores_the_sidecars_of_the_responses_it_sent(tmp_path, backends, short_wav,
+                                                                           monkeypatch):
+    app = create_app(ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")}}), backends)
+    stored = slow_puts(app.state.services.speech.marker.sidecars, monkeypatch, 0.5)
+    with TestClient(app) as client:
+        upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+        ids = [say(client, response_format="aac", stream=stream).headers["X-Content-Credentials"].rsplit("/", 1)[1]
+               for stream in (False, True)]
+        assert stored == []
+    assert sorted(stored) == sorted(ids)  # the shutdown waited for both
+
+
+def test_a_sidecar_another_replica_is_storing_is_waited_for_and_an_unknown_one_is_not_for_ever(tmp_path):
+    import asyncio
+    import time
+
+    from speech_service.config import ProvenanceSettings
+    from speech_service.errors import NotFound
+    from speech_service.provenance.credentials import ContentCredentials, SpeechFacts
+    from speech_service.service.marking import SpeechMarker
+
+    credentials = ContentCredentials(ProvenanceSettings())
+    objects = LocalObjectStore(tmp_path / "shared")
+    storing = SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit=None)
+    asking = SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit=None, landing_wait_s=2.0)
+    slow_puts(storing.sidecars, pytest.MonkeyPatch(), 0.4)
+
+    async def scene():
+        facts = SpeechFacts("alice", "", "req-1", None, "f5-tiny")
+        marked = await storing.response(b"speech bytes", "pcm", facts)
+        manifest = await asking.sidecar(marked.sidecar_id)  # a GET reaching the other Ingress replica
+        began = time.monotonic()
+        with pytest.raises(NotFound):
+            await asking.sidecar("never-made")
+        return marked, manifest, time.monotonic() - began
+
+    marked, manifest, waited = asyncio.run(scene())
+    assert marked.sidecar_id == "req-1"
+    assert credentials.verify(b"speech bytes", manifest).speech["request_id"] == "req-1"
+    assert 1.0 < waited < 2.5

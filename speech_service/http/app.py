@@ -34,6 +34,7 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
             yield
         finally:
             await services.runner.stop()
+            await services.speech.marker.drain()  # sidecars of responses already sent
             await asyncio.to_thread(services.audit.close)  # what is queued, written before the replica goes
 
     app = FastAPI(title="F5-TTS voice service", version="1", lifespan=lifespan)

@@ -83,15 +83,22 @@ class ContentCredentials:
                            "UNTRUSTED development certificate")
             files = make_signer()
             chain, key, anchors = files.chain, files.key, ""
+        trust = {"verify": {"verify_trust": True}, "trust": {"trust_anchors": anchors}} if anchors else {}
+        self._context = c2pa.Context.from_dict(trust) if trust else None
+        # The library reads back every manifest it signs (more than half of the signing time); the
+        # manifests differ only in their facts, so one probe read back at start stands for them.
+        self._signing = c2pa.Context.from_dict({"verify": {"verify_after_sign": False}})
         try:
             self._signer = c2pa.Signer.from_info(
                 c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain.encode(), key.encode(), None))
-            # A key that does not match its certificate fails here, at start, not in every request.
-            self.sidecar(b"\0", SpeechFacts("probe", "", "probe", None, "probe"))
+            probe = self.sidecar(b"\0", SpeechFacts("probe", "", "probe", None, "probe"))
         except c2pa.C2paError as exc:
             raise ValueError(f"provenance: the certificate chain and key do not make an ES256 signer: {exc}") from exc
-        trust = {"verify": {"verify_trust": True}, "trust": {"trust_anchors": anchors}} if anchors else {}
-        self._context = c2pa.Context.from_dict(trust) if trust else None
+        # A key that does not match its certificate fails here, at start, not in every request.
+        verified = self.verify(b"\0", probe)
+        if verified is None or verified.state == "Invalid":
+            raise ValueError("provenance: the certificate chain and key do not make an ES256 signer: what they "
+                             f"sign does not verify ({', '.join(verified.failures) if verified else 'unreadable'})")
 
     def manifest(self, facts: SpeechFacts) -> dict[str, Any]:
         return {
@@ -108,12 +115,13 @@ class ContentCredentials:
     def embed(self, data: bytes, fmt: str, facts: SpeechFacts) -> bytes:
         """`data` (a whole file in `fmt`, one of EMBEDDED) with its manifest inside."""
         signed = io.BytesIO()
-        self._c2pa.Builder(self.manifest(facts)).sign(self._signer, EMBEDDED[fmt], io.BytesIO(data), signed)
+        builder = self._c2pa.Builder(self.manifest(facts), self._signing)
+        builder.sign(self._signer, EMBEDDED[fmt], io.BytesIO(data), signed)
         return signed.getvalue()
 
     def sidecar(self, data: bytes, facts: SpeechFacts) -> bytes:
         """A detached manifest bound to exactly `data`."""
-        builder = self._c2pa.Builder(self.manifest(facts))
+        builder = self._c2pa.Builder(self.manifest(facts), self._signing)
         builder.set_no_embed()
         return builder.sign(self._signer, OPAQUE, io.BytesIO(data), io.BytesIO())
 

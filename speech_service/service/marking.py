@@ -1,14 +1,20 @@
 """Content Credentials on the speech a request or job returns: embedded in whole wav, mp3 and flac
-files, a stored sidecar for the rest and for streams (`provenance.credentials`)."""
+files, a stored sidecar for the rest and for streams (`provenance.credentials`).
+
+A response's sidecar is signed and stored after the response has gone (it needs none of the
+response's time); until it lands, `sidecar` waits for it: here for this replica's own, and by
+asking the store again for a while for one another Ingress replica is storing."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from speech_service.errors import NotFound
 from speech_service.provenance.credentials import EMBEDDED, ContentCredentials, SpeechFacts
 from speech_service.references import Reference
 from speech_service.schemas import SpeechRequest
@@ -38,29 +44,89 @@ def facts(body: SpeechRequest, reference: Reference, request_id: str, key: str |
 
 
 class SpeechMarker:
-    def __init__(self, credentials: ContentCredentials, sidecars: ProvenanceStore, audit: AuditLog):
+    def __init__(self, credentials: ContentCredentials, sidecars: ProvenanceStore, audit: AuditLog,
+                 landing_wait_s: float = 2.0):
         self.credentials, self.sidecars, self.audit = credentials, sidecars, audit
+        self.landing_wait_s = landing_wait_s  # how long `sidecar` waits for one still being stored
+        # This replica's sidecars named in a response and not yet stored: done when stored or given up.
+        self._landing: dict[str, asyncio.Future[None]] = {}
+        self._keeping: set[asyncio.Task[None]] = set()
 
-    def whole(self, data: bytes, fmt: str, facts: SpeechFacts, sidecar_id: str | None = None) -> Marked:
-        """Blocking (1-10 ms of signing, a store write for a sidecar): call in a thread. A sidecar
-        goes under `sidecar_id` when given (a job's id: its own, replacing an earlier attempt's)."""
+    def whole(self, data: bytes, fmt: str, facts: SpeechFacts, sidecar_id: str) -> Marked:
+        """A job's speech, its sidecar stored before this returns, under `sidecar_id` (the job's
+        own, replacing an earlier attempt's). Blocking: call in a thread."""
         if fmt in EMBEDDED:
             return Marked(self.credentials.embed(data, fmt, facts), None)
         manifest = self.credentials.sidecar(data, facts)
-        if sidecar_id is None:
-            sidecar_id = self.sidecars.new_id(facts.request_id)
-        else:
-            self.sidecars.remove(sidecar_id)
+        self.sidecars.remove(sidecar_id)
         self.sidecars.put(sidecar_id, manifest)
+        return Marked(data, sidecar_id)
+
+    async def response(self, data: bytes, fmt: str, facts: SpeechFacts) -> Marked:
+        """A whole response: signed inside (wav, mp3, flac), or named a sidecar that is signed and
+        stored once the response is out."""
+        if fmt in EMBEDDED:
+            return Marked(await asyncio.to_thread(self.credentials.embed, data, fmt, facts), None)
+        sidecar_id = await self._reserve(facts.request_id)
+        self._land(sidecar_id, data, facts)
         return Marked(data, sidecar_id)
 
     async def stream(self, chunks: AsyncIterator[bytes], facts: SpeechFacts,
                      fmt: str) -> tuple[AsyncIterator[bytes], str]:
         """`chunks` as they come, and the id their sidecar will have: it is signed over every byte
-        and stored after the last chunk, before the response ends. The stream's audit entry is
-        queued when it ends (marked incomplete when it broke off or its client left)."""
-        sidecar_id = await asyncio.to_thread(self.sidecars.new_id, facts.request_id)
+        once the last has gone. The stream's audit entry is queued when it ends (marked incomplete
+        when it broke off or its client left)."""
+        sidecar_id = await self._reserve(facts.request_id)
         return self._signed_after(chunks, facts, fmt, sidecar_id), sidecar_id
+
+    async def sidecar(self, sidecar_id: str) -> bytes:
+        """The sidecar kept under `sidecar_id`. One still landing is waited for, up to
+        `landing_wait_s`: this replica's own until it is stored, any other by asking again."""
+        deadline = time.monotonic() + self.landing_wait_s
+        if (landing := self._landing.get(sidecar_id)) is not None:
+            await asyncio.wait({landing}, timeout=self.landing_wait_s)
+        pause = 0.05
+        while True:
+            try:
+                return await asyncio.to_thread(self.sidecars.get, sidecar_id)
+            except NotFound:
+                if time.monotonic() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause *= 2
+
+    async def drain(self) -> None:
+        """Wait for every sidecar still being signed or stored (before the replica goes)."""
+        if self._keeping:
+            await asyncio.wait(set(self._keeping), timeout=30)
+
+    async def _reserve(self, request_id: str) -> str:
+        """An id no stored sidecar has and none of this replica's landing ones (`new_id`)."""
+        sidecar_id = await asyncio.to_thread(self.sidecars.new_id, request_id, set(self._landing))
+        if sidecar_id in self._landing:  # taken meanwhile, by a request with the same X-Request-ID
+            sidecar_id = self.sidecars.new_id("")
+        self._landing[sidecar_id] = asyncio.get_running_loop().create_future()
+        return sidecar_id
+
+    def _release(self, sidecar_id: str) -> None:
+        landing = self._landing.pop(sidecar_id, None)
+        if landing is not None and not landing.done():
+            landing.set_result(None)
+
+    def _land(self, sidecar_id: str, data: bytes, facts: SpeechFacts) -> None:
+        """Sign and store `data`'s sidecar in the background."""
+        task = asyncio.get_running_loop().create_task(self._keep(sidecar_id, data, facts))
+        self._keeping.add(task)
+        task.add_done_callback(self._keeping.discard)
+
+    async def _keep(self, sidecar_id: str, data: bytes, facts: SpeechFacts) -> None:
+        try:
+            manifest = await asyncio.to_thread(self.credentials.sidecar, data, facts)
+            await asyncio.to_thread(self.sidecars.put, sidecar_id, manifest)
+        except Exception:  # the audio is out; a missing sidecar reads as 404 provenance_not_found
+            logger.exception("the sidecar manifest %s could not be kept", sidecar_id)
+        finally:
+            self._release(sidecar_id)
 
     async def _signed_after(self, chunks: AsyncIterator[bytes], facts: SpeechFacts, fmt: str,
                             sidecar_id: str) -> AsyncIterator[bytes]:
@@ -74,8 +140,6 @@ class SpeechMarker:
             complete = True
         finally:
             self.audit.record(facts, "stream", fmt, digest.hexdigest(), complete)
-        try:
-            manifest = await asyncio.to_thread(self.credentials.sidecar, bytes(sent), facts)
-            await asyncio.to_thread(self.sidecars.put, sidecar_id, manifest)
-        except Exception:  # the audio is out; a missing sidecar reads as 404 provenance_not_found
-            logger.exception("the sidecar manifest %s of a stream could not be kept", sidecar_id)
+            if not complete:  # broke off: no sidecar for a prefix
+                self._release(sidecar_id)
+        self._land(sidecar_id, bytes(sent), facts)

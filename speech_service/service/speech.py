@@ -110,7 +110,7 @@ class SpeechService:
         self.listened = ListenedSpeech(self)
         self.audit = AuditLog(AuditStore(store.objects), settings.audit)
         self.marker = marking.SpeechMarker(ContentCredentials(settings.provenance), ProvenanceStore(
-            store.objects, settings.provenance.sidecar_ttl_s), self.audit)
+            store.objects, settings.provenance.sidecar_ttl_s), self.audit, settings.provenance.landing_wait_s)
 
     def check(self, body: SpeechRequest) -> None:
         if body.model not in self.models.generic:
@@ -176,15 +176,10 @@ class SpeechService:
         else:
             data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
         facts = marking.facts(body, reference, current_request_id(), key)
-        marked = await asyncio.to_thread(self._marked, data, body.response_format, facts)
+        marked = await self.marker.response(data, body.response_format, facts)
+        self.audit.record(facts, "speech", body.response_format, await asyncio.to_thread(sha256, marked.data))
         return EncodedSpeech(marked.data, speech.model_s, time.monotonic() - started, len(wave) / audio.SAMPLE_RATE,
                              listened, marked.sidecar_id)
-
-    def _marked(self, data: bytes, fmt: str, facts: marking.SpeechFacts) -> marking.Marked:
-        """Signed, and its audit entry queued (blocking: the signing, and hashing the output)."""
-        marked = self.marker.whole(data, fmt, facts)
-        self.audit.record(facts, "speech", fmt, sha256(marked.data))
-        return marked
 
     async def stream(self, body: SpeechRequest, key: str | None = None) -> tuple[AsyncIterator[bytes], Headers]:
         """Encoded audio as segments are ready, and the headers that say where its sidecar manifest

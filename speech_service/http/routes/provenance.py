@@ -41,7 +41,7 @@ router = APIRouter(prefix="/v1/provenance", tags=["provenance"])
     **errors_for(404, 503)})
 async def get_sidecar(sidecar_id: str = PathParam(description="the id in `X-Content-Credentials`"),
                       s: Services = Depends(services)) -> Response:
-    manifest = await asyncio.to_thread(s.speech.marker.sidecars.get, sidecar_id)
+    manifest = await s.speech.marker.sidecar(sidecar_id)
     return Response(manifest, media_type=SIDECAR_MEDIA_TYPE)
 
 
