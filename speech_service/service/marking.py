@@ -102,9 +102,9 @@ class SpeechMarker:
 
     async def _reserve(self, request_id: str) -> str:
         """An id no stored sidecar has and none of this replica's landing ones (`new_id`)."""
-        sidecar_id = await asyncio.to_thread(self.sidecars.new_id, request_id, set(self._landing))
-        if sidecar_id in self._landing:  # taken meanwhile, by a request with the same X-Request-ID
-            sidecar_id = self.sidecars.new_id("")
+        sidecar_id = await asyncio.to_thread(self.sidecars.new_id, request_id)
+        if sidecar_id in self._landing:  # not stored yet: another request with the same X-Request-ID
+            sidecar_id = self.sidecars.random_id()
         self._landing[sidecar_id] = asyncio.get_running_loop().create_future()
         return sidecar_id
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 
 from speech_service.errors import NotFound
 from speech_service.storage.objects import ObjectStore
@@ -25,12 +25,15 @@ class ProvenanceStore:
         self.objects, self.ttl_s, self.clock = objects, ttl_s, clock
         self._next_sweep = 0.0
 
-    def new_id(self, request_id: str, landing: Collection[str] = ()) -> str:
+    def new_id(self, request_id: str) -> str:
         """The id a request's sidecar will be kept under: the request's own, unless it is not
-        key-safe or already names a sidecar, stored or `landing` (a client may send any
-        `X-Request-ID`, another's too)."""
-        if _ID.fullmatch(request_id) and request_id not in landing and not self._keys(request_id):
+        key-safe or already names a sidecar (a client may send any `X-Request-ID`, another's too)."""
+        if _ID.fullmatch(request_id) and not self._keys(request_id):
             return request_id
+        return self.random_id()
+
+    @staticmethod
+    def random_id() -> str:
         return f"prov_{secrets.token_hex(12)}"
 
     def put(self, sidecar_id: str, manifest: bytes) -> None:
