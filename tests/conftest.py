@@ -328,7 +328,9 @@ class SeaweedFS:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [str(weed), "server", "-s3", f"-ip={self.ip}", f"-ip.bind={self.ip}", f"-dir={self.directory}",
-             "-master.volumeSizeLimitMB=64", "-volume.max=0", *(f"-{k}={v}" for k, v in self.ports.items())],
+             # A restarted master waits out raft's election timeout (10 s by default) before it leads.
+             "-master.volumeSizeLimitMB=64", "-volume.max=0", "-master.electionTimeout=1s",
+             *(f"-{k}={v}" for k, v in self.ports.items())],
             stdout=subprocess.DEVNULL, stderr=open(self.directory / "weed.log", "ab"))
         client = boto3.client("s3", **self.client_kwargs())
         deadline = time.time() + timeout
@@ -343,7 +345,7 @@ class SeaweedFS:
                     raise RuntimeError("SeaweedFS did not start") from None
                 time.sleep(0.3)
 
-    def stop(self, grace_s: float = 5) -> None:
+    def stop(self, grace_s: float = 1) -> None:
         """SIGTERM, then SIGKILL after `grace_s` (weed's own graceful stop takes ~25 s; its data is
         on disk by then either way)."""
         if self.process and self.process.poll() is None:
