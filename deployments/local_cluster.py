@@ -19,7 +19,6 @@ def deploy(config: dict, *, num_cpus: int, num_gpus: int, address: str | None = 
     for `ray.init` (or connect to the running cluster at `address`), deploy `config` and return the
     base URL once the application is running."""
     import ray
-    from ray import serve
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file written into the user's HOME
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -31,6 +30,13 @@ def deploy(config: dict, *, num_cpus: int, num_gpus: int, address: str | None = 
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, namespace="serve",
                  include_dashboard=False, log_to_driver=False, **init_options)
     apply(config)
+    return wait_until_running(config, timeout_s)
+
+
+def wait_until_running(config: dict, timeout_s: float = 300) -> str:
+    """The base URL once `config`'s first application is running (a failed deploy raises)."""
+    from ray import serve
+
     name = config["applications"][0]["name"]
     deadline = time.time() + timeout_s
     while time.time() < deadline:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +85,13 @@ _S3_FIXTURES = {"s3_server", "s3_endpoint", "s3_vars", "s3_env"}
 
 
 def pytest_collection_modifyitems(items):
-    """Mark the tests that use the S3 server (by fixture, or by an "s3" store parameter)."""
+    """Mark the tests that use the S3 server (by fixture, or by an "s3" store parameter); run the
+    modules with a Ray of their own (`own_ray`) last, so the shared cluster starts once."""
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if _S3_FIXTURES & set(item.fixturenames) or "s3" in params.values():
             item.add_marker(pytest.mark.s3)
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)  # stable: file order otherwise
 
 
 # -- the models, loaded once per session --------------------------------------------------------
@@ -249,13 +253,13 @@ def free_port() -> int:
     raise RuntimeError("no free port between 20000 and 32767")
 
 
-def serve_config(store: Path, port: int) -> dict:
-    """config/serve.yaml as shipped, on a loopback port and a temporary store, with CPU needs scaled
-    down to a test machine. GPU requests and autoscaling bounds are kept."""
+def serve_config(store: Path) -> dict:
+    """config/serve.yaml as shipped, on the shared cluster's loopback port and a temporary store,
+    with CPU needs scaled down to a test machine. GPU requests and autoscaling bounds are kept."""
     import yaml
 
     config = yaml.safe_load((REPO / "config" / "serve.yaml").read_text())
-    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    config["http_options"] = {"host": "127.0.0.1", "port": SHARED_CLUSTER.port}
     app = config["applications"][0]
     app["args"]["store"]["path"] = str(store)
     for deployment in app["deployments"]:
@@ -279,14 +283,79 @@ def use_tiny_models(config: dict, offline_models: dict, **synthesizer) -> dict[s
     return d
 
 
-def start_serve(config: dict, num_gpus: int = 1, address: str | None = None, **init_options) -> str:
-    """Deploy `config` the way `serve run` does on a local Ray cluster with `num_gpus` logical GPUs
-    (or on the running cluster at `address`); the base URL once the application is running."""
-    return local_cluster.deploy(config, num_cpus=8, num_gpus=num_gpus, address=address, **init_options)
+class SharedCluster:
+    """One local Ray cluster with Serve for the Ray tier's modules (starting Ray and Serve and
+    stopping them costs about 15 s on 2 cores): started by the first `start_serve`, each module's
+    applications deleted by its `stop_serve`, shut down before a module marked `own_ray` and at the
+    end of the session. Two logical GPUs, so a module may run two Synthesizer replicas."""
+
+    def __init__(self):
+        self.port, self.metrics_port = free_port(), free_port()
+        self.up = False
+
+    def deploy(self, config: dict) -> str:
+        if self.up:
+            local_cluster.apply(config)
+            return local_cluster.wait_until_running(config)
+        import ray
+
+        try:
+            return local_cluster.deploy(config, num_cpus=8, num_gpus=2, _metrics_export_port=self.metrics_port)
+        finally:
+            self.up = ray.is_initialized()
+
+    def clear(self, timeout_s: float = 60) -> None:
+        """Delete every application, waiting for their replicas to stop; Ray and Serve stay up. If
+        they do not stop in time, the cluster goes (the next module starts a fresh one)."""
+        from ray import serve
+
+        for name in serve.status().applications:
+            serve.delete(name, _blocking=False)
+        deadline = time.monotonic() + timeout_s
+        while serve.status().applications:
+            if time.monotonic() > deadline:
+                left = list(serve.status().applications)
+                warnings.warn(f"applications not deleted in {timeout_s:g} s: {left}", stacklevel=2)
+                return self.close()
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        if self.up:
+            local_cluster.shutdown()
+            self.up = False
+
+
+SHARED_CLUSTER = SharedCluster()
+
+
+def start_serve(config: dict, address: str | None = None) -> str:
+    """Deploy `config` the way `serve run` does, on the shared local cluster (or on the running
+    cluster at `address`); the base URL once the application is running."""
+    if address is None:
+        return SHARED_CLUSTER.deploy(config)
+    return local_cluster.deploy(config, num_cpus=8, num_gpus=0, address=address)
 
 
 def stop_serve() -> None:
-    local_cluster.shutdown()
+    """The module's applications gone; a cluster of the module's own (`address`) shut down."""
+    if SHARED_CLUSTER.up:
+        SHARED_CLUSTER.clear()
+    else:
+        local_cluster.shutdown()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_to_itself(request):
+    """A module marked `own_ray` starts its own Ray (or processes that need the machine): the shared
+    cluster goes first."""
+    if request.node.get_closest_marker("own_ray"):
+        SHARED_CLUSTER.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_cluster_closed():
+    yield
+    SHARED_CLUSTER.close()
 
 
 class SeaweedFS:
@@ -320,7 +389,6 @@ class SeaweedFS:
 
     def _start(self, timeout: float) -> None:
         import sys
-        import time
 
         import boto3
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ray import serve
 
-from conftest import SHORT_TEXT, add_voice, free_port, serve_config, start_serve, stop_serve, use_tiny_models
+from conftest import SHORT_TEXT, add_voice, serve_config, start_serve, stop_serve, use_tiny_models
 
 pytestmark = pytest.mark.ray
 
@@ -20,10 +20,10 @@ TEXTS = ["Good morning to you.", "A longer sentence, with a pause or two, to fil
 
 @pytest.fixture(scope="module")
 def base_url(offline_models, tmp_path_factory):
-    config = serve_config(tmp_path_factory.mktemp("batching-store"), free_port())
+    config = serve_config(tmp_path_factory.mktemp("batching-store"))
     # No wait for company: requests meet because they queue while the model is busy.
     use_tiny_models(config, offline_models, cpu_threads=2, max_batch_size=8, batch_wait_timeout_s=0)
-    yield start_serve(config, num_gpus=1)
+    yield start_serve(config)
     stop_serve()
 
 

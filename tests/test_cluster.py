@@ -18,7 +18,7 @@ from speech_service.weights.mirror import mirror
 
 from conftest import SHORT_TEXT, add_voice, deployments, free_port, start_serve, stop_serve, use_tiny_models
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.own_ray]
 
 APP = "tts"
 

@@ -7,21 +7,20 @@ import time
 import httpx
 import pytest
 
-from conftest import free_port, serve_config, start_serve, stop_serve, use_tiny_models
+from conftest import SHARED_CLUSTER, serve_config, start_serve, stop_serve, use_tiny_models
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def served(offline_models, tmp_path_factory):
-    config = serve_config(tmp_path_factory.mktemp("serve-store"), free_port())
+    config = serve_config(tmp_path_factory.mktemp("serve-store"))
     logs = tmp_path_factory.mktemp("serve-logs")
     config["applications"][0]["logging_config"] = {"logs_dir": str(logs), "encoding": "TEXT"}
     use_tiny_models(config, offline_models)
-    metrics_port = free_port()
-    base_url = start_serve(config, num_gpus=1, _metrics_export_port=metrics_port)
+    base_url = start_serve(config)
     with httpx.Client(base_url=base_url, timeout=300) as client:
-        yield client, logs, f"http://127.0.0.1:{metrics_port}/metrics"
+        yield client, logs, f"http://127.0.0.1:{SHARED_CLUSTER.metrics_port}/metrics"
     stop_serve()
 
 

@@ -34,7 +34,8 @@ import hosts
 from conftest import REPO, SHORT_TEXT, SeaweedFS, add_voice, deployments, use_tiny_models
 
 UNAVAILABLE = hosts.available()
-pytestmark = [pytest.mark.ray, pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))]
+pytestmark = [pytest.mark.ray, pytest.mark.own_ray,
+              pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))]
 
 BIN = Path(sys.executable).parent
 # Ray's node health checks, tuned down from 3 s x 5 misses (and a 30 s gRPC timeout: 40-85 s to drop

@@ -15,7 +15,6 @@ from conftest import (
     LONG_TEXT,
     SHORT_TEXT,
     add_voice,
-    free_port,
     serve_config,
     start_serve,
     stop_serve,
@@ -31,12 +30,12 @@ LEASE_S = 4.0
 
 @pytest.fixture(scope="module")
 def base_url(offline_models, tmp_path_factory):
-    config = serve_config(tmp_path_factory.mktemp("jobs-store"), free_port())
+    config = serve_config(tmp_path_factory.mktemp("jobs-store"))
     config["applications"][0]["args"]["jobs"] = {
         "lease_s": LEASE_S, "sweep_interval_s": 1, "retry_delay_s": 1, "max_attempts": 3, "segment_chars": 120}
     d = use_tiny_models(config, offline_models)
     d["Synthesizer"]["autoscaling_config"].update(downscale_delay_s=600, downscale_to_zero_delay_s=600)
-    yield start_serve(config, num_gpus=1)
+    yield start_serve(config)
     stop_serve()
 
 
@@ -73,9 +72,9 @@ def mid_job(j: dict) -> bool:
 
 
 def long_job(http) -> str:
-    # Many segments at a high step count: tens of seconds, so the kill lands mid-job.
+    # Many segments at a raised step count: seconds of work, so the kill lands mid-job.
     r = http.post("/v1/jobs", json={"voice": "alice", "input": LONG_TEXT * 2, "response_format": "wav",
-                                    "nfe_step": 48, "seed": 1})
+                                    "nfe_step": 16, "seed": 1})
     assert r.status_code == 202, r.text
     return r.json()["id"]
 

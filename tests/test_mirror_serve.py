@@ -15,7 +15,7 @@ from ray import serve
 
 from speech_service.weights.source import pulled_record
 
-from conftest import SHORT_TEXT, free_port, serve_config, start_serve, stop_serve, use_tiny_models
+from conftest import SHORT_TEXT, serve_config, start_serve, stop_serve, use_tiny_models
 
 pytestmark = pytest.mark.ray
 
@@ -42,14 +42,14 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(mirrored, s3_vars, cache_dir, offline_models, tmp_path_factory):
-    config = serve_config(tmp_path_factory.mktemp("mirror-store"), free_port())
+    config = serve_config(tmp_path_factory.mktemp("mirror-store"))
     # boto3 in the replicas finds the S3 server the way it would on a cluster: its environment.
     config["applications"][0]["runtime_env"] = {"env_vars": s3_vars}
     d = use_tiny_models(config, offline_models, checkpoint=mirrored["checkpoint"], vocoder=mirrored["vocoder"],
                         cache_dir=str(cache_dir))
     d["Synthesizer"]["autoscaling_config"].update(min_replicas=2, initial_replicas=2, max_replicas=2)
     assert not any(cache_dir.iterdir())
-    yield start_serve(config, num_gpus=2)
+    yield start_serve(config)
     stop_serve()
 
 

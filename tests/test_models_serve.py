@@ -10,7 +10,7 @@ import pytest
 from deployments import local_cluster
 from speech_service.weights.offline import TINY_DIT, TINY_UNETT
 
-from conftest import SHORT_TEXT, add_voice, deployments, free_port, serve_config, start_serve, stop_serve
+from conftest import SHORT_TEXT, add_voice, deployments, serve_config, start_serve, stop_serve
 
 pytestmark = pytest.mark.ray
 MODELS = ("f5-tiny", "e2-tiny")
@@ -28,7 +28,7 @@ def registry(offline_models) -> list[dict]:
 
 
 def config_with(tmp_path, offline_models, replicas: int, num_cpus: float) -> dict:
-    config = serve_config(tmp_path / "store", PORT)
+    config = serve_config(tmp_path / "store")
     config["applications"][0]["args"]["models"] = registry(offline_models)
     d = deployments(config)
     # A fixed replica count (the decorator's autoscaling would apply if the config named none).
@@ -40,13 +40,11 @@ def config_with(tmp_path, offline_models, replicas: int, num_cpus: float) -> dic
     return config
 
 
-PORT = free_port()
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, offline_models, short_wav):
     tmp = tmp_path_factory.mktemp("models-serve")
-    url = start_serve(config_with(tmp, offline_models, replicas=1, num_cpus=0.5), num_gpus=0)
+    url = start_serve(config_with(tmp, offline_models, replicas=1, num_cpus=0.5))
     with httpx.Client(base_url=url, timeout=120) as client:
         add_voice(client, "alice", short_wav, SHORT_TEXT)
         yield client, tmp

@@ -27,7 +27,6 @@ from conftest import (
     SHORT_TEXT,
     add_voice,
     deployments,
-    free_port,
     serve_config,
     start_serve,
     stop_serve,
@@ -50,7 +49,7 @@ def app_copy(base: dict, name: str, limits: dict | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def config(offline_models, tmp_path_factory):
-    config = serve_config(tmp_path_factory.mktemp("resilience-store"), free_port())
+    config = serve_config(tmp_path_factory.mktemp("resilience-store"))
     base = config["applications"][0]
     use_tiny_models(config, offline_models)
 
@@ -64,7 +63,10 @@ def config(offline_models, tmp_path_factory):
     for name, limits in (("nocap", {"capacity_wait_s": 2, "request_timeout_s": 120}),
                          ("slow", {"capacity_wait_s": 120, "request_timeout_s": 2})):
         app = app_copy(base, name, limits)
-        {x["name"]: x for x in app["deployments"]}["Synthesizer"]["ray_actor_options"] = dict(UNPLACEABLE)
+        synth = {x["name"]: x for x in app["deployments"]}["Synthesizer"]
+        synth["ray_actor_options"] = dict(UNPLACEABLE)
+        # Its replica is never placed: deleting the app would wait the whole graceful shutdown for it.
+        synth["graceful_shutdown_timeout_s"] = 1
         unplaceable.append(app)
     config["applications"] += [tight, *unplaceable]
     return config
@@ -72,7 +74,7 @@ def config(offline_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(config):
-    url = start_serve(config, num_gpus=2)  # one each for `tts` and `tight`
+    url = start_serve(config)  # the shared cluster's two GPUs: one each for `tts` and `tight`
     deadline = time.time() + 300
     while {a.status for a in serve.status().applications.values()} != {"RUNNING"}:
         assert time.time() < deadline, "the applications did not start"
@@ -110,8 +112,8 @@ def test_unmet_demand_names_what_no_node_offers():
 
 def test_killed_synthesizer_mid_request_is_retried_and_a_started_stream_breaks_off_incomplete(http):
     before = synthesizer().info.remote().result(timeout_s=300)  # wakes the replica
-    # Many steps over a long text: seconds of work, so the kill lands while it is in flight.
-    body = {"voice": "alice", "input": LONG_TEXT, "seed": 3, "response_format": "wav", "nfe_step": 32}
+    # More steps over a long text: seconds of work, so the kill lands while it is in flight.
+    body = {"voice": "alice", "input": LONG_TEXT, "seed": 3, "response_format": "wav", "nfe_step": 12}
     answers: dict = {}
 
     with http.stream("POST", "/v1/audio/speech", json={"voice": "alice", "input": LONG_TEXT, "stream": True,

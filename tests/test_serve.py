@@ -24,7 +24,6 @@ from conftest import (
     SHORT_TEXT,
     add_voice,
     engine_stream,
-    free_port,
     serve_config,
     server_timing,
     start_serve,
@@ -39,14 +38,14 @@ APP = "tts"
 
 @pytest.fixture(scope="module")
 def base_url(offline_models, tmp_path_factory):
-    config = serve_config(tmp_path_factory.mktemp("serve-store"), free_port())
+    config = serve_config(tmp_path_factory.mktemp("serve-store"))
     d = use_tiny_models(config, offline_models, cpu_threads=2)  # the replica's 0.5 CPU would give 1
     # Short delays so the test sees the Synthesizer rest at zero; the Transcriber stays up so its
     # call counter is one replica's.
     d["Synthesizer"]["autoscaling_config"].update(
         upscale_delay_s=0, downscale_delay_s=2, downscale_to_zero_delay_s=3, look_back_period_s=2)
     d["Transcriber"]["autoscaling_config"].update(downscale_delay_s=600, downscale_to_zero_delay_s=600)
-    yield start_serve(config, num_gpus=1)
+    yield start_serve(config)
     stop_serve()
 
 

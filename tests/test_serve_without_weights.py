@@ -4,21 +4,21 @@ starts and answers, and the model endpoints say how to provide weights."""
 import httpx
 import pytest
 
-from conftest import SHORT_TEXT, deployments, free_port, serve_config, start_serve, stop_serve
+from conftest import SHORT_TEXT, deployments, serve_config, start_serve, stop_serve
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def http(tmp_path_factory):
-    config = serve_config(tmp_path_factory.mktemp("store"), free_port())
+    config = serve_config(tmp_path_factory.mktemp("store"))
     cache = str(tmp_path_factory.mktemp("empty-cache"))
     for d in deployments(config).values():
         if "user_config" in d:
             d["user_config"]["cache_dir"] = cache
     # The hub is out of reach, whatever network the test machine has.
     config["applications"][0]["runtime_env"] = {"env_vars": {"HF_HUB_OFFLINE": "1"}}
-    with httpx.Client(base_url=start_serve(config, num_gpus=1), timeout=300) as client:
+    with httpx.Client(base_url=start_serve(config), timeout=300) as client:
         yield client
     stop_serve()
 

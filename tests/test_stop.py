@@ -18,7 +18,7 @@ from speech_service.provenance.development import write_signer
 
 from conftest import REPO, TINY_DIT
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.own_ray]
 PORT = 8000  # the service's own port, which HAProxy held after a SIGTERM
 STOP_BOUND_S = 90
 

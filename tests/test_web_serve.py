@@ -7,7 +7,7 @@ import httpx
 import pytest
 import soundfile as sf
 
-from conftest import SHORT_TEXT, convert, free_port, serve_config, start_serve, stop_serve, use_tiny_models
+from conftest import SHORT_TEXT, convert, serve_config, start_serve, stop_serve, use_tiny_models
 from test_cli import f5voice
 from test_web import browser, click, fill, player_state, text, until  # noqa: F401 (browser is a fixture)
 
@@ -16,9 +16,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.browser]
 
 @pytest.fixture(scope="module")
 def url(offline_models, tmp_path_factory):
-    config = serve_config(tmp_path_factory.mktemp("serve-store"), free_port())
+    config = serve_config(tmp_path_factory.mktemp("serve-store"))
     use_tiny_models(config, offline_models, cpu_threads=2)
-    yield start_serve(config, num_gpus=1)
+    yield start_serve(config)
     stop_serve()
 
 
