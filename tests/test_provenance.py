@@ -191,6 +191,30 @@ def test_a_reused_request_id_never_replaces_anothers_sidecar(client, trusted):
     assert read(second.content, trusted, sidecar=sidecar_of(client, second))[0] == "Trusted"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_that_fails_after_its_sidecar_id_was_reserved_gives_it_back(client, backends, monkeypatch,
+                                                                              stream):
+    from speech_service.errors import SynthesizerUnavailable
+
+    async def fails(*args):
+        raise SynthesizerUnavailable("the replica went away")
+
+    def fails_streaming(*args):
+        async def pieces():
+            raise SynthesizerUnavailable("the replica went away")
+            yield
+        return pieces()
+
+    with monkeypatch.context() as broken:
+        broken.setattr(backends.backends, "stream" if stream else "synthesize", fails_streaming if stream else fails)
+        r = client.post("/v1/audio/speech", headers={"X-Request-ID": "try-again"},
+                        json={"voice": "alice", "input": TEXT, "response_format": "pcm", "stream": stream})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "synthesizer_unavailable"
+    assert not client.app.state.services.speech.marker._landing  # nothing held for it
+    retried = say(client, response_format="pcm", stream=stream, headers={"X-Request-ID": "try-again"})
+    assert retried.headers["X-Content-Credentials"] == "/v1/provenance/try-again"
+
+
 def finished(client, job_id):
     for _ in range(600):
         job = client.get(f"/v1/jobs/{job_id}").json()
@@ -271,16 +295,20 @@ def test_a_replica_going_away_stores_the_sidecars_of_the_responses_it_sent(tmp_p
 def test_a_sidecar_another_replica_is_storing_is_waited_for_and_an_unknown_one_is_not_for_ever(tmp_path):
     import asyncio
     import time
+    from datetime import datetime, timedelta, timezone
 
-    from speech_service.config import ProvenanceSettings
+    from speech_service.config import AuditSettings, ProvenanceSettings
     from speech_service.errors import NotFound
     from speech_service.provenance.credentials import ContentCredentials, SpeechFacts
+    from speech_service.service.audit import AuditLog
     from speech_service.service.marking import SpeechMarker
+    from speech_service.storage.audit import AuditStore
 
     credentials = ContentCredentials(ProvenanceSettings())
     objects = LocalObjectStore(tmp_path / "shared")
-    storing = SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit=None)
-    asking = SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit=None, landing_wait_s=2.0)
+    audit = AuditLog(AuditStore(objects), AuditSettings())
+    storing = SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit)
+    asking = SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit, landing_wait_s=2.0)
     slow_puts(storing.sidecars, pytest.MonkeyPatch(), 0.4)
 
     async def scene():
@@ -296,3 +324,7 @@ def test_a_sidecar_another_replica_is_storing_is_waited_for_and_an_unknown_one_i
     assert marked.sidecar_id == "req-1"
     assert credentials.verify(b"speech bytes", manifest).speech["request_id"] == "req-1"
     assert 1.0 < waited < 2.5
+    audit.close()  # the response's entry was queued with it
+    now = datetime.now(timezone.utc)
+    [entry], _ = AuditStore(objects).read(now - timedelta(hours=1), now + timedelta(hours=1))
+    assert (entry.request_id, entry.output_sha256) == ("req-1", sha256(b"speech bytes"))

@@ -88,7 +88,9 @@ class KeyRing:
 _FOUND_KEY = "api_key"
 
 
-def authenticated(request: Request) -> Caller:
+# The dependencies are `async def` though they never await: FastAPI runs a plain `def` dependency
+# in its thread pool, one hop per dependency and request.
+async def authenticated(request: Request) -> Caller:
     """The caller of a `/v1` route (a FastAPI dependency); 401 without a valid key."""
     keys = request.app.state.services.keys
     state = request.scope.get("state", {})
@@ -101,7 +103,7 @@ def authenticated(request: Request) -> Caller:
 def require(scope: str) -> Callable[..., Caller]:
     """A dependency that lets only callers with `scope` (or admin) through: 403 naming it otherwise."""
 
-    def check(caller: Caller = Depends(authenticated)) -> Caller:
+    async def check(caller: Caller = Depends(authenticated)) -> Caller:
         if not caller.can(scope):
             raise Forbidden(f"The key '{caller.name}' may not do this: it needs the '{scope}' scope "
                             f"(it has {', '.join(sorted(caller.scopes)) or 'none'}).", code="insufficient_scope")

@@ -46,6 +46,6 @@ class Services:
         return self.speech.models
 
 
-def services(request: Request) -> Services:
-    """The app's services (a FastAPI dependency)."""
+async def services(request: Request) -> Services:
+    """The app's services (a FastAPI dependency; `async`, so it is not run in a thread)."""
     return request.app.state.services

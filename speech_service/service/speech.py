@@ -21,7 +21,7 @@ from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing,
 from speech_service.logs import current_request_id, with_request_id
 from speech_service.models import ModelRegistry
 from speech_service.plans import SpeechPlan
-from speech_service.provenance.credentials import ContentCredentials
+from speech_service.provenance.credentials import EMBEDDED, ContentCredentials
 from speech_service.references import Reference
 from speech_service.schemas import (
     ErrorBody,
@@ -37,7 +37,7 @@ from speech_service.service.consent import check_consent
 from speech_service.service.listened import Listened, ListenedSpeech
 from speech_service.storage.audit import AuditStore
 from speech_service.storage.provenance import ProvenanceStore
-from speech_service.storage.voices import VoiceRecord, VoiceStore, sha256
+from speech_service.storage.voices import VoiceRecord, VoiceStore
 from speech_service.transcription.heard import HeardWord
 
 T = TypeVar("T")
@@ -164,20 +164,25 @@ class SpeechService:
         self.check(body)
         options, listened = body.options(), None
         reference = await self.reference(body.voice, body.model)
-        if self.listened.wanted(body):
-            speech, listened = await self.listened.whole(body, reference)
-        else:
-            speech = await self.send(reference, lambda ref: self.backends.synthesize(ref, body.input, options))
-        metrics.record_first_audio(started, stream=False)
-        wave = speech.wave
-        metrics.record_speech(len(wave) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
-        if body.response_format in encoding.RAW_FORMATS and len(wave) <= _INLINE_ENCODE_SAMPLES:
-            data = encoding.encode(wave, body.response_format)  # cheaper than the hop to a thread
-        else:
-            data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
-        facts = marking.facts(body, reference, current_request_id(), key)
-        marked = await self.marker.response(data, body.response_format, facts)
-        self.audit.record(facts, "speech", body.response_format, await asyncio.to_thread(sha256, marked.data))
+        # A sidecar's id is reserved (a store read) while the speech is made.
+        reserved = None if body.response_format in EMBEDDED else self.marker.reserve(current_request_id())
+        try:
+            if self.listened.wanted(body):
+                speech, listened = await self.listened.whole(body, reference)
+            else:
+                speech = await self.send(reference, lambda ref: self.backends.synthesize(ref, body.input, options))
+            metrics.record_first_audio(started, stream=False)
+            wave = speech.wave
+            metrics.record_speech(len(wave) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
+            if body.response_format in encoding.RAW_FORMATS and len(wave) <= _INLINE_ENCODE_SAMPLES:
+                data = encoding.encode(wave, body.response_format)  # cheaper than the hop to a thread
+            else:
+                data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
+            facts = marking.facts(body, reference, current_request_id(), key)
+            marked = await self.marker.response(data, body.response_format, facts, reserved)
+        except BaseException:
+            self.marker.give_back(reserved)
+            raise
         return EncodedSpeech(marked.data, speech.model_s, time.monotonic() - started, len(wave) / audio.SAMPLE_RATE,
                              listened, marked.sidecar_id)
 
@@ -185,9 +190,9 @@ class SpeechService:
         """Encoded audio as segments are ready, and the headers that say where its sidecar manifest
         will be. The first piece is awaited before this returns, so errors surface here (and keep
         their HTTP status) rather than inside a started response."""
-        encoded, _, reference = await self._open_stream(body)
+        encoded, _, reference, reserved = await self._open_stream(body)
         encoded, sidecar_id = await self.marker.stream(
-            encoded, marking.facts(body, reference, current_request_id(), key), body.response_format)
+            encoded, marking.facts(body, reference, current_request_id(), key), body.response_format, reserved)
         return encoded, marking.sidecar_headers(sidecar_id)
 
     async def stream_events(self, body: SpeechRequest, key: str | None = None) -> tuple[AsyncIterator[bytes], Headers]:
@@ -196,15 +201,18 @@ class SpeechService:
         the mel frames made (F5 reads characters and writes frames); or, when the stream broke off,
         an `error` event instead of `speech.audio.done`. The sidecar manifest binds the audio the
         deltas carry, decoded and joined."""
-        encoded, pieces, reference = await self._open_stream(body)
+        encoded, pieces, reference, reserved = await self._open_stream(body)
         encoded, sidecar_id = await self.marker.stream(
-            encoded, marking.facts(body, reference, current_request_id(), key), body.response_format)
+            encoded, marking.facts(body, reference, current_request_id(), key), body.response_format, reserved)
         return _events(encoded, pieces, len(body.input)), marking.sidecar_headers(sidecar_id)
 
-    async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces, Reference]:
+    async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces, Reference,
+                                                               asyncio.Future[str]]:
+        """The encoded stream, its first piece made, and its sidecar's id being reserved."""
         started = time.monotonic()
         self.check(body)
         reference = await self.reference(body.voice, body.model)
+        reserved = self.marker.reserve(current_request_id())  # while the first piece is made
         encoder = encoding.StreamEncoder(body.response_format)
         encoder.start()  # ffmpeg starts while the first segment is made
         try:
@@ -212,10 +220,11 @@ class SpeechService:
             fill = self._listened_pieces if self.listened.wanted(body) else self._model_pieces
             await fill(body, reference, pieces)
         except BaseException:
+            self.marker.give_back(reserved)
             await encoder.close()
             raise
         metrics.record_first_audio(started, stream=True)
-        return encoder.encode(pieces), pieces, reference
+        return encoder.encode(pieces), pieces, reference, reserved
 
     async def _model_pieces(self, body: SpeechRequest, reference: Reference, pieces: _SpokenPieces) -> None:
         """The Synthesizer's own stream, its first piece made."""

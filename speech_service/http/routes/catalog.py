@@ -75,10 +75,10 @@ class AudioVoiceList(BaseModel):
     voices: list[NamedItem]
 
 
-def catalog_reader(request: Request) -> None:
+async def catalog_reader(request: Request) -> None:
     """A `speak` key, or nobody with `public_catalog` (Open WebUI fetches the two lists without one)."""
     if not request.app.state.services.settings.public_catalog:
-        require("speak")(authenticated(request))
+        await require("speak")(await authenticated(request))
 
 
 @router.get("/v1/models", response_model=ModelList, dependencies=[Depends(require("speak"))],
