@@ -28,6 +28,8 @@ class Services:
     runner: JobRunner
     keys: KeyRing
     consent: ConsentDesk
+    models: ModelRegistry  # the speech service's own, for the catalog and voice routes
+    audit: AuditLog  # the speech service's own, closed when the app stops
 
     @classmethod
     def build(cls, settings: ServiceSettings, backends: Backends, store: VoiceStore) -> Services:
@@ -35,15 +37,7 @@ class Services:
         jobs = JobStore(store.objects, settings.jobs)  # beside the voices: same bucket or directory
         consent = ConsentDesk(store, ConsentStore(store.objects), settings.consent, settings.limits)
         return cls(settings, store, backends, speech, jobs, JobRunner(jobs, speech, settings.jobs),
-                   KeyRing(settings.keys()), consent)
-
-    @property
-    def audit(self) -> AuditLog:
-        return self.speech.audit
-
-    @property
-    def models(self) -> ModelRegistry:
-        return self.speech.models
+                   KeyRing(settings.keys()), consent, speech.models, speech.audit)
 
 
 async def services(request: Request) -> Services:
