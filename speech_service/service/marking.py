@@ -65,10 +65,13 @@ class SpeechMarker:
         self.sidecars.put(sidecar_id, manifest)
         return Marked(data, sidecar_id)
 
-    def reserve(self, request_id: str) -> asyncio.Future[str]:
+    def reserve(self, request_id: str, fmt: str | None = None) -> asyncio.Future[str] | None:
         """Start reserving the id a sidecar of `request_id` will have (`_reserve`: a store read),
-        while the speech is made. `response` or `stream` takes the reservation; a request that
-        fails before either gives it back (`give_back`)."""
+        while the speech is made; None for a whole response in `fmt` that carries its credentials
+        inside (`fmt` None: a stream, which always has a sidecar). `response` or `stream` takes the
+        reservation; a request that fails before either gives it back (`give_back`)."""
+        if fmt in EMBEDDED:
+            return None
         reserved = asyncio.ensure_future(self._reserve(request_id))
         reserved.add_done_callback(_retrieved)
         return reserved

@@ -21,7 +21,7 @@ from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing,
 from speech_service.logs import current_request_id, with_request_id
 from speech_service.models import ModelRegistry
 from speech_service.plans import SpeechPlan
-from speech_service.provenance.credentials import EMBEDDED, ContentCredentials
+from speech_service.provenance.credentials import ContentCredentials
 from speech_service.references import Reference
 from speech_service.schemas import (
     ErrorBody,
@@ -165,7 +165,7 @@ class SpeechService:
         options, listened = body.options(), None
         reference = await self.reference(body.voice, body.model)
         # A sidecar's id is reserved (a store read) while the speech is made.
-        reserved = None if body.response_format in EMBEDDED else self.marker.reserve(current_request_id())
+        reserved = self.marker.reserve(current_request_id(), body.response_format)
         try:
             if self.listened.wanted(body):
                 speech, listened = await self.listened.whole(body, reference)
