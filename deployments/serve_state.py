@@ -3,6 +3,7 @@ replica states for `/v1/status`, and whether a deployment's replica can be place
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import ray
@@ -10,6 +11,16 @@ from ray import serve
 
 # Serve's own deployment message once a replica has waited long to be scheduled.
 _UNSCHEDULED = "to be scheduled"
+# `serve.status()` is not safe in two threads at once: parsing an autoscaling config registers its
+# policy's module for pickling by value and unregisters it, process-wide, and the second thread's
+# unregister raises. The Ingress asks from its thread pool (capacity checks, `/v1/status`).
+_status_lock = threading.Lock()
+
+
+def serve_status() -> Any:
+    """`serve.status()`, one thread at a time (see `_status_lock`)."""
+    with _status_lock:
+        return serve.status()
 
 
 def deployment_configs(app_name: str) -> dict[str, dict[str, Any]]:
@@ -73,7 +84,7 @@ def placement_problem(deployment: str, status: Any, ray_actor_options: dict[str,
 
 def deployment_status(app_name: str) -> dict[str, Any]:
     """Replica states (Serve's public status), configured models and placement problems."""
-    app = serve.status().applications.get(app_name)
+    app = serve_status().applications.get(app_name)
     configs = deployment_configs(app_name)
     deployments = {}
     for name, d in (app.deployments if app else {}).items():
@@ -91,7 +102,7 @@ def deployment_status(app_name: str) -> dict[str, Any]:
 
 def capacity_problem(app_name: str, deployment: str) -> str | None:
     """Why `deployment` of `app_name` has no replica that can serve, or None if nothing blocks it."""
-    app = serve.status().applications.get(app_name)
+    app = serve_status().applications.get(app_name)
     status = app.deployments.get(deployment) if app else None
     options = deployment_configs(app_name).get(deployment, {}).get("ray_actor_options") or {}
     return placement_problem(deployment, status, options)

@@ -270,6 +270,50 @@ def test_a_deployment_no_node_can_host_is_503_capacity_unavailable():
     assert "GPU" in err.value.message and time.monotonic() - started < 3
 
 
+def test_a_capacity_look_that_fails_is_no_verdict_and_the_call_still_answers(monkeypatch):
+    looks = []
+
+    def failing_look(deployment):
+        looks.append(deployment)
+        raise ValueError("the cluster's state could not be read")
+
+    async def answer_later():
+        await asyncio.sleep(0.6)
+        return "speech"
+
+    monkeypatch.setattr(model_calls, "CAPACITY_RECHECK_S", 0.1)
+    policy = ModelCalls(LimitSettings(request_timeout_s=30, capacity_wait_s=0.1), classify=classify,
+                        capacity_problem=failing_look)
+    assert asyncio.run(policy.call("Synthesizer", SynthesizerUnavailable, answer_later)) == "speech"
+    assert len(looks) >= 2  # looked, failed, and looked again while the call went on
+
+
+def test_serve_status_is_read_one_thread_at_a_time(monkeypatch):
+    """Ray's `serve.status()` breaks when two threads parse at once (see deployments/serve_state.py);
+    a stand-in that fails the same way when entered twice at once must never fail."""
+    import threading
+
+    from deployments import serve_state
+
+    inside, failures = [], []
+
+    def status():
+        if inside:
+            failures.append("entered while another thread was inside")
+        inside.append(1)
+        time.sleep(0.02)
+        inside.pop()
+        return "status"
+
+    monkeypatch.setattr(serve_state.serve, "status", status)
+    threads = [threading.Thread(target=serve_state.serve_status) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
 def test_a_stream_is_retried_until_its_first_piece_and_then_raises_interrupted():
     opened = []
 

@@ -135,7 +135,7 @@ class ModelCalls:
                                          f"{self.limits.request_timeout_s:g} s (limits.request_timeout_s).")
                 if loop.time() < check_at:
                     continue
-                problem = await asyncio.to_thread(self.capacity_problem, deployment)
+                problem = await self._capacity_problem(deployment)
                 if problem:
                     raise CapacityUnavailable(problem, retry_after_s=self.limits.capacity_wait_s)
                 check_at = loop.time() + CAPACITY_RECHECK_S
@@ -144,6 +144,15 @@ class ModelCalls:
                 if hasattr(response, "cancel"):  # a Ray response: cancel the call in the replica too
                     response.cancel()
                 task.cancel()
+
+    async def _capacity_problem(self, deployment: str) -> str | None:
+        """Why `deployment` cannot serve, or None; a failed look (the cluster's state could not be
+        read) is no verdict: the call goes on waiting, still bounded by its deadline."""
+        try:
+            return await asyncio.to_thread(self.capacity_problem, deployment)
+        except Exception:  # noqa: BLE001 - any failure of the look; the request itself is fine
+            logger.warning("could not tell whether the %s can be placed", deployment, exc_info=True)
+            return None
 
     async def stream(self, deployment: str, unavailable: type[ServiceError],
                      open_pieces: Callable[[], AsyncIterator[Any]]) -> AsyncIterator[Any]:
