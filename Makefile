@@ -13,7 +13,7 @@ APT_PKGS := ffmpeg espeak-ng chromium chromium-driver iproute2
 OFFLINE_MODELS := models/offline
 export RAY_USAGE_STATS_ENABLED := 0
 # Bytecode is written where the environment would forbid it: pytest keeps each test module it
-# rewrote for its asserts as a .pyc, which saves 3-4 s of every later pytest process's start.
+# rewrote for its asserts as a .pyc, so later pytest processes do not rewrite them all again.
 unexport PYTHONDONTWRITEBYTECODE
 # Serve's data plane (HAProxy, gRPC between replicas): exported to every Ray that make starts.
 include config/ray.env
@@ -100,7 +100,7 @@ lint: setup
 # The loop to run while working (under a minute): everything without Ray, a browser, an S3 server
 # or the slow ones (subprocesses of their own, stress rounds, contract fuzzing).
 # The tiers without Ray run on two workers (pytest-xdist): each loads the tiny models once; the Ray
-# tier runs alone, since each of its tests starts a cluster that wants the whole machine.
+# tier runs alone, since its clusters want the whole machine.
 test-fast: setup
 	$(BIN)/python -m pytest -m "not ray and not browser and not s3 and not slow" -q -n 2 --dist worksteal
 

@@ -86,7 +86,7 @@ _S3_FIXTURES = {"s3_server", "s3_endpoint", "s3_vars", "s3_env"}
 
 def pytest_sessionstart(session):
     """In each process that runs tests, the f5-tts modules (and so einx) before any test module
-    imports torch: einx imported after torch loads torch._dynamo, about 1 s of every worker's start
+    imports torch: einx imported after torch loads torch._dynamo, which no test needs
     (speech_service.synthesis.f5_modules). xdist's controller runs no test and skips it."""
     if not session.config.pluginmanager.has_plugin("dsession"):
         from speech_service.synthesis import f5_modules  # noqa: F401

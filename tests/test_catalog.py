@@ -31,7 +31,7 @@ def open_webui_models(base_url: str) -> list[dict]:
 
 
 def test_the_openai_sdk_lists_the_models(tmp_path, backends):
-    import openai  # here, not at collection: 0.7 s of every tier's start
+    import openai  # here: collection imports every module, of the tiers that skip this one too
 
     with served_app(tmp_path / "store", backends, api_keys=KEYS) as url:
         models = list(openai.OpenAI(base_url=f"{url}/v1", api_key="sk-app").models.list())
