@@ -284,6 +284,15 @@ def test_implausible_transcripts(client, short_wav):
     assert client.get("/v1/voices/alice").json()["ref_text"] == SHORT_TEXT
 
 
+def test_an_operators_input_limit_is_documented_and_enforced(tmp_path, backends, short_wav):
+    client = make_client(tmp_path, backends, limits={"max_input_chars": 40})
+    upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["SpeechRequest"]
+    assert schema["properties"]["input"]["maxLength"] == 40
+    assert_error(speak(client, input="x" * 41), 413, "input_too_long")
+    assert "40" in speak(client, input="x" * 41).json()["error"]["message"]
+
+
 def test_bad_speech_requests(client, short_wav):
     upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
     assert_error(speak(client, voice="nobody"), 404, "voice_not_found")

@@ -87,12 +87,12 @@ def document(app: FastAPI, settings: ServiceSettings) -> None:
         speech = schema.get("components", {}).get("schemas", {}).get("SpeechRequest", {}).get("properties", {})
         if speech:
             speech["model"]["enum"] = ModelRegistry.of(settings).names()
+            speech["input"]["maxLength"] = settings.limits.max_input_chars
         patch = schema.get("components", {}).get("schemas", {}).get("VoicePatch", {}).get("properties", {})
         if patch:  # a voice's model is a registry name or alias, or null
             registry = ModelRegistry.of(settings)
             named = [n for n in registry.names() if n not in registry.generic]
             patch["model"] = {"anyOf": [{"enum": named}, {"type": "null"}]}
-            speech["input"]["maxLength"] = settings.limits.max_input_chars
         check = schema.get("components", {}).get("schemas", {}).get("QualityCheck", {}).get("properties", {})
         for option in check.get("retries", {}).get("anyOf", []):
             if option.get("type") == "integer":
