@@ -7,6 +7,7 @@ bound to the exact bytes sent as one opaque blob (a C2PA data hash over every by
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trai
 SERVICE = "f5-voice-service"
 
 
+@functools.cache  # a metadata lookup scans the installed distributions; signing asks for it every time
 def _service_version() -> str:
     try:
         return metadata.version(SERVICE)
