@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow  # the client runs as its own process, as users ru
 
 @pytest.fixture(scope="module")
 def url(backends, tmp_path_factory):
-    with served_app(tmp_path_factory.mktemp("cli-store"), backends) as base_url:
+    # `say --check` without retries: a segment is heard once (the retries are test_captions' concern).
+    with served_app(tmp_path_factory.mktemp("cli-store"), backends, quality={"retries": 0}) as base_url:
         yield base_url
 
 
