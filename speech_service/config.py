@@ -133,6 +133,9 @@ class JobSettings(Strict):
     lease_s: float = Field(30.0, gt=0)  # a running job whose lease is this old has lost its runner
     sweep_interval_s: float = Field(10.0, gt=0)  # how often each ingress looks for lost and expired jobs
     retry_delay_s: float = Field(2.0, ge=0)
+    # Jobs one ingress replica runs at once; the rest wait `queued`. A flood of jobs then leaves room
+    # in the Synthesizer's queue for interactive speech, and still fills it enough to scale it out.
+    max_running: int = Field(32, ge=1)
     # Accepted for older configs and ignored: a job's segments are the Synthesizer's plan of the whole text.
     segment_chars: int = Field(400, ge=20)
     segment_timeout_s: float = Field(600.0, gt=0)  # one Synthesizer call longer than this is a failed attempt

@@ -198,6 +198,7 @@ class Backends:
         self.segments = segments
         self.planned: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.in_flight = self.most_in_flight = 0  # segment calls under way, and the most at once
 
     async def plan(self, reference, text, options):
         self.planned.append(text)
@@ -208,11 +209,17 @@ class Backends:
 
     async def synthesize_segment(self, reference, plan, index):
         self.calls += 1
-        if self.gate is not None:
-            await self.gate.wait()
-        if (error := self.fail(self.calls)) is not None:
-            raise error
-        return audio.Speech(np.sin(np.arange(12000, dtype=np.float32) / 10) * 0.3, 0.01)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            await asyncio.sleep(0)  # a call takes a turn of the loop, as a real one does
+            if (error := self.fail(self.calls)) is not None:
+                raise error
+            return audio.Speech(np.sin(np.arange(12000, dtype=np.float32) / 10) * 0.3, 0.01)
+        finally:
+            self.in_flight -= 1
 
 
 def make_runner(tmp_path, backends, objects=None, clock=None, **job_settings):
@@ -356,6 +363,48 @@ def test_stopping_hands_running_jobs_back(tmp_path):
 
     record = runner.store.get(asyncio.run(scenario()))
     assert record.status == "queued" and record.attempts == 0  # the next runner gets a full set of attempts
+
+
+def test_jobs_over_max_running_wait_queued_and_start_in_the_order_they_came(tmp_path):
+    backends = Backends(segments=2)
+    runner = make_runner(tmp_path, backends, max_running=2)
+
+    async def scenario():
+        backends.gate = asyncio.Event()
+        jobs = [await runner.submit(request(input=f"{TEXT} Job {n}.")) for n in range(5)]
+        while backends.calls < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        held = [runner.store.get(job.id).status for job in jobs], backends.calls
+        backends.gate.set()
+        return held, [await finished(runner, job.id) for job in jobs]
+
+    (statuses, calls), records = asyncio.run(scenario())
+    assert statuses == ["running", "running", "queued", "queued", "queued"] and calls == 2
+    assert [r.status for r in records] == ["succeeded"] * 5 and all(r.attempts == 1 for r in records)
+    assert backends.most_in_flight == 2  # the Synthesizer never saw more than two of these jobs at once
+    assert backends.planned == [f"{TEXT} Job {n}." for n in range(5)]  # started in turn
+
+
+def test_stopping_leaves_the_waiting_jobs_queued_for_any_runner(tmp_path):
+    backends = Backends()
+    runner = make_runner(tmp_path, backends, max_running=1)
+
+    async def scenario():
+        backends.gate = asyncio.Event()
+        jobs = [await runner.submit(request()) for _ in range(3)]
+        while backends.calls < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        calls = backends.calls
+        await runner.stop()
+        await asyncio.sleep(0.1)
+        return jobs, calls
+
+    jobs, calls = asyncio.run(scenario())
+    assert calls == 1 and backends.calls == 1  # one ran; nothing started when it was handed back
+    assert [runner.store.get(job.id).status for job in jobs] == ["queued"] * 3
+    assert [runner.store.get(job.id).attempts for job in jobs] == [0, 0, 0]
 
 
 @pytest.mark.parametrize("fields, error, code", [

@@ -38,6 +38,10 @@ class JobRunner:
         self.speech = speech
         self.settings = settings
         self._tasks: dict[str, asyncio.Task] = {}
+        # Jobs to start here, in the order they came, once fewer than `max_running` run (any other
+        # replica's sweep may claim one first: then it ends at once here).
+        self._waiting: dict[str, None] = {}
+        self._stopped = False
         self._sweeper: asyncio.Task | None = None
         # Finished records never change again: the sweep remembers when they expire instead of
         # reading them every time (on S3 each read is a request).
@@ -57,17 +61,30 @@ class JobRunner:
         return record
 
     def _start(self, job_id: str) -> None:
-        if job_id in self._tasks:
+        if job_id in self._tasks or self._stopped:
             return
+        if len(self._tasks) >= self.settings.max_running:
+            self._waiting[job_id] = None  # stays queued in the store until a slot frees
+            return
+        self._waiting.pop(job_id, None)
         task = asyncio.create_task(self._run(job_id), name=f"job {job_id}")
         self._tasks[job_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
+        task.add_done_callback(lambda _: self._ended(job_id))
+
+    def _ended(self, job_id: str) -> None:
+        self._tasks.pop(job_id, None)
+        if self._waiting:
+            self._start(next(iter(self._waiting)))
 
     async def start(self) -> None:
+        self._stopped = False
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="job sweep")
 
     async def stop(self) -> None:
-        """Stop sweeping and hand the jobs this process runs back to the queue."""
+        """Stop sweeping and hand the jobs this process runs back to the queue (the waiting ones
+        never left it)."""
+        self._stopped = True
+        self._waiting.clear()
         tasks = [t for t in [self._sweeper, *self._tasks.values()] if t is not None]
         for task in tasks:
             task.cancel()
@@ -87,7 +104,8 @@ class JobRunner:
         ids = await asyncio.to_thread(self.store.ids)
         self._expiry = {i: t for i, t in self._expiry.items() if i in set(ids)}
         for job_id in ids:
-            if job_id in self._tasks or self._expiry.get(job_id, self.store.now()) > self.store.now():
+            if job_id in self._tasks or job_id in self._waiting \
+                    or self._expiry.get(job_id, self.store.now()) > self.store.now():
                 continue
             try:
                 record = await asyncio.to_thread(self.store.get, job_id)  # removes it once expired
