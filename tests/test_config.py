@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.profiles import deployment_options, load_profile, merged, profile_names, write_profile
@@ -40,6 +41,18 @@ def test_profiles_validate_as_serve_configs_and_settings(profile):
         assert scaling.get("look_back_period_s", 30) > scaling["metrics_interval_s"]
         assert d[name]["max_queued_requests"] > 0 and d[name]["backpressure_config"]["retry_after_s"] > 0
     assert d["Ingress"]["autoscaling_config"]["min_replicas"] >= 1
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_jobs_leave_room_for_interactive_speech_and_can_still_scale_the_synthesizer_out(profile):
+    config = load(profile)
+    jobs = ServiceSettings.model_validate(config["applications"][0]["args"]).jobs
+    synthesizer = deployments(config)["Synthesizer"]
+    scaling = AutoscalingConfig.model_validate(synthesizer["autoscaling_config"])  # with Serve's defaults
+    # Each running job has one call under way: fewer than one Synthesizer replica takes in per
+    # Ingress replica (running and queued), as many as every replica's autoscaling target.
+    assert jobs.max_running < synthesizer["max_ongoing_requests"] + synthesizer["max_queued_requests"]
+    assert jobs.max_running >= scaling.target_ongoing_requests * scaling.max_replicas
 
 
 def test_production_profile_asks_for_a_gpu_and_the_real_models():
