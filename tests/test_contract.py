@@ -100,9 +100,11 @@ def test_every_route_keeps_its_documented_contract(tmp_path, engine, synth_setti
     # schema, so the fuzzer keeps to it) keeps the fuzzing to one pass per segment.
     # A fuzzed sidecar id was never made: its 404 comes after `landing_wait_s`, kept short here.
     # The input limit (in the schema as `maxLength`) is an operator's, lowered: the fuzzer's longest
-    # valid inputs are spoken, and the limit's own 413 is still sent.
+    # valid inputs are spoken, and the limit's own 413 is still sent. The jobs it submits (about 90)
+    # run two at a time beside the requests; the rest wait queued, as over any operator's cap.
     with served_app(tmp_path / "store", backends, quality={"retries": 0, "max_retries": 0},
-                    provenance={"landing_wait_s": 0.2}, limits={"max_input_chars": 300}) as base_url:
+                    provenance={"landing_wait_s": 0.2}, limits={"max_input_chars": 300},
+                    jobs={"max_running": 2}) as base_url:
         with httpx.Client(base_url=base_url, timeout=60) as http:
             add_voice(http, "alice", short_wav, SHORT_TEXT)  # a voice to speak in
         failures, answers = contract_failures(base_url)
