@@ -41,7 +41,6 @@ class JobRunner:
         # Jobs to start here, in the order they came, once fewer than `max_running` run (any other
         # replica's sweep may claim one first: then it ends at once here).
         self._waiting: dict[str, None] = {}
-        self._stopped = False
         self._sweeper: asyncio.Task | None = None
         # Finished records never change again: the sweep remembers when they expire instead of
         # reading them every time (on S3 each read is a request).
@@ -61,7 +60,7 @@ class JobRunner:
         return record
 
     def _start(self, job_id: str) -> None:
-        if job_id in self._tasks or self._stopped:
+        if job_id in self._tasks:
             return
         if len(self._tasks) >= self.settings.max_running:
             self._waiting[job_id] = None  # stays queued in the store until a slot frees
@@ -77,14 +76,12 @@ class JobRunner:
             self._start(next(iter(self._waiting)))
 
     async def start(self) -> None:
-        self._stopped = False
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="job sweep")
 
     async def stop(self) -> None:
         """Stop sweeping and hand the jobs this process runs back to the queue (the waiting ones
         never left it)."""
-        self._stopped = True
-        self._waiting.clear()
+        self._waiting.clear()  # so the tasks ending below start none of them
         tasks = [t for t in [self._sweeper, *self._tasks.values()] if t is not None]
         for task in tasks:
             task.cancel()
