@@ -49,8 +49,9 @@ def test_jobs_leave_room_for_interactive_speech_and_can_still_scale_the_synthesi
     jobs = ServiceSettings.model_validate(config["applications"][0]["args"]).jobs
     synthesizer = deployments(config)["Synthesizer"]
     scaling = AutoscalingConfig.model_validate(synthesizer["autoscaling_config"])  # with Serve's defaults
-    # Each running job has one call under way: fewer than one Synthesizer replica takes in per
-    # Ingress replica (running and queued), as many as every replica's autoscaling target.
+    # Each running job has one Synthesizer call under way. Their number stays under what one
+    # Ingress replica may have running and queued at a Synthesizer replica (room is left for
+    # interactive speech), and reaches the autoscaling target of every replica it may scale to.
     assert jobs.max_running < synthesizer["max_ongoing_requests"] + synthesizer["max_queued_requests"]
     assert jobs.max_running >= scaling.target_ongoing_requests * scaling.max_replicas
 
