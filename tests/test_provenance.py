@@ -5,6 +5,8 @@ of audio reads as tampered; sidecars bind the exact bytes a client received."""
 import base64
 import io
 import json
+import threading
+import time
 
 import c2pa
 import numpy as np
@@ -256,13 +258,14 @@ def test_a_signer_that_cannot_sign_is_refused_at_start_with_its_reason(signer, t
         ProvenanceSettings(certificate_chain=str(signer / "chain.pem"))
 
 
-def slow_puts(sidecars, monkeypatch, delay_s: float) -> list[str]:
-    """`sidecars.put` takes `delay_s` longer; returns the ids stored so far."""
-    import time
-
+def slow_puts(sidecars, monkeypatch, delay_s: float, held: threading.Event | None = None) -> list[str]:
+    """`sidecars.put` waits until `held` is set (when given), then takes `delay_s` longer; returns the
+    ids stored so far."""
     stored, put = [], sidecars.put
 
     def slow(sidecar_id, manifest):
+        if held is not None:
+            assert held.wait(60), "the test never let the sidecar be stored"
         time.sleep(delay_s)
         put(sidecar_id, manifest)
         stored.append(sidecar_id)
@@ -273,9 +276,11 @@ def slow_puts(sidecars, monkeypatch, delay_s: float) -> list[str]:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_response_does_not_wait_for_its_sidecar_and_a_get_waits_for_it(client, trusted, monkeypatch, stream):
-    stored = slow_puts(client.app.state.services.speech.marker.sidecars, monkeypatch, 0.5)
+    held = threading.Event()
+    stored = slow_puts(client.app.state.services.speech.marker.sidecars, monkeypatch, 0.5, held)
     r = say(client, response_format="pcm", stream=stream)
-    assert stored == []  # the audio came before its sidecar was kept
+    assert stored == []  # the audio came while its sidecar could not be kept
+    held.set()  # the GET below arrives while the sidecar is still being stored
     assert read(r.content, trusted, sidecar=sidecar_of(client, r))[0] == "Trusted"
     assert stored == [r.headers["X-Content-Credentials"].rsplit("/", 1)[1]]
 
@@ -283,13 +288,19 @@ def test_a_response_does_not_wait_for_its_sidecar_and_a_get_waits_for_it(client,
 def test_a_replica_going_away_stores_the_sidecars_of_the_responses_it_sent(tmp_path, backends, short_wav,
                                                                            monkeypatch):
     app = create_app(ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")}}), backends)
-    stored = slow_puts(app.state.services.speech.marker.sidecars, monkeypatch, 0.5)
+    services, held = app.state.services, threading.Event()
+    stored = slow_puts(services.speech.marker.sidecars, monkeypatch, 0.5, held)
+    # What was stored when the shutdown reached its last step, closing the audit log. (Threads still
+    # storing would finish in a test's event loop anyway; a replica's process ends.)
+    close, at_close = services.audit.close, []
+    monkeypatch.setattr(services.audit, "close", lambda: (at_close.extend(stored), close()))
     with TestClient(app) as client:
         upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
         ids = [say(client, response_format="aac", stream=stream).headers["X-Content-Credentials"].rsplit("/", 1)[1]
                for stream in (False, True)]
         assert stored == []
-    assert sorted(stored) == sorted(ids)  # the shutdown waited for both
+        held.set()  # each put still takes half a second: the shutdown below has to wait for them
+    assert sorted(at_close) == sorted(ids)  # the shutdown waited for both
 
 
 def test_a_sidecar_another_replica_is_storing_is_waited_for_and_an_unknown_one_is_not_for_ever(tmp_path):
