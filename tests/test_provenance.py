@@ -339,3 +339,48 @@ def test_a_sidecar_another_replica_is_storing_is_waited_for_and_an_unknown_one_i
     now = datetime.now(timezone.utc)
     [entry], _ = AuditStore(objects).read(now - timedelta(hours=1), now + timedelta(hours=1))
     assert (entry.request_id, entry.output_sha256) == ("req-1", sha256(b"speech bytes"))
+
+
+def test_an_id_whose_sidecar_lands_while_the_next_request_looks_it_up_is_not_given_twice(tmp_path, monkeypatch):
+    """Two requests with one X-Request-ID, the first's sidecar stored while the second asks the store
+    whether that id is free: the second gets an id of its own, and the first's sidecar stays."""
+    import asyncio
+
+    from speech_service.config import AuditSettings, ProvenanceSettings
+    from speech_service.provenance.credentials import ContentCredentials, SpeechFacts
+    from speech_service.service.audit import AuditLog
+    from speech_service.service.marking import SpeechMarker
+    from speech_service.storage.audit import AuditStore
+
+    credentials = ContentCredentials(ProvenanceSettings())
+    objects = LocalObjectStore(tmp_path / "store")
+    audit = AuditLog(AuditStore(objects), AuditSettings())
+    marker = SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit)
+    held = threading.Event()
+    stored = slow_puts(marker.sidecars, monkeypatch, 0, held)
+    new_id, lookups = marker.sidecars.new_id, []
+
+    def looked_up_before_the_first_landed(request_id):
+        lookups.append(request_id)
+        answer = new_id(request_id)
+        if len(lookups) == 2:  # the second request's: the first's sidecar is not in the store yet
+            held.set()
+            while not stored:
+                time.sleep(0.01)
+            time.sleep(0.2)  # and by now this replica has marked it landed
+        return answer
+
+    monkeypatch.setattr(marker.sidecars, "new_id", looked_up_before_the_first_landed)
+
+    async def scene():
+        facts = SpeechFacts("alice", "", "same-id", None, "f5-tiny")
+        first = await marker.response(b"first speech", "pcm", facts)
+        second = await marker.response(b"second speech", "pcm", facts)
+        held.set()
+        await marker.drain()
+        return first, second
+
+    first, second = asyncio.run(scene())
+    assert first.sidecar_id == "same-id" and second.sidecar_id != "same-id"
+    for data, sidecar_id in ((b"first speech", "same-id"), (b"second speech", second.sidecar_id)):
+        assert credentials.verify(data, marker.sidecars.get(sidecar_id)).state == "Valid"  # bound to its bytes

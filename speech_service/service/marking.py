@@ -135,8 +135,10 @@ class SpeechMarker:
     async def _reserve(self, request_id: str) -> str:
         """An id no stored sidecar has and none of this replica's landing ones (`new_id`), held
         from now until its sidecar is stored or given up."""
-        sidecar_id = await asyncio.to_thread(self.sidecars.new_id, request_id)
-        if sidecar_id in self._landing:  # not stored yet: another request with the same X-Request-ID
+        # Another request with the same X-Request-ID may be landing its sidecar here: looked at before
+        # the store is asked (it may be stored and no longer landing by the answer) and after.
+        sidecar_id = None if request_id in self._landing else await asyncio.to_thread(self.sidecars.new_id, request_id)
+        if sidecar_id is None or sidecar_id in self._landing:
             sidecar_id = self.sidecars.random_id()
         self._landing[sidecar_id] = asyncio.get_running_loop().create_future()
         return sidecar_id
