@@ -184,6 +184,25 @@ def test_a_sidecar_that_was_never_made_or_has_expired_is_404(client, tmp_path):
     assert store.sweep() == 1
 
 
+def test_a_claim_goes_with_its_sidecar_or_when_its_request_never_stored_one(tmp_path):
+    now = [1000.0]
+    store = ProvenanceStore(LocalObjectStore(tmp_path / "p"), ttl_s=60, clock=lambda: now[0])
+    assert [store.claim(i) for i in ("kept", "failed")] == ["kept", "failed"]
+    assert store.claim("kept").startswith("prov_")  # taken: another request gets one of its own
+    store.put("kept", b"manifest")
+    assert store.get("kept") == b"manifest"  # the claim is no manifest
+    now[0] += 30
+    assert store.claim("late") == "late"
+    now[0] += 31
+    assert store.sweep() == 3  # kept's sidecar and claim, failed's claim; late's has 29 s left
+    assert store.objects.list("provenance/") == ["provenance/late/claim"]
+    store.unclaim("late")
+    assert store.claim("late") == "late"  # free again
+    # The service's own ids are never taken from a request: a client could send one it saw.
+    assert store.claim("prov_0123456789abcdef01234567") != "prov_0123456789abcdef01234567"
+    assert store.claim("job_01a23f232e0810f4377d").startswith("prov_")
+
+
 def test_a_reused_request_id_never_replaces_anothers_sidecar(client, trusted):
     first = say(client, response_format="pcm", headers={"X-Request-ID": "same-id"})
     second = say(client, response_format="pcm", input="Another text entirely.", headers={"X-Request-ID": "same-id"})
@@ -341,9 +360,10 @@ def test_a_sidecar_another_replica_is_storing_is_waited_for_and_an_unknown_one_i
     assert (entry.request_id, entry.output_sha256) == ("req-1", sha256(b"speech bytes"))
 
 
-def test_an_id_whose_sidecar_lands_while_the_next_request_looks_it_up_is_not_given_twice(tmp_path, monkeypatch):
-    """Two requests with one X-Request-ID, the first's sidecar stored while the second asks the store
-    whether that id is free: the second gets an id of its own, and the first's sidecar stays."""
+def test_two_replicas_given_one_request_id_at_once_keep_both_sidecars(object_store, monkeypatch):
+    """A client's retry with the same X-Request-ID reaching another Ingress replica while the first
+    attempt's sidecar is still being stored: one replica takes the id, the other a random one, on
+    both stores (S3's conditional write decides it)."""
     import asyncio
 
     from speech_service.config import AuditSettings, ProvenanceSettings
@@ -352,35 +372,22 @@ def test_an_id_whose_sidecar_lands_while_the_next_request_looks_it_up_is_not_giv
     from speech_service.service.marking import SpeechMarker
     from speech_service.storage.audit import AuditStore
 
-    credentials = ContentCredentials(ProvenanceSettings())
-    objects = LocalObjectStore(tmp_path / "store")
-    audit = AuditLog(AuditStore(objects), AuditSettings())
-    marker = SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit)
-    held = threading.Event()
-    stored = slow_puts(marker.sidecars, monkeypatch, 0, held)
-    new_id, lookups = marker.sidecars.new_id, []
-
-    def looked_up_before_the_first_landed(request_id):
-        lookups.append(request_id)
-        answer = new_id(request_id)
-        if len(lookups) == 2:  # the second request's: the first's sidecar is not in the store yet
-            held.set()
-            while not stored:
-                time.sleep(0.01)
-            time.sleep(0.2)  # and by now this replica has marked it landed
-        return answer
-
-    monkeypatch.setattr(marker.sidecars, "new_id", looked_up_before_the_first_landed)
+    credentials, held = ContentCredentials(ProvenanceSettings()), threading.Event()
+    audit = AuditLog(AuditStore(object_store), AuditSettings())
+    replicas = [SpeechMarker(credentials, ProvenanceStore(object_store, ttl_s=60), audit) for _ in range(2)]
+    for replica in replicas:
+        slow_puts(replica.sidecars, monkeypatch, 0, held)  # neither sidecar is stored before both are named
 
     async def scene():
-        facts = SpeechFacts("alice", "", "same-id", None, "f5-tiny")
-        first = await marker.response(b"first speech", "pcm", facts)
-        second = await marker.response(b"second speech", "pcm", facts)
+        facts = SpeechFacts("alice", "", "retried-id", None, "f5-tiny")
+        marked = await asyncio.gather(*(replica.response(f"speech {n}".encode(), "pcm", facts)
+                                        for n, replica in enumerate(replicas)))
         held.set()
-        await marker.drain()
-        return first, second
+        await asyncio.gather(*(r.drain() for r in replicas))
+        return marked
 
-    first, second = asyncio.run(scene())
-    assert first.sidecar_id == "same-id" and second.sidecar_id != "same-id"
-    for data, sidecar_id in ((b"first speech", "same-id"), (b"second speech", second.sidecar_id)):
-        assert credentials.verify(data, marker.sidecars.get(sidecar_id)).state == "Valid"  # bound to its bytes
+    marked = asyncio.run(scene())
+    assert sorted(m.sidecar_id == "retried-id" for m in marked) == [False, True]
+    for n, m in enumerate(marked):
+        assert credentials.verify(f"speech {n}".encode(), replicas[n].sidecars.get(m.sidecar_id)).state == "Valid"
+    audit.close()

@@ -11,8 +11,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from speech_service.errors import NotFound
 from speech_service.provenance.credentials import EMBEDDED, ContentCredentials, SpeechFacts
@@ -66,7 +67,7 @@ class SpeechMarker:
         return Marked(data, sidecar_id)
 
     def reserve(self, request_id: str, fmt: str | None = None) -> asyncio.Future[str] | None:
-        """Start reserving the id a sidecar of `request_id` will have (`_reserve`: a store read),
+        """Start reserving the id a sidecar of `request_id` will have (`_reserve`: a claim in the store),
         while the speech is made; None for a whole response in `fmt` that carries its credentials
         inside (`fmt` None: a stream, which always has a sidecar). `response` or `stream` takes the
         reservation; a request that fails before either gives it back (`give_back`)."""
@@ -76,13 +77,18 @@ class SpeechMarker:
         reserved.add_done_callback(_retrieved)
         return reserved
 
-    def give_back(self, reserved: asyncio.Future[str] | None) -> None:
+    def give_back(self, reserved: asyncio.Future[str] | None) -> asyncio.Task[None]:
+        """A request that failed before `response` or `stream` took its reservation: its id is
+        released and its claim freed. The caller awaits it (shielded) before it answers, so a retry
+        with the same X-Request-ID finds the id free, on any replica."""
+        return self._background(self._give_back(reserved))
+
+    async def _give_back(self, reserved: asyncio.Future[str] | None) -> None:
         if reserved is None:
             return
-        if not reserved.done():
-            reserved.add_done_callback(self.give_back)
-        elif not reserved.cancelled() and reserved.exception() is None:
-            self._release(reserved.result())
+        await asyncio.wait({reserved})
+        if not reserved.cancelled() and reserved.exception() is None:  # else nothing is held
+            await self._free(reserved.result())
 
     async def response(self, data: bytes, fmt: str, facts: SpeechFacts,
                        reserved: Awaitable[str] | None = None) -> Marked:
@@ -133,15 +139,29 @@ class SpeechMarker:
         return marked, sha256(marked)
 
     async def _reserve(self, request_id: str) -> str:
-        """An id no stored sidecar has and none of this replica's landing ones (`new_id`), held
-        from now until its sidecar is stored or given up."""
-        # Another request with the same X-Request-ID may be landing its sidecar here: looked at before
-        # the store is asked (it may be stored and no longer landing by the answer) and after.
-        sidecar_id = None if request_id in self._landing else await asyncio.to_thread(self.sidecars.new_id, request_id)
-        if sidecar_id is None or sidecar_id in self._landing:
+        """The id `claim` gives `request_id` (a store write), held from now until its sidecar is
+        stored or given up. An id this replica is still landing is not asked for."""
+        if request_id in self._landing:
             sidecar_id = self.sidecars.random_id()
+        else:
+            sidecar_id = await asyncio.to_thread(self.sidecars.claim, request_id)
         self._landing[sidecar_id] = asyncio.get_running_loop().create_future()
         return sidecar_id
+
+    async def _free(self, sidecar_id: str) -> None:
+        """An id named to no sidecar after all: released here, and its claim freed."""
+        self._release(sidecar_id)
+        try:
+            await asyncio.to_thread(self.sidecars.unclaim, sidecar_id)
+        except Exception:  # the claim stays until the sweep: a retry with this id gets a random one
+            logger.exception("the claim on sidecar id %s could not be freed", sidecar_id)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """`work` as a task that `drain` waits for."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._keeping.add(task)
+        task.add_done_callback(self._keeping.discard)
+        return task
 
     def _release(self, sidecar_id: str) -> None:
         landing = self._landing.pop(sidecar_id, None)
@@ -150,9 +170,7 @@ class SpeechMarker:
 
     def _land(self, sidecar_id: str, data: bytes, facts: SpeechFacts) -> None:
         """Sign and store `data`'s sidecar in the background."""
-        task = asyncio.get_running_loop().create_task(self._keep(sidecar_id, data, facts))
-        self._keeping.add(task)
-        task.add_done_callback(self._keeping.discard)
+        self._background(self._keep(sidecar_id, data, facts))
 
     async def _keep(self, sidecar_id: str, data: bytes, facts: SpeechFacts) -> None:
         try:
@@ -176,7 +194,7 @@ class SpeechMarker:
         finally:
             self.audit.record(facts, "stream", fmt, digest.hexdigest(), complete)
             if not complete:  # broke off: no sidecar for a prefix
-                self._release(sidecar_id)
+                self._background(self._free(sidecar_id))
         self._land(sidecar_id, bytes(sent), facts)
 
 

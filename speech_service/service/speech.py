@@ -164,7 +164,7 @@ class SpeechService:
         self.check(body)
         options, listened = body.options(), None
         reference = await self.reference(body.voice, body.model)
-        # A sidecar's id is reserved (a store read) while the speech is made.
+        # A sidecar's id is claimed in the store while the speech is made.
         reserved = self.marker.reserve(current_request_id(), body.response_format)
         try:
             if self.listened.wanted(body):
@@ -181,7 +181,7 @@ class SpeechService:
             facts = marking.facts(body, reference, current_request_id(), key)
             marked = await self.marker.response(data, body.response_format, facts, reserved)
         except BaseException:
-            self.marker.give_back(reserved)
+            await asyncio.shield(self.marker.give_back(reserved))  # before the error goes out
             raise
         return EncodedSpeech(marked.data, speech.model_s, time.monotonic() - started, len(wave) / audio.SAMPLE_RATE,
                              listened, marked.sidecar_id)
@@ -220,7 +220,7 @@ class SpeechService:
             fill = self._listened_pieces if self.listened.wanted(body) else self._model_pieces
             await fill(body, reference, pieces)
         except BaseException:
-            self.marker.give_back(reserved)
+            await asyncio.shield(self.marker.give_back(reserved))  # before the error goes out
             await encoder.close()
             raise
         metrics.record_first_audio(started, stream=True)
