@@ -16,9 +16,12 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+ID_PREFIX = "job_"
+
+
 def new_id() -> str:
     """Time-ordered, so a listing of keys is a listing by age: 12 hex digits of milliseconds, 8 random."""
-    return f"job_{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
+    return f"{ID_PREFIX}{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
 
 
 class JobRecord(BaseModel):

@@ -15,13 +15,15 @@ import time
 from collections.abc import Callable
 
 from speech_service.errors import NotFound
+from speech_service.storage import job_record
 from speech_service.storage.objects import ObjectStore, PreconditionFailed
 
 PREFIX = "provenance/"
 SIDECAR_ID = r"(?!verify$)[A-Za-z0-9_-]{1,128}"  # key-safe; never `verify`, the route beside them
 _ID = re.compile(SIDECAR_ID)
 SWEEP_EVERY_S = 3600.0  # a read already refuses an expired sidecar: the sweep only frees the space
-MINTED = ("prov_", "job_")  # the service's own ids (random, jobs'): never taken from a request
+RANDOM_PREFIX = "prov_"
+MINTED = (RANDOM_PREFIX, job_record.ID_PREFIX)  # the service's own ids: never taken from a request
 CLAIM = "claim"
 
 
@@ -34,6 +36,7 @@ class ProvenanceStore:
         """The id a request's sidecar will be kept under: the request's own when it is key-safe, not
         one the service mints, and free (a client may send any `X-Request-ID`, another's too), taken
         here by a conditional write that only one writer wins; else a fresh random one."""
+        # The listing finds sidecars stored before claims existed, and spares a write when taken.
         if _ID.fullmatch(request_id) and not request_id.startswith(MINTED) and not self._keys(request_id):
             try:
                 self.objects.put(self._claim_key(request_id), str(self._expiry()).encode(), if_none_match=True)
@@ -49,7 +52,7 @@ class ProvenanceStore:
 
     @staticmethod
     def random_id() -> str:
-        return f"prov_{secrets.token_hex(12)}"
+        return f"{RANDOM_PREFIX}{secrets.token_hex(12)}"
 
     def put(self, sidecar_id: str, manifest: bytes) -> None:
         self.objects.put(f"{PREFIX}{sidecar_id}/{self._expiry()}.c2pa", manifest, if_none_match=True)
