@@ -322,23 +322,31 @@ def test_a_replica_going_away_stores_the_sidecars_of_the_responses_it_sent(tmp_p
     assert sorted(at_close) == sorted(ids)  # the shutdown waited for both
 
 
+def replicas_over(objects, *landing_waits_s: float):
+    """The signer, the audit log and one `SpeechMarker` per landing wait, as Ingress replicas
+    sharing `objects` have them."""
+    from speech_service.config import AuditSettings, ProvenanceSettings
+    from speech_service.provenance.credentials import ContentCredentials
+    from speech_service.service.audit import AuditLog
+    from speech_service.service.marking import SpeechMarker
+    from speech_service.storage.audit import AuditStore
+
+    credentials, audit = ContentCredentials(ProvenanceSettings()), AuditLog(AuditStore(objects), AuditSettings())
+    return credentials, audit, [SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit, landing_wait_s=w)
+                                for w in landing_waits_s]
+
+
 def test_a_sidecar_another_replica_is_storing_is_waited_for_and_an_unknown_one_is_not_for_ever(tmp_path):
     import asyncio
     import time
     from datetime import datetime, timedelta, timezone
 
-    from speech_service.config import AuditSettings, ProvenanceSettings
     from speech_service.errors import NotFound
-    from speech_service.provenance.credentials import ContentCredentials, SpeechFacts
-    from speech_service.service.audit import AuditLog
-    from speech_service.service.marking import SpeechMarker
+    from speech_service.provenance.credentials import SpeechFacts
     from speech_service.storage.audit import AuditStore
 
-    credentials = ContentCredentials(ProvenanceSettings())
     objects = LocalObjectStore(tmp_path / "shared")
-    audit = AuditLog(AuditStore(objects), AuditSettings())
-    storing = SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit)
-    asking = SpeechMarker(credentials, ProvenanceStore(objects, ttl_s=60), audit, landing_wait_s=2.0)
+    credentials, audit, (storing, asking) = replicas_over(objects, 2.0, 2.0)
     slow_puts(storing.sidecars, pytest.MonkeyPatch(), 0.4)
 
     async def scene():
@@ -366,15 +374,10 @@ def test_two_replicas_given_one_request_id_at_once_keep_both_sidecars(object_sto
     both stores (S3's conditional write decides it)."""
     import asyncio
 
-    from speech_service.config import AuditSettings, ProvenanceSettings
-    from speech_service.provenance.credentials import ContentCredentials, SpeechFacts
-    from speech_service.service.audit import AuditLog
-    from speech_service.service.marking import SpeechMarker
-    from speech_service.storage.audit import AuditStore
+    from speech_service.provenance.credentials import SpeechFacts
 
-    credentials, held = ContentCredentials(ProvenanceSettings()), threading.Event()
-    audit = AuditLog(AuditStore(object_store), AuditSettings())
-    replicas = [SpeechMarker(credentials, ProvenanceStore(object_store, ttl_s=60), audit) for _ in range(2)]
+    credentials, audit, replicas = replicas_over(object_store, 2.0, 2.0)
+    held = threading.Event()
     for replica in replicas:
         slow_puts(replica.sidecars, monkeypatch, 0, held)  # neither sidecar is stored before both are named
 
