@@ -146,7 +146,7 @@ def _local_errors(action: str) -> Iterator[None]:
         yield
     except OSError as exc:
         logger.warning("local store could not be %s: %s", action, exc)
-        raise StoreUnavailable(f"The local store could not be {action}: {exc.strerror or exc}.") from exc
+        raise StoreUnavailable(f"The local store could not be {action}: {exc.strerror or type(exc).__name__}.") from exc
 
 
 @contextmanager
@@ -236,7 +236,8 @@ class S3ObjectStore(ObjectStore):
     def _errors(self, key: str, *, conditional: bool = False) -> Iterator[None]:
         """S3's answers in this module's terms: a lost condition is `PreconditionFailed`; anything
         that is not an answer about the key (network, timeouts, 5xx, a missing bucket, refused
-        credentials) is `StoreUnavailable` naming the bucket and endpoint."""
+        credentials) is `StoreUnavailable`. The bucket and endpoint go to the log, not to the caller:
+        they are the operator's, and of use to an attacker."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -251,12 +252,10 @@ class S3ObjectStore(ObjectStore):
                                                           "NoSuchKey")):
                 raise PreconditionFailed(key) from None
             logger.warning("S3 error on %s (%s): %s", key, self.where, exc)
-            raise StoreUnavailable(
-                f"The S3 store ({self.where}) answered {status} {code}: {error.get('Message') or code}."
-            ) from exc
+            raise StoreUnavailable(f"The S3 store answered {status} {code}; the service log says more.") from exc
         except BotoCoreError as exc:
             logger.warning("S3 unreachable on %s (%s): %s", key, self.where, exc)
-            raise StoreUnavailable(f"The S3 store ({self.where}) cannot be reached: {exc}.") from exc
+            raise StoreUnavailable("The S3 store cannot be reached; the service log says more.") from exc
 
 
 def _unquote(etag: str) -> str:
