@@ -105,7 +105,10 @@ class StoreSettings(Strict):
 
 
 class LimitSettings(Strict):
+    # Bodies are counted as they arrive, whatever Content-Length says (http/middleware.py, BodyLimit):
+    # a route that takes files may read `max_upload_bytes` a file, every other route `max_json_bytes`.
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    max_json_bytes: int = Field(1024 * 1024, ge=64 * 1024)
     min_reference_seconds: float = 0.3
     max_reference_seconds: float = 600.0
     max_clip_seconds: float = 12.0
@@ -123,6 +126,18 @@ class LimitSettings(Strict):
     capacity_wait_s: float = Field(30.0, gt=0)
     # `Retry-After` of our 503s when Serve's backpressure_config does not give one.
     retry_after_s: float = Field(5.0, ge=1)
+    # Callers without a key (open mode, the public catalog, refusals) per client address and Ingress
+    # replica. Behind Serve's HAProxy every caller has HAProxy's address: they share this rate.
+    anonymous_requests_per_minute: float = Field(600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _json_fits_the_input(self) -> LimitSettings:
+        # A character of `input` is at most 6 bytes of JSON (a \uXXXX escape); the rest of a body is small.
+        if self.max_json_bytes < 6 * self.max_input_chars + 16 * 1024:
+            raise ValueError(f"limits.max_json_bytes ({self.max_json_bytes}) cannot hold an input of "
+                             f"max_input_chars ({self.max_input_chars}): make it at least "
+                             f"{6 * self.max_input_chars + 16 * 1024}")
+        return self
 
 
 class JobSettings(Strict):

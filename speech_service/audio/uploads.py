@@ -24,12 +24,21 @@ UPLOAD_CONTAINERS = {
 _DEMUXER_OPTIONS = {"mov": ["-enable_drefs", "0"]}  # MP4 data references name external files
 
 
-def _skip_id3(data: bytes) -> bytes:
-    """The bytes after any ID3v2 tags (MP3, and some FLAC and AAC files, start with one)."""
-    while len(data) >= 10 and data[:3] == b"ID3":
-        size = sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(data[6:10]))  # synchsafe: 7 bits a byte
-        data = data[10 + size + (10 if data[5] & 0x10 else 0):]
-    return data
+# Real files carry one or two ID3 tags (Content Credentials add one); more than this is no audio file.
+MAX_ID3_TAGS = 16
+
+
+def _after_id3(data: bytes) -> int | None:
+    """Where the audio starts after any ID3v2 tags (MP3, and some FLAC and AAC files, start with
+    one), or None past MAX_ID3_TAGS: a file of many empty tags costs no more than a plain one."""
+    at = 0
+    for _ in range(MAX_ID3_TAGS + 1):
+        if len(data) - at < 10 or data[at:at + 3] != b"ID3":
+            return at
+        b6, b7, b8, b9 = data[at + 6:at + 10]
+        size = (b6 & 0x7F) << 21 | (b7 & 0x7F) << 14 | (b8 & 0x7F) << 7 | (b9 & 0x7F)  # synchsafe: 7 bits a byte
+        at += 10 + size + (10 if data[at + 5] & 0x10 else 0)
+    return None
 
 
 def _mpeg_audio(head: bytes) -> str | None:
@@ -55,13 +64,19 @@ def sniff_container(data: bytes) -> str | None:
         return "matroska"
     if data[4:8] == b"ftyp":
         return "mov"
-    body = _skip_id3(data)
-    if body[:4] == b"fLaC":
+    start = _after_id3(data)
+    if start is None:
+        return None
+    head = data[start:start + 4]
+    if head == b"fLaC":
         return "flac"
-    return _mpeg_audio(body[:4]) or ("mp3" if body is not data else None)  # a tag, then mp3 frames
+    # Tags, then something: mp3 (encoders pad after the tag). Nothing but tags is no audio file.
+    return _mpeg_audio(head) or ("mp3" if 0 < start < len(data) else None)
 
 
 def _what_it_looks_like(data: bytes) -> str:
+    if data.startswith(b"ID3"):
+        return f"ID3 tags with no audio after them (or more than {MAX_ID3_TAGS} tags)"
     head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     for mark, what in ((b"#extm3u", "an HLS/M3U playlist"), (b"ffconcat", "an ffmpeg concat list"),
                        (b"file ", "an ffmpeg concat list"), (b"<?xml", "an XML document"),

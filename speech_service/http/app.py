@@ -13,9 +13,9 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from speech_service.config import ServiceSettings
-from speech_service.http.auth import KeyLimits, authenticated
+from speech_service.http.auth import KeyGate, authenticated
 from speech_service.http.errors import UnknownPath, install_error_handlers
-from speech_service.http.middleware import RequestCounter, RequestIdMiddleware, UploadLimit
+from speech_service.http.middleware import BodyLimit, RequestCounter, RequestIdMiddleware
 from speech_service.http.openapi import document, errors_for
 from speech_service.http.routes import audit, catalog, consent, jobs, provenance, speech, system, voices
 from speech_service.http.services import Services
@@ -47,9 +47,16 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     for resource in (voices, consent, speech, jobs, provenance, audit):
         app.include_router(resource.router, dependencies=[Depends(authenticated)], responses=errors_for(401))
     app.router.routes.append(UnknownPath(app.router))  # last: a 404 that Serve's access log names by its path
-    # Outermost last: request ids first, so every answer (429s and 413s included) carries one.
-    app.add_middleware(KeyLimits, keys=services.keys)
-    app.add_middleware(UploadLimit, max_upload_bytes=settings.limits.max_upload_bytes)
+    # Outermost last: request ids first, so every answer (429s and 413s included) carries one; the key
+    # before the body (a caller without one cannot make us read it), the body counted as it arrives.
+    limits = settings.limits
+    upload = limits.max_upload_bytes
+    app.add_middleware(BodyLimit, routers=(voices.router, consent.router, provenance.router),
+                       default=limits.max_json_bytes,
+                       limits={voices.create_voice: upload, consent.give_consent: upload,
+                               provenance.verify: 2 * upload})  # a file and its sidecar manifest
+    app.add_middleware(KeyGate, keys=services.keys, anonymous_per_minute=limits.anonymous_requests_per_minute,
+                       public=catalog.PUBLIC_PATHS if settings.public_catalog else frozenset())
     app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
     app.add_middleware(RequestCounter)
     return app

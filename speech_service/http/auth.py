@@ -6,9 +6,10 @@ another key's job is 404 to it, as if it did not exist. A key in the config may 
 or `sha256:<hex>` of it, so the config need hold no secret: a presented key is hashed and compared
 in constant time. No keys configured: the service is open and every caller is admin.
 
-Limits count per key in this Ingress replica (`KeyLimits`, ASGI middleware, so a streamed response
-holds its slot until its last byte): `requests_per_minute` (a token bucket, bursts up to the rate)
-and `max_concurrent`. Over either: 429 with `Retry-After` and the limit named.
+`KeyGate` (ASGI middleware) checks the key from the headers before any route reads a body, and
+counts limits per Ingress replica (a streamed response holds its slot until its last byte): a key's
+`requests_per_minute` (a token bucket, bursts up to the rate) and `max_concurrent`, and for callers
+without a key a rate per client address. Over either: 429 with `Retry-After` and the limit named.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from fastapi import Depends, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from speech_service.config import ApiKey
-from speech_service.errors import Forbidden, RateLimited, Unauthorized
-from speech_service.http.errors import service_error_response
+from speech_service.errors import Forbidden, RateLimited, ServiceError, Unauthorized
+from speech_service.http.errors import refusal_before_the_body
 
 SCOPES = ("admin", "speak")
 
@@ -80,11 +81,15 @@ class KeyRing:
         if self.open:
             return OPEN
         if key is None:
-            raise Unauthorized("Send a valid API key as 'Authorization: Bearer <key>'.", code="invalid_api_key")
+            raise no_key()
         return Caller(key.name, frozenset(key.scopes))
 
 
-# Where `KeyLimits` leaves the key it found in the request's scope state, so it is hashed once.
+def no_key() -> Unauthorized:
+    return Unauthorized("Send a valid API key as 'Authorization: Bearer <key>'.", code="invalid_api_key")
+
+
+# Where `KeyGate` leaves the key it found in the request's scope state, so it is hashed once.
 _FOUND_KEY = "api_key"
 
 
@@ -120,53 +125,87 @@ class _Usage:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class KeyLimits:
-    """Per-key request rate and concurrency for `/v1/*` (see the module's docstring). Requests
-    without a known key pass through: the route answers them 401."""
+class KeyGate:
+    """Who may reach `/v1/*`, checked on the headers alone, before any route reads a body: a request
+    with a missing or wrong key is 401 here (a caller with no key cannot make the service read a
+    50 MB body first), except the paths `public` opens. Then the limits (see the module's
+    docstring): a key's own, or for callers without one (open mode, the public paths, refusals)
+    `anonymous_per_minute` per client address, which also bounds guessing keys."""
 
-    def __init__(self, app: ASGIApp, keys: KeyRing, clock: Callable[[], float] = time.monotonic):
+    MAX_ADDRESSES = 4096  # anonymous buckets kept; past it the older idle ones are dropped
+
+    def __init__(self, app: ASGIApp, keys: KeyRing, anonymous_per_minute: float, public: frozenset[str] = frozenset(),
+                 clock: Callable[[], float] = time.monotonic):
         self.app = app
         self.keys = keys
+        self.public = public
+        self.anonymous_per_minute = anonymous_per_minute
         self.clock = clock
         self._usage: dict[str, _Usage] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/") or self.keys.open:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             return await self.app(scope, receive, send)
-        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
-        key = self.keys.find(authorization)
-        scope.setdefault("state", {})[_FOUND_KEY] = key
-        if key is None or (key.requests_per_minute is None and key.max_concurrent is None):
+        key = None
+        if not self.keys.open:
+            authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+            key = self.keys.find(authorization)
+            scope.setdefault("state", {})[_FOUND_KEY] = key
+        refusal: ServiceError | None
+        if key is None:
+            address = (scope.get("client") or ("unknown",))[0]
+            refusal = self._admit(f"address {address}", self.anonymous_per_minute, None,
+                                  f"Callers without a key from {address} are")
+            if refusal is None and not self.keys.open and scope["path"] not in self.public:
+                refusal = no_key()
+                self._release(f"address {address}")
+        elif key.requests_per_minute is None and key.max_concurrent is None:
             return await self.app(scope, receive, send)
-        refusal = self._admit(key)
+        else:
+            refusal = self._admit(f"key {key.name}", key.requests_per_minute, key.max_concurrent,
+                                  f"The key '{key.name}' is")
         if refusal is not None:
-            return await service_error_response(refusal)(scope, receive, send)
+            return await refusal_before_the_body(scope, refusal)(scope, receive, send)
+        who = f"address {address}" if key is None else f"key {key.name}"
         try:
             await self.app(scope, receive, send)
         finally:
-            usage = self._usage[key.name]
-            with usage.lock:
-                usage.running -= 1
+            self._release(who)
 
-    def _admit(self, key: ApiKey) -> RateLimited | None:
+    def _release(self, who: str) -> None:
+        usage = self._usage[who]
+        with usage.lock:
+            usage.running -= 1
+
+    def _admit(self, who: str, rate: float | None, max_concurrent: int | None, subject: str) -> ServiceError | None:
         now = self.clock()
-        rate = key.requests_per_minute
-        usage = self._usage.setdefault(key.name, _Usage(tokens=rate or 0.0, updated=now))
+        # A bucket holds at least one request: a rate under one a minute still lets one through.
+        capacity = max(rate or 0.0, 1.0)
+        if who not in self._usage and len(self._usage) >= self.MAX_ADDRESSES:
+            self._forget_oldest()
+        usage = self._usage.setdefault(who, _Usage(tokens=capacity, updated=now))
         with usage.lock:
             if rate is not None:
-                usage.tokens = min(rate, usage.tokens + (now - usage.updated) * rate / 60)
+                usage.tokens = min(capacity, usage.tokens + (now - usage.updated) * rate / 60)
                 usage.updated = now
                 if usage.tokens < 1:
                     wait = (1 - usage.tokens) * 60 / rate
-                    return RateLimited(f"The key '{key.name}' is over its limit of {rate:g} requests per minute; "
+                    return RateLimited(f"{subject} over the limit of {rate:g} requests per minute; "
                                        f"retry in {math.ceil(wait)} s.", code="rate_limit_exceeded",
                                        retry_after_s=max(1.0, math.ceil(wait)))
-            if key.max_concurrent is not None and usage.running >= key.max_concurrent:
-                return RateLimited(f"The key '{key.name}' has {usage.running} requests running, its limit of "
-                                   f"concurrent requests ({key.max_concurrent}); retry when one has finished.",
+            if max_concurrent is not None and usage.running >= max_concurrent:
+                return RateLimited(f"{subject} running {usage.running} requests, the limit of concurrent "
+                                   f"requests ({max_concurrent}); retry when one has finished.",
                                    code="concurrency_limit_exceeded", retry_after_s=1.0)
             if rate is not None:
                 usage.tokens -= 1
             usage.running += 1
         return None
 
+    def _forget_oldest(self) -> None:
+        """Drops the older half of the idle anonymous buckets (bounded memory; a new address starts
+        full, as the address it pushed out would have)."""
+        idle = sorted((usage.updated, who) for who, usage in self._usage.items()
+                      if who.startswith("address ") and not usage.running)
+        for _, who in idle[:len(idle) // 2 + 1]:
+            del self._usage[who]

@@ -16,6 +16,7 @@ from speech_service import metrics
 from speech_service.errors import (
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
     ServiceError,
     error_type_for,
     unwrap,
@@ -36,6 +37,25 @@ def error_response(status: int, code: str, message: str, *, error_type: str | No
 def service_error_response(exc: ServiceError) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, error_type=exc.type, param=exc.param,
                           headers=exc.headers)
+
+
+def refusal_before_the_body(scope: Scope, exc: ServiceError) -> JSONResponse:
+    """`exc`'s answer to a request whose body is left unread: when it has one, the connection closes
+    after the answer, so the server does not drain (and the client stops sending) the rest of it."""
+    response = service_error_response(exc)
+    if any(k in (b"content-length", b"transfer-encoding") and v not in (b"0", b"") for k, v in scope["headers"]):
+        response.headers["Connection"] = "close"
+    return response
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A body past its route's limit, raised from `receive`. An HTTPException so that FastAPI's body
+    parsing passes it on (any other exception there becomes its own 400); the app's error handlers
+    answer it as the `PayloadTooLarge` it carries."""
+
+    def __init__(self, error: PayloadTooLarge):
+        super().__init__(413, error.message)
+        self.error = error
 
 
 # Validation failures of these fields keep the specific code (and 400) that the checks in the
@@ -80,6 +100,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc, BodyTooLarge):
+            return _logged(request, refusal_before_the_body(request.scope, exc.error), exc.error.code)
         if exc.status_code == 405:
             allowed = _allowed_methods(app, request.scope)
             error = MethodNotAllowed(f"{request.method} is not allowed here; use {', '.join(allowed)}.")

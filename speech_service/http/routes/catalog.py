@@ -17,6 +17,8 @@ from speech_service.http.services import Services, services
 from speech_service.models import ModelRegistry
 
 router = APIRouter(tags=["catalog"])
+# What `public_catalog` opens to callers without a key (names only).
+PUBLIC_PATHS = frozenset({"/v1/audio/models", "/v1/audio/voices"})
 
 
 class ModelCard(BaseModel):
