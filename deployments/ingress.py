@@ -17,10 +17,11 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 
 from deployments.dead_replicas import LostReplicas
 from deployments.profiles import deployment_options
-from deployments.serve_state import capacity_problem, deployment_status, running_replicas
+from deployments.serve_state import capacity_problem, deployment_status, http_host, running_replicas
 from speech_service.coldstart import last_cold_starts, open_status_store
 from speech_service.config import ServiceSettings, SynthesisOptions
 from speech_service.http.app import create_app
+from speech_service.http.auth import KeyRing, anonymous_admin_refusal
 from speech_service.logs import route_to_serve_logs
 from speech_service.model_status import held_models
 from speech_service.models import ModelRegistry
@@ -85,6 +86,10 @@ class Ingress:
     def __init__(self, settings: dict[str, Any], synthesizer: DeploymentHandle, transcriber: DeploymentHandle):
         route_to_serve_logs()
         self.settings = ServiceSettings.model_validate(settings)
+        refusal = anonymous_admin_refusal(KeyRing(self.settings.keys()), http_host(),
+                                          self.settings.allow_anonymous_admin)
+        if refusal:  # secure by default: `serve run` shows this as the deployment's failure
+            raise RuntimeError(refusal)
         app_name = serve.get_replica_context().app_name
         status_store = open_status_store(self.settings.store)
         default_model = ModelRegistry.of(self.settings).default

@@ -37,6 +37,14 @@ def deployment_configs(app_name: str) -> dict[str, dict[str, Any]]:
             for name, d in app.get("deployments", {}).items()}
 
 
+def http_host() -> str:
+    """The address Serve's HTTP data plane listens on (`http_options.host`), from the same private
+    read as `deployment_configs`: a builder's args do not carry it."""
+    from ray.serve.context import _get_global_client
+
+    return (_get_global_client().get_serve_details().get("http_options") or {}).get("host") or "0.0.0.0"
+
+
 def running_replicas(app_name: str, deployment: str) -> set[str]:
     """The ids of `deployment`'s running replicas (the same private read as `deployment_configs`)."""
     from ray.serve.context import _get_global_client

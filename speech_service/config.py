@@ -269,6 +269,9 @@ class ServiceSettings(Strict):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     # Keys for /v1/*: each a plain string (an admin key, as before scopes) or an `ApiKey`; none: open.
     api_keys: list[str | ApiKey] = Field(default_factory=list)
+    # With no api_keys every caller is admin. An Ingress whose HTTP address is not loopback
+    # refuses to start that way unless this says the operator means it (docs/ARCHITECTURE.md, "Keys").
+    allow_anonymous_admin: bool = False
     # `GET /v1/audio/voices` and `/v1/audio/models` (names only) answer without a key: Open WebUI
     # reads them without sending its key.
     public_catalog: bool = False

@@ -17,7 +17,7 @@ from speech_service.audio import uploads
 from speech_service.config import ApiKey, ServiceSettings
 from speech_service.errors import BadRequest
 from speech_service.http.app import create_app
-from speech_service.http.auth import KeyGate, KeyRing
+from speech_service.http.auth import KeyGate, KeyRing, anonymous_admin_refusal
 
 from conftest import SHORT_TEXT
 from served import served_app
@@ -246,3 +246,28 @@ def test_anonymous_buckets_are_bounded():
     for n in range(1000):
         asyncio.run(_through_gate(gate, f"10.0.{n // 256}.{n % 256}"))
     assert len(gate._usage) <= 101
+
+
+# -- open by default only on loopback ----------------------------------------------------------------
+
+def test_no_keys_on_a_network_address_refuses_to_start_unless_the_operator_says_so():
+    open_ring, keyed = KeyRing([]), KeyRing([ApiKey(name="ops", key="sk-ops")])
+    refusal = anonymous_admin_refusal(open_ring, "0.0.0.0", allowed=False)
+    assert refusal and "api_keys" in refusal and "allow_anonymous_admin" in refusal
+    assert anonymous_admin_refusal(open_ring, "10.1.2.3", allowed=False)
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.1.1"):  # a demo on this machine stays open
+        assert anonymous_admin_refusal(open_ring, host, allowed=False) is None
+    assert anonymous_admin_refusal(open_ring, "0.0.0.0", allowed=True) is None  # said explicitly
+    assert anonymous_admin_refusal(keyed, "0.0.0.0", allowed=False) is None
+
+
+def test_the_shipped_profiles_are_secure_by_default():
+    """Production and the cluster as shipped (0.0.0.0, no keys) refuse to start until keys are set; the
+    offline demo (127.0.0.1) runs as before."""
+    from deployments.profiles import load_profile
+
+    for name, refused in (("production", True), ("offline", False), ("cluster", True)):
+        config = load_profile(name)
+        args = ServiceSettings.model_validate(config["applications"][0]["args"])
+        host = config.get("http_options", {}).get("host", "0.0.0.0")
+        assert bool(anonymous_admin_refusal(KeyRing(args.keys()), host, args.allow_anonymous_admin)) is refused

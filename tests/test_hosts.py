@@ -105,6 +105,7 @@ def cluster_config(server: SeaweedFS, bucket: str, offline_models: dict, store_v
     app = config["applications"][0]
     app["args"]["store"].update(bucket=bucket, endpoint_url=server.endpoint, region="us-east-1")
     app["args"]["limits"].update(request_timeout_s=120, capacity_wait_s=60)
+    app["args"]["allow_anonymous_admin"] = True  # 0.0.0.0 of hosts on a network of the test's own
     app["args"]["jobs"] = {"lease_s": 6, "sweep_interval_s": 2, "retry_delay_s": 1, "max_attempts": 5}
     app["runtime_env"] = {"env_vars": store_vars}
     d = deployments(config)

@@ -89,6 +89,21 @@ def no_key() -> Unauthorized:
     return Unauthorized("Send a valid API key as 'Authorization: Bearer <key>'.", code="invalid_api_key")
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def anonymous_admin_refusal(keys: KeyRing, host: str, allowed: bool) -> str | None:
+    """Why a service listening on `host` must not start, or None. With no keys every caller is admin:
+    fine on loopback (a demo on this machine), not on an address the network reaches, unless the
+    operator said so (`allow_anonymous_admin`)."""
+    if not keys.open or allowed or host in LOOPBACK_HOSTS or host.startswith("127."):
+        return None
+    return (f"The service listens on {host} with no api_keys: every caller on the network would be admin "
+            "(create and delete voices, read transcripts and the audit). Set api_keys in the application's "
+            "args, or listen on 127.0.0.1 (http_options.host), or set allow_anonymous_admin: true if that is "
+            "what you mean.")
+
+
 # Where `KeyGate` leaves the key it found in the request's scope state, so it is hashed once.
 _FOUND_KEY = "api_key"
 
