@@ -17,11 +17,22 @@ from speech_service import audio
 from speech_service.audio import encoding
 from speech_service.audio.seams import join
 from speech_service.config import F5_DEFAULTS, JobSettings, ServiceSettings
-from speech_service.errors import BadRequest, Conflict, NotFound, Overloaded, PayloadTooLarge, Unprocessable
+from speech_service.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    StoreUnavailable,
+    Unprocessable,
+)
 from speech_service.plans import Segment, SpeechPlan
-from speech_service.schemas import JobProgress, SpeechRequest
+from speech_service.schemas import JobError, JobProgress, SpeechRequest
 from speech_service.service.jobs import JobRunner
 from speech_service.service.speech import SpeechService
+from speech_service.storage.audit import AuditStore
+from speech_service.storage.job_record import ID_PREFIX
 from speech_service.storage.jobs import JobStore, Superseded
 from speech_service.storage.objects import LocalObjectStore
 from speech_service.storage.voices import VoiceRecord, VoiceStore, now, sha256
@@ -441,6 +452,8 @@ def test_the_sweep_reads_a_finished_job_once_and_removes_it_when_expired(tmp_pat
     async def scenario():
         job = await runner.submit(request())
         await finished(runner, job.id)
+        while runner.store.get(job.id).audit_due is not None:  # its runner writes the audit entry just after
+            await asyncio.sleep(0.01)
         before = objects.reads[f"jobs/{job.id}.json"]
         for _ in range(3):
             await runner.sweep()
@@ -463,3 +476,237 @@ def test_the_layout_reaches_the_planner_as_it_was(tmp_path):
         return await finished(runner, (await runner.submit(request(input=listed))).id)
 
     assert asyncio.run(scenario()).status == "succeeded" and backends.planned == [listed]
+
+
+# -- a transcript fixed between attempts ---------------------------------------------------------
+class VoicedBackends(Backends):
+    """Each segment's tone follows the voice's transcript it was made with, as the model's does."""
+
+    async def synthesize_segment(self, reference, plan, index):
+        await super().synthesize_segment(reference, plan, index)
+        period = 5 + len(reference.ref_text)
+        return audio.Speech(np.sin(np.arange(12000, dtype=np.float32) / period) * 0.3, 0.01)
+
+
+def samples(runner, job_id) -> np.ndarray:
+    return sf.read(io.BytesIO(runner.store.result(job_id)[1]), dtype="int16")[0]
+
+
+def test_a_retry_after_the_transcript_was_fixed_speaks_only_the_new_one(tmp_path):
+    """The transcript is corrected (PATCH) between a failed attempt and its retry: the retry plans
+    and makes every segment again, so the file is the fresh job's, never two transcripts in one."""
+    def fixed_then_died(n):
+        if n == 2:  # the first segment was made with the old transcript
+            runner.speech.store.update("alice", lambda r: r.model_copy(update={"ref_text": "Hello there, friend."}))
+            return ReplicaDied("The actor died unexpectedly")
+        return None
+
+    backends = VoicedBackends(fail=fixed_then_died, segments=2)
+    runner = make_runner(tmp_path, backends)
+
+    async def scenario():
+        retried = await finished(runner, (await runner.submit(request(seed=5))).id)
+        return retried, await finished(runner, (await runner.submit(request(seed=5))).id)
+
+    retried, fresh = asyncio.run(scenario())
+    assert retried.status == fresh.status == "succeeded" and retried.attempts == 2
+    assert len(backends.planned) == 3  # planned again for the retry, as for the fresh job
+    assert np.array_equal(samples(runner, retried.id), samples(runner, fresh.id))
+
+
+# -- listing reads what it lists ----------------------------------------------------------------
+def test_a_keys_listing_reads_only_its_own_records(tmp_path):
+    objects = CountingStore(tmp_path / "store")
+    jobs = job_store(objects)
+    mine = jobs.create(request(), owner="app")
+    others = [jobs.create(request(), owner="crowd").id for _ in range(200)]
+    objects.reads.clear()
+    page, more = jobs.list(20, owner="app")
+    assert [j.id for j in page] == [mine.id] and not more
+    assert sum(objects.reads.values()) == 1
+    objects.reads.clear()
+    page, more = jobs.list(1, owner="crowd")
+    assert [j.id for j in page] == [max(others)] and more and sum(objects.reads.values()) == 1
+    objects.reads.clear()
+    page, more = jobs.list(1)  # an admin's: every owner's, newest first
+    assert [j.id for j in page] == [max(others)] and more and sum(objects.reads.values()) == 1
+    assert jobs.ids() == sorted([mine.id, *others], reverse=True)  # the index is no job
+
+
+def test_a_key_named_dot_dot_has_an_index_of_its_own(objects):
+    jobs = job_store(objects)
+    job = jobs.create(request(), owner="..")
+    assert [j.id for j in jobs.list(5, owner="..")[0]] == [job.id] and jobs.list(5, owner=".")[0] == []
+
+
+# -- a key's jobs count against its limit ----------------------------------------------------------
+def active(objects, owner="app") -> list[str]:
+    return objects.list(f"jobs/active/key-{owner}/")
+
+
+def test_a_job_counts_against_its_key_until_it_is_over(objects):
+    clock = Clock()
+    jobs = job_store(objects, clock, lease_s=30, max_attempts=1)
+    done, failed, lost, cancelled, removed = (jobs.create(request(), owner="app", max_active=5) for _ in range(5))
+    with pytest.raises(RateLimited) as exc:
+        jobs.create(request(), owner="app", max_active=5)
+    assert exc.value.code == "concurrency_limit_exceeded" and exc.value.retry_after_s
+    assert "has 5 jobs queued or running" in exc.value.message and "max_concurrent: 5" in exc.value.message
+    assert len(active(objects)) == 5 and len(jobs.list(10, owner="app")[0]) == 5  # the refused one left nothing
+    assert jobs.create(request(), owner="other", max_active=5).owner == "other"  # another key's count
+
+    for job in (done, failed, lost):
+        jobs.claim(job.id)
+    jobs.succeed(done.id, 1, b"audio")
+    jobs.retry_or_fail(failed.id, 1, JobError(code="bad", message="bad"), retryable=False)
+    clock.advance(31)
+    assert jobs.claim(lost.id) is None and jobs.get(lost.id).status == "failed"  # its runner was lost
+    jobs.cancel_or_remove(cancelled.id)
+    jobs.remove(removed.id)
+    assert active(objects) == []
+    assert jobs.create(request(), owner="app", max_active=1).status == "queued"
+
+
+def test_submits_at_once_never_exceed_the_limit(objects):
+    jobs = job_store(objects)
+    barrier = threading.Barrier(6)
+    accepted, refused = [], []
+
+    def submit():
+        barrier.wait()
+        try:
+            accepted.append(jobs.create(request(), owner="app", max_active=2))
+        except RateLimited:
+            refused.append(1)
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(accepted) <= 2 and len(accepted) + len(refused) == 6
+    assert sorted(k.rsplit("/", 1)[1] for k in active(objects)) == sorted(j.id for j in accepted)
+
+
+def test_the_runner_frees_a_keys_slot_when_its_job_ends(tmp_path):
+    backends = Backends()
+    runner = make_runner(tmp_path, backends)
+
+    async def scenario():
+        backends.gate = asyncio.Event()
+        held = [await runner.submit(request(), owner="app", max_active=2) for _ in range(2)]
+        with pytest.raises(RateLimited):
+            await runner.submit(request(), owner="app", max_active=2)
+        backends.gate.set()
+        for job in held:
+            await finished(runner, job.id)
+        return await finished(runner, (await runner.submit(request(), owner="app", max_active=2)).id)
+
+    assert asyncio.run(scenario()).status == "succeeded"
+    assert active(runner.store.objects) == []
+
+
+def test_the_sweep_removes_markers_left_behind(tmp_path):
+    objects = LocalObjectStore(tmp_path / "store")
+    runner = make_runner(tmp_path, Backends(), objects)
+    job = runner.store.create(request(), owner="app")
+    runner.store.claim(job.id)
+    runner.store.succeed(job.id, 1, b"audio")
+    old_gone = f"{ID_PREFIX}{int((time.time() - 3600) * 1000):012x}00000000"  # its record was never written
+    being_made = f"{ID_PREFIX}{int(time.time() * 1000):012x}00000000"  # its record is about to be
+    left = [f"jobs/active/key-app/{job.id}", f"jobs/owners/key-app/{old_gone}", f"jobs/active/key-app/{old_gone}"]
+    for key in [*left, f"jobs/owners/key-app/{being_made}"]:
+        objects.put(key, b"")  # what a store that failed to delete them left
+    asyncio.run(runner.sweep())
+    assert objects.list("jobs/owners/") == sorted([f"jobs/owners/key-app/{job.id}",
+                                                   f"jobs/owners/key-app/{being_made}"])
+    assert active(objects) == []
+
+
+# -- one audit entry per delivered job ------------------------------------------------------------
+class LosesTheAnswer(LocalObjectStore):
+    """The first write of a `succeeded` record lands, and its answer is lost (a timeout)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.lost = 0
+
+    def put(self, key, data, **conditions):
+        etag = super().put(key, data, **conditions)
+        if not self.lost and b'"status":"succeeded"' in data:
+            self.lost += 1
+            raise StoreUnavailable("The store did not answer in time.")
+        return etag
+
+
+class HoldsTheAnswer(LocalObjectStore):
+    """The first write of a `succeeded` record lands; its answer waits until `answer` is set."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.landed, self.answer = threading.Event(), threading.Event()
+
+    def put(self, key, data, **conditions):
+        etag = super().put(key, data, **conditions)
+        if not self.landed.is_set() and b'"status":"succeeded"' in data:
+            self.landed.set()
+            self.answer.wait(10)
+        return etag
+
+
+def trail(tmp_path, runner) -> list:
+    """The audit entries from the jobs' clock's day (a job's entry is timed as it finished) to today's."""
+    runner.speech.audit.flush()
+    since, until = runner.store.now() - timedelta(days=1), datetime.now(timezone.utc) + timedelta(days=1)
+    return AuditStore(LocalObjectStore(tmp_path / "store")).read(since, until)[0]
+
+
+async def entries_of(tmp_path, runner, job_id, timeout=5) -> list:
+    deadline = time.monotonic() + timeout
+    while not (found := [e for e in trail(tmp_path, runner) if e.request_id == job_id]) \
+            and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return found
+
+
+def test_a_success_whose_answer_was_lost_is_audited_once(tmp_path):
+    objects = LosesTheAnswer(tmp_path / "store")
+    runner = make_runner(tmp_path, Backends(), objects)
+
+    async def scenario():
+        job = await finished(runner, (await runner.submit(request(), owner="app")).id)
+        first = await entries_of(tmp_path, runner, job.id)
+        await runner.sweep()
+        return job, first, await entries_of(tmp_path, runner, job.id)
+
+    job, first, after_sweep = asyncio.run(scenario())
+    assert objects.lost == 1 and job.status == "succeeded" and job.attempts == 1
+    assert len(first) == 1 and after_sweep == first
+    [entry] = first
+    assert (entry.kind, entry.key, entry.time) == ("job", "app", job.finished_at)
+    assert entry.output_sha256 == sha256(runner.store.result(job.id)[1])
+    assert active(objects) == []
+
+
+def test_a_runner_stopped_after_its_success_landed_is_audited_by_a_sweep(tmp_path):
+    objects = HoldsTheAnswer(tmp_path / "store")
+    runner = make_runner(tmp_path, Backends(), objects)
+
+    async def scenario():
+        job = await runner.submit(request(), owner="app")
+        await asyncio.to_thread(objects.landed.wait, 10)
+        await runner.stop()  # its replica stops with the success written, before any audit entry
+        objects.answer.set()
+        assert runner.store.get(job.id).status == "succeeded"
+        assert await entries_of(tmp_path, runner, job.id, timeout=1.5) == []
+        other = JobRunner(runner.store, runner.speech, runner.settings)  # any replica's sweep
+        await other.sweep()
+        found = await entries_of(tmp_path, runner, job.id)
+        assert len(found) == 1, "the sweep wrote no entry"
+        runner.speech.audit.write_job(found[0])  # the stopped runner's write, landing late
+        await other.sweep()
+        return job.id, found, await entries_of(tmp_path, runner, job.id)
+
+    job_id, found, again = asyncio.run(scenario())
+    assert len(found) == 1 and again == found and found[0].output_sha256 == sha256(runner.store.result(job_id)[1])
+    assert runner.store.get(job_id).audit_due is None  # said in the record: no sweep writes it again

@@ -1,6 +1,8 @@
 """`/v1/jobs` over HTTP, in-process, on the real tiny engine (the backends of test_api.py)."""
 
+import asyncio
 import io
+import threading
 import time
 
 import numpy as np
@@ -135,3 +137,33 @@ def test_a_job_never_splits_a_title_from_its_name(client, backends):
     # Spoken as words ("Doctor Smith", "for example this"), each whole inside one segment.
     assert sum(s.count("Doctor Smith") for s in segments) == 4
     assert sum(s.count("for example this") for s in segments) == 4
+
+
+def test_a_keys_queued_and_running_jobs_count_against_its_max_concurrent(tmp_path, backends, short_wav, monkeypatch):
+    keys = [{"name": "ops", "key": "sk-ops", "scopes": ["admin"]},
+            {"name": "app", "key": "sk-app", "scopes": ["speak"], "max_concurrent": 2}]
+    settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")}, "api_keys": keys})
+    opened, segment = threading.Event(), backends.synthesize_segment
+
+    async def held_segment(*args):  # the Synthesizer is slow: the jobs stay running meanwhile
+        while not opened.is_set():
+            await asyncio.sleep(0.01)
+        return await segment(*args)
+
+    monkeypatch.setattr(backends, "synthesize_segment", held_segment)
+    body = {"voice": "alice", "input": "Hello there.", "response_format": "pcm", "nfe_step": 1}
+    with TestClient(create_app(settings, backends), headers={"Authorization": "Bearer sk-app"}) as client:
+        client.headers["Authorization"] = "Bearer sk-ops"  # an admin makes the voice
+        assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201
+        client.headers["Authorization"] = "Bearer sk-app"
+        accepted = [client.post("/v1/jobs", json=body) for _ in range(2)]
+        assert [r.status_code for r in accepted] == [202, 202]
+        refused = client.post("/v1/jobs", json=body)
+        assert_error(refused, 429, "concurrency_limit_exceeded")
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "has 2 jobs queued or running" in refused.json()["error"]["message"]
+        assert "max_concurrent: 2" in refused.json()["error"]["message"]
+        assert len(client.get("/v1/jobs").json()["data"]) == 2  # the refused job was never made
+        opened.set()
+        assert [wait_finished(client, r.json()["id"])["status"] for r in accepted] == ["succeeded"] * 2
+        assert client.post("/v1/jobs", json=body).status_code == 202

@@ -1,6 +1,7 @@
 """Audit entries written off the request's path: `record` only queues; a writer thread appends the
 queue to the store every `audit.flush_interval_s`, and keeps a batch the store refused until it
-lands (backoff up to `audit.max_retry_delay_s`). docs/ARCHITECTURE.md, "Audit"."""
+lands (backoff up to `audit.max_retry_delay_s`). A job's entry is not queued: it waits in the job's
+record and is written under the job's own key (`write_job`). docs/ARCHITECTURE.md, "Audit"."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ from speech_service.storage.audit import AuditEntry, AuditStore
 logger = logging.getLogger(__name__)
 
 
+def entry(facts: SpeechFacts, kind: str, fmt: str, output_sha256: str, complete: bool = True) -> AuditEntry:
+    """The entry of one speech made, timed now."""
+    return AuditEntry(time=datetime.now(timezone.utc), kind=kind, key=facts.key, voice=facts.voice,
+                      consent_id=facts.consent_id, model=facts.model, format=fmt, text_sha256=facts.text_sha256,
+                      output_sha256=output_sha256, request_id=facts.request_id, complete=complete)
+
+
 class AuditLog:
     def __init__(self, store: AuditStore, settings: AuditSettings):
         self.store, self.settings = store, settings
@@ -33,10 +41,12 @@ class AuditLog:
 
     def record(self, facts: SpeechFacts, kind: str, fmt: str, output_sha256: str, complete: bool = True) -> None:
         """Queue the entry of one speech made (never blocks on the store)."""
-        self._append(AuditEntry(
-            time=datetime.now(timezone.utc), kind=kind, key=facts.key, voice=facts.voice,
-            consent_id=facts.consent_id, model=facts.model, format=fmt, text_sha256=facts.text_sha256,
-            output_sha256=output_sha256, request_id=facts.request_id, complete=complete))
+        self._append(entry(facts, kind, fmt, output_sha256, complete))
+
+    def write_job(self, job_entry: AuditEntry) -> None:
+        """Write a delivered job's entry now (blocking), under a key of the job's own: whoever writes
+        it again (a retry, a sweep on any replica) finds it there, so it lands exactly once."""
+        self.store.append(f"job-{job_entry.request_id}", [job_entry])
 
     def _append(self, entry: AuditEntry) -> None:
         with self._changed:

@@ -14,8 +14,9 @@ from speech_service.audio import encoding, seams
 from speech_service.config import JobSettings
 from speech_service.errors import NotFound, Overloaded, ServiceError, unwrap
 from speech_service.plans import SpeechPlan
+from speech_service.references import Reference
 from speech_service.schemas import JobError, JobProgress, SpeechRequest
-from speech_service.service import marking
+from speech_service.service import audit, marking
 from speech_service.service.listening import HeardSegment
 from speech_service.service.speech import SpeechService
 from speech_service.storage.jobs import JobRecord, JobStore, Superseded
@@ -47,15 +48,16 @@ class JobRunner:
         self._expiry: dict[str, datetime] = {}
         # The plan and the audio of the segments finished so far, per job this process runs: a retry
         # after a failed Synthesizer call resumes after them (same plan and seed, so the same audio).
-        # Keyed by job id; the plan holds while the voice's clip and model stay what they were.
-        self._segments: dict[str, tuple[tuple[str, str], SpeechPlan, list[HeardSegment]]] = {}
+        # They hold while the voice reads as it did for them (`Reference.named()`: clip, transcript,
+        # model, language, consent): a transcript fixed between attempts starts the job again.
+        self._segments: dict[str, tuple[Reference, SpeechPlan, list[HeardSegment]]] = {}
 
-    async def submit(self, body: SpeechRequest, owner: str | None = None) -> JobRecord:
+    async def submit(self, body: SpeechRequest, owner: str | None = None, max_active: int | None = None) -> JobRecord:
         """Check the request as `/v1/audio/speech` would (a bad one is an error now, not a failed job
-        later), store the job and start it."""
+        later), store the job and start it; 429 when `owner` has `max_active` jobs queued or running."""
         self.speech.check(body)
         await self.speech.reference(body.voice, body.model)  # exists, with the consent the service requires
-        record = await asyncio.to_thread(self.store.create, body, owner)
+        record = await asyncio.to_thread(self.store.create, body, owner, max_active)
         self._start(record.id)
         return record
 
@@ -96,23 +98,40 @@ class JobRunner:
             await asyncio.sleep(self.settings.sweep_interval_s)
 
     async def sweep(self) -> None:
-        """Remove expired jobs; re-run (or fail, when out of attempts) jobs nobody holds."""
+        """Remove expired jobs; re-run (or fail, when out of attempts) jobs nobody holds; write the
+        audit entries of delivered jobs whose runner stopped first; tidy the owners' indexes."""
         await asyncio.to_thread(self.speech.marker.sidecars.sweep)  # expired sidecar manifests
-        ids = await asyncio.to_thread(self.store.ids)
-        self._expiry = {i: t for i, t in self._expiry.items() if i in set(ids)}
-        for job_id in ids:
+        keys = await asyncio.to_thread(self.store.keys)
+        self._expiry = {i: t for i, t in self._expiry.items() if i in set(keys.ids)}
+        for job_id in keys.ids:
             if job_id in self._tasks or job_id in self._waiting \
                     or self._expiry.get(job_id, self.store.now()) > self.store.now():
                 continue
             try:
                 record = await asyncio.to_thread(self.store.get, job_id)  # removes it once expired
+                await asyncio.to_thread(self.store.index, record, keys)
             except NotFound:
                 self._expiry.pop(job_id, None)
                 continue
             if record.expires_at is not None:
-                self._expiry[job_id] = record.expires_at
+                if await self._audit(record):  # else read again next time
+                    self._expiry[job_id] = record.expires_at
             elif record.lease_until <= self.store.now():
                 self._start(job_id)
+        await asyncio.to_thread(self.store.tidy_index, keys, set(self._expiry), self.settings.lease_s)
+
+    async def _audit(self, record: JobRecord) -> bool:
+        """Write the audit entry a delivered job still owes, and say so in its record; False when
+        the store failed (a sweep tries again)."""
+        if record.audit_due is None:
+            return True
+        try:
+            await asyncio.to_thread(self.speech.audit.write_job, record.audit_due)
+            await asyncio.to_thread(self.store.audited, record.id)
+        except Exception as exc:
+            logger.warning("job %s: its audit entry is not written yet (a sweep will): %s", record.id, exc)
+            return False
+        return True
 
     async def _run(self, job_id: str) -> None:
         try:
@@ -168,13 +187,13 @@ class JobRunner:
         # Transcript and clip read together once per attempt, so every segment speaks one version
         # of the voice; the clip goes to a replica only when it lacks it (`SpeechService.send`).
         reference = await self.speech.reference_with_clip(body.voice, body.model)
-        spoken = (reference.sha256, reference.model)
-        clip, plan, made = self._segments.get(record.id) or (spoken, None, [])
-        if clip != spoken or plan is None:  # the voice (or its model) was replaced since: start again
+        voice = reference.named()
+        made_for, plan, made = self._segments.get(record.id) or (voice, None, [])
+        if made_for != voice or plan is None:  # the voice changed since (clip, transcript, ...): start again
             plan = await self._call(lambda: self.speech.send(
                 reference, lambda ref: self.speech.backends.plan(ref, body.input, body.options())))
             made = []
-        self._segments[record.id] = (spoken, plan, made)
+        self._segments[record.id] = (voice, plan, made)
         total = len(plan.segments)
         await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
             segments_done=len(made), segments_total=total, audio_seconds=_seconds(made)))
@@ -190,10 +209,12 @@ class JobRunner:
         data = await asyncio.to_thread(encoding.encode, speech, body.response_format)
         facts = marking.facts(body, reference, record.id, record.owner)
         marked = await asyncio.to_thread(self.speech.marker.whole, data, body.response_format, facts, record.id)
-        await asyncio.to_thread(self.store.succeed, record.id, attempt, marked.data, found.words, found.quality)
-        # Once per job: after the attempt whose result landed.
-        self.speech.audit.record(facts, "job", body.response_format, await asyncio.to_thread(sha256, marked.data))
+        # The audit entry lands with the `succeeded` record, then goes to the trail: once per job.
+        entry = audit.entry(facts, "job", body.response_format, await asyncio.to_thread(sha256, marked.data))
+        done = await asyncio.to_thread(self.store.succeed, record.id, attempt, marked.data, found.words,
+                                       found.quality, entry)
         logger.info("job %s: succeeded on attempt %d", record.id, attempt)
+        await self._audit(done)
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         """One Synthesizer call, within `segment_timeout_s`. A full queue (503 `overloaded`) is waited

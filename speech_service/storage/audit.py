@@ -4,7 +4,9 @@
                                                     object per line; written once, never changed
 
 A batch id is its writer's (random, per process) and a sequence number: a batch written again after
-a lost answer finds its own key taken (`PreconditionFailed`), which means it already landed.
+a lost answer finds its own key taken (`PreconditionFailed`), which means it already landed. A
+delivered job's entry is a batch of its own, `job-{job id}`, timed when the job finished: every
+writer of it names the same key, so it lands once.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, Field
 
 from speech_service.schemas import Job, JobError, JobProgress, JobStatus, QualityReport, SpeechRequest
+from speech_service.storage.audit import AuditEntry
 
 
 def now() -> datetime:
@@ -22,6 +23,11 @@ ID_PREFIX = "job_"
 def new_id() -> str:
     """Time-ordered, so a listing of keys is a listing by age: 12 hex digits of milliseconds, 8 random."""
     return f"{ID_PREFIX}{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
+
+
+def age_s(job_id: str) -> float:
+    """Seconds since the job's id was made (its milliseconds)."""
+    return time.time() - int(job_id[len(ID_PREFIX):len(ID_PREFIX) + 12], 16) / 1000
 
 
 class JobRecord(BaseModel):
@@ -43,6 +49,9 @@ class JobRecord(BaseModel):
     lease_until: datetime  # a queued or running job whose lease has passed is free for any runner
     owner: str | None = None  # the name of the key that made it (None: the service has no keys)
     quality: QualityReport | None = None  # the quality check's, once succeeded
+    # A delivered job's audit entry, kept with the `succeeded` write until it is in the audit trail:
+    # whoever finds it here (the runner, or any sweep) writes it, once (`AuditLog.write_job`).
+    audit_due: AuditEntry | None = None
 
     @property
     def result_key(self) -> str:

@@ -7,7 +7,12 @@ the record says `succeeded`. Every change to a record is a conditional write of 
 that was read, so two runners never both hold a job. A runner holds a lease on its job
 (`lease_until`) and renews it while it works; a `queued` or `running` job whose lease has run out
 has no runner, and whichever ingress sweeps first re-runs it (up to `max_attempts`) or fails it.
-See docs/ARCHITECTURE.md, "Jobs".
+
+Two indexes of empty markers, per owner (a key's name): `jobs/owners/key-{owner}/{id}` (its jobs,
+so a listing reads only the records it lists) and `jobs/active/key-{owner}/{id}` (its queued and
+running jobs, which its `max_concurrent` bounds across every ingress). Both are written before
+the record; the owner's goes after it, the active one once the record is written finished; a sweep
+removes those left behind. See docs/ARCHITECTURE.md, "Jobs".
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import TypeAdapter
 
 from speech_service.config import JobSettings
-from speech_service.errors import Conflict, NotFound
+from speech_service.errors import Conflict, NotFound, RateLimited, StoreUnavailable
 from speech_service.schemas import Caption, JobError, JobProgress, JobStatus, QualityReport, SpeechRequest
-from speech_service.storage.job_record import JobRecord, new_id, now
+from speech_service.storage.audit import AuditEntry
+from speech_service.storage.job_record import JobRecord, age_s, new_id, now
 from speech_service.storage.objects import ObjectStore, PreconditionFailed
 
 logger = logging.getLogger(__name__)
@@ -31,6 +38,12 @@ logger = logging.getLogger(__name__)
 ACTIVE = ("queued", "running")
 _CAPTIONS = TypeAdapter(list[Caption])
 ID_RE = re.compile(r"^job_[0-9a-f]{20}$")
+_RECORD_RE = re.compile(r"^jobs/(job_[0-9a-f]{20})\.json$")
+_MARKER_RE = re.compile(r"^jobs/(?:owners|active)/key-[^/]+/(job_[0-9a-f]{20})$")
+# A job over its key's limit is refused for this long: jobs take seconds at the least.
+_LIMIT_RETRY_AFTER_S = 5.0
+# Between tries of a success's write whose answer did not come (`succeed`).
+_SUCCESS_RETRY_DELAYS_S = (0.2, 1.0, 3.0)
 
 
 class Superseded(Exception):
@@ -43,6 +56,33 @@ class _Unchanged(Exception):
 
 def _not_found(job_id: str) -> NotFound:
     return NotFound(f"Job '{job_id}' does not exist or has expired.", code="job_not_found")
+
+
+def _owner_prefix(owner: str) -> str:
+    return f"jobs/owners/key-{owner}/"  # "key-": a key may be named "." or ".."
+
+
+def _active_prefix(owner: str) -> str:
+    return f"jobs/active/key-{owner}/"
+
+
+def _markers(record: JobRecord) -> list[str]:
+    """The index markers of a job: none without an owner (the service has no keys)."""
+    if record.owner is None:
+        return []
+    return [_owner_prefix(record.owner) + record.id, _active_prefix(record.owner) + record.id]
+
+
+def _newest_first(keys: list[str]) -> list[str]:
+    return sorted((key.rsplit("/", 1)[-1] for key in keys), reverse=True)
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """One listing of `jobs/`: the records' ids (newest first) and each index marker's job id."""
+
+    ids: list[str]
+    markers: dict[str, str]
 
 
 class JobStore:
@@ -59,12 +99,39 @@ class JobStore:
             raise _not_found(job_id)
         return f"jobs/{job_id}.json"
 
-    def create(self, request: SpeechRequest, owner: str | None = None) -> JobRecord:
+    def create(self, request: SpeechRequest, owner: str | None = None, max_active: int | None = None) -> JobRecord:
+        """Store a new queued job; 429 when `owner` has `max_active` jobs queued or running already."""
         t = self.now()
         record = JobRecord(id=new_id(), status="queued", request=request, max_attempts=self.settings.max_attempts,
                            created_at=t, updated_at=t, lease_until=t, owner=owner)
-        self.objects.put(self._key(record.id), record.model_dump_json().encode(), if_none_match=True)
+        markers = _markers(record)
+        try:
+            for key in markers:  # before the record: a job is never missing from its owner's indexes
+                self.objects.put(key, b"")
+            if owner is not None and max_active is not None:
+                self._check_active(record.id, owner, max_active)
+            self.objects.put(self._key(record.id), record.model_dump_json().encode(), if_none_match=True)
+        except BaseException:
+            self._drop_quietly(markers)
+            raise
         return record
+
+    def _check_active(self, job_id: str, owner: str, limit: int) -> None:
+        """Counted after this job's own marker is written: of two submits at once, the later to list
+        sees the other, so the key never has more than `limit` (one may be refused needlessly)."""
+        others = [key for key in self.objects.list(_active_prefix(owner)) if not key.endswith(job_id)]
+        if len(others) >= limit:
+            raise RateLimited(f"The key '{owner}' has {len(others)} jobs queued or running, its limit of concurrent "
+                              f"requests (max_concurrent: {limit}); retry when one has finished.",
+                              code="concurrency_limit_exceeded", retry_after_s=_LIMIT_RETRY_AFTER_S)
+
+    def _drop_quietly(self, keys: list[str]) -> None:
+        """Remove index markers; one left behind (the store failed) is the sweep's to remove."""
+        for key in keys:
+            try:
+                self.objects.delete(key)
+            except StoreUnavailable as exc:
+                logger.warning("left the job marker %s behind: %s", key, exc.message)
 
     def _read(self, job_id: str) -> tuple[JobRecord, str]:
         try:
@@ -89,30 +156,43 @@ class JobStore:
         on a lost race, read again and re-apply. `change` may raise to leave the record alone."""
         for attempt in range(100):
             record, etag = self._read(job_id)
+            was = record.status
             change(record)
             record.updated_at = self.now()
             try:
                 self.objects.put(self._key(job_id), record.model_dump_json().encode(), if_match=etag)
-                return record
             except PreconditionFailed:
                 time.sleep(0.005 * attempt)
+                continue
+            if was in ACTIVE and record.status not in ACTIVE:
+                self._settled(record)
+            return record
         raise RuntimeError(f"job {job_id}: too many concurrent writers")
+
+    def _settled(self, record: JobRecord) -> None:
+        """A finished job no longer counts against its owner's limit."""
+        if record.owner is not None:
+            self._drop_quietly([_active_prefix(record.owner) + record.id])
+
+    def keys(self) -> JobKeys:
+        found = self.objects.list("jobs/")
+        return JobKeys(sorted((m.group(1) for k in found if (m := _RECORD_RE.match(k))), reverse=True),
+                       {k: m.group(1) for k in found if (m := _MARKER_RE.match(k))})
 
     def ids(self) -> list[str]:
         """Every job id, newest first."""
-        keys = self.objects.list("jobs/")
-        return sorted((k.removeprefix("jobs/").removesuffix(".json") for k in keys if k.endswith(".json")),
-                      reverse=True)
+        return self.keys().ids
 
     def list(self, limit: int, after: str | None = None, owner: str | None = None) -> tuple[list[JobRecord], bool]:
         """Up to `limit` jobs older than the job `after`, newest first (of `owner` when given), and
-        whether there are more."""
-        ids = [i for i in self.ids() if after is None or i < after]
+        whether there are more. An owner's come from its index: only the records listed are read."""
+        listed = self.ids() if owner is None else _newest_first(self.objects.list(_owner_prefix(owner)))
+        ids = [i for i in listed if ID_RE.fullmatch(i) and (after is None or i < after)]
         page: list[JobRecord] = []
         for n, job_id in enumerate(ids):
             try:
                 page.append(self.get(job_id, owner))
-            except NotFound:  # expired or removed meanwhile, or another owner's
+            except NotFound:  # expired or removed meanwhile, or a marker whose record is still being written
                 continue
             if len(page) == limit:
                 return page, n + 1 < len(ids)
@@ -146,6 +226,21 @@ class JobStore:
         self.objects.delete(record.result_key)
         self.objects.delete(record.captions_key)
         self.objects.delete(self._key(job_id))
+        self._drop_quietly(_markers(record))  # after the record: a marker without one is only skipped
+
+    def tidy_index(self, keys: JobKeys, finished: set[str], grace_s: float) -> None:
+        """The sweep's: remove the markers of jobs that are gone (older than `grace_s`: a job being
+        created writes its markers first) and the active markers of `finished` jobs."""
+        records = set(keys.ids)
+        stale = [key for key, job_id in keys.markers.items()
+                 if (job_id not in records and age_s(job_id) > grace_s)
+                 or (job_id in finished and key.startswith("jobs/active/"))]
+        self._drop_quietly(stale)
+
+    def index(self, record: JobRecord, keys: JobKeys) -> None:
+        """The sweep's: write the owner marker of a job stored before owners had an index."""
+        if record.owner is not None and _owner_prefix(record.owner) + record.id not in keys.markers:
+            self.objects.put(_owner_prefix(record.owner) + record.id, b"")
 
     def cancel_or_remove(self, job_id: str, owner: str | None = None) -> JobRecord | None:
         """Cancel a queued or running job (its runner stops at its next check) and return it; remove
@@ -212,19 +307,24 @@ class JobStore:
             raise Superseded(job_id) from None
 
     def succeed(self, job_id: str, attempt: int, data: bytes, captions: list[Caption] | None = None,
-                quality: QualityReport | None = None) -> JobRecord:
+                quality: QualityReport | None = None, audit: AuditEntry | None = None) -> JobRecord:
+        """Store the results, then the `succeeded` record (with `audit`, timed as it finished, as its
+        `audit_due`); Superseded when the job is no longer this attempt's."""
         record = self.renew(job_id, attempt)
         if captions is not None:
             self.objects.put(record.captions_key, _CAPTIONS.dump_json(captions))
         self.objects.put(record.result_key, data)  # the results first: a succeeded record always has them
 
         def done(record: JobRecord) -> None:
+            if record.status == "succeeded" and record.attempts == attempt:
+                raise _Unchanged  # an earlier try of this write landed; its answer was lost
             self._holding(record, attempt)
             self._finish(record, "succeeded")
             record.quality = quality
+            record.audit_due = None if audit is None else audit.model_copy(update={"time": record.finished_at})
 
         try:
-            return self.update(job_id, done)
+            return self._write_success(job_id, done)
         except (Superseded, NotFound):
             try:
                 current = self._read(job_id)[0].status
@@ -234,6 +334,35 @@ class JobStore:
                 self.objects.delete(record.result_key)
                 self.objects.delete(record.captions_key)
             raise Superseded(job_id) from None
+
+    def _write_success(self, job_id: str, done: Callable[[JobRecord], None]) -> JobRecord:
+        """The `succeeded` write, tried again while the store does not answer. A try that landed with
+        its answer lost is found by the next (succeeded under this attempt) and taken as landed."""
+        delays = iter(_SUCCESS_RETRY_DELAYS_S)
+        while True:
+            try:
+                return self.update(job_id, done)
+            except _Unchanged:
+                landed = self._read(job_id)[0]
+                self._settled(landed)
+                return landed
+            except StoreUnavailable:
+                if (delay := next(delays, None)) is None:
+                    raise
+                logger.warning("job %s: the store did not answer the succeeded write; trying again", job_id)
+                time.sleep(delay)
+
+    def audited(self, job_id: str) -> None:
+        """The job's audit entry is in the trail: no sweep writes it again."""
+        def written(record: JobRecord) -> None:
+            if record.audit_due is None:
+                raise _Unchanged
+            record.audit_due = None
+
+        try:
+            self.update(job_id, written)
+        except (_Unchanged, NotFound):
+            pass
 
     def retry_or_fail(self, job_id: str, attempt: int, error: JobError, retryable: bool) -> JobRecord:
         """After a failed attempt: back to `queued` while attempts remain (and the error allows it),

@@ -1,5 +1,6 @@
 """`/v1/jobs`: asynchronous speech (docs/ARCHITECTURE.md, "Jobs"). A job belongs to the key that
-made it: a `speak` key sees only its own, and another's is 404 to it; `admin` sees every job."""
+made it: a `speak` key sees only its own, and another's is 404 to it; `admin` sees every job. A
+key's queued and running jobs count against its `max_concurrent`."""
 
 from __future__ import annotations
 
@@ -26,10 +27,16 @@ def _owner(caller: Caller) -> str | None:
     return None if caller.sees_all_jobs else caller.name
 
 
-@router.post("", status_code=202, response_model=Job, responses=errors_for(400, 403, 404, 409, 413, 422, 503))
+def _max_jobs(s: Services, caller: Caller) -> int | None:
+    """The most jobs the caller's key may have queued or running at once (its `max_concurrent`)."""
+    return next((key.max_concurrent for key in s.keys.keys if key.name == caller.name), None)
+
+
+@router.post("", status_code=202, response_model=Job,
+             responses=errors_for(400, 403, 404, 409, 413, 422, 429, 503))
 async def create_job(body: SpeechRequest, response: Response, caller: Caller = Depends(speaker),
                      s: Services = Depends(services)) -> Job:
-    record = await s.runner.submit(body, owner=caller.name)
+    record = await s.runner.submit(body, owner=caller.name, max_active=_max_jobs(s, caller))
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return record.view()
 
