@@ -5,10 +5,13 @@ of audio reads as tampered; sidecars bind the exact bytes a client received."""
 import base64
 import io
 import json
+import logging
+import socket
 import threading
 import time
 
 import c2pa
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -16,13 +19,16 @@ from fastapi.testclient import TestClient
 
 from speech_service.audio import encoding
 from speech_service.config import ServiceSettings
+from speech_service.errors import NotFound
 from speech_service.http.app import create_app
-from speech_service.provenance.credentials import OPAQUE, TRAINED_ALGORITHMIC_MEDIA
+from speech_service.http.routes import provenance as route
+from speech_service.provenance.credentials import OPAQUE, TRAINED_ALGORITHMIC_MEDIA, SpeechFacts
 from speech_service.storage.objects import LocalObjectStore
 from speech_service.storage.provenance import ProvenanceStore
 from speech_service.storage.voices import sha256
 
 from conftest import SHORT_TEXT
+from served import served_app
 from test_api import assert_error, upload
 
 TEXT = "Signed speech. Two sentences of it."
@@ -164,6 +170,110 @@ def test_verify_reports_trusted_tampered_and_absent_credentials(client, short_wa
     assert_error(verify(client, r.content, b"not a manifest"), 400, "unreadable_manifest")
 
 
+@pytest.fixture
+def listener():
+    """A TCP server on 127.0.0.1, in a thread: its port, and the connections it has accepted (each
+    closed at once)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            accepted.append(connection.getpeername())
+            connection.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1], accepted
+    server.shutdown(socket.SHUT_RDWR)
+    server.close()
+
+
+def naming_a_remote_manifest(signer, fmt: str, url: str) -> bytes:
+    """A `fmt` file with no manifest inside, whose XMP names `url` as its remote manifest
+    (`dcterms:provenance`), as the C2PA library writes one whose manifest is kept elsewhere."""
+    plain = encoding.encode(np.zeros(24000, np.float32), fmt)
+    signing = c2pa.Signer.from_info(c2pa.C2paSignerInfo(
+        c2pa.C2paSigningAlg.ES256, (signer / "chain.pem").read_bytes(), (signer / "key.pem").read_bytes(), None))
+    builder = c2pa.Builder({"claim_generator_info": [{"name": "elsewhere", "version": "1"}]},
+                           c2pa.Context.from_dict({"verify": {"verify_after_sign": False}}))
+    builder.set_no_embed()
+    builder.set_remote_url(url)
+    named = io.BytesIO()
+    builder.sign(signing, MEDIA[fmt], io.BytesIO(plain), named)
+    assert b"dcterms:provenance" in named.getvalue() and url.encode() in named.getvalue()
+    return named.getvalue()
+
+
+@pytest.mark.parametrize("anchors", [True, False], ids=["trust-anchors", "development-signer"])
+@pytest.mark.parametrize("fmt", ["wav", "mp3"])
+def test_verification_connects_nowhere_a_file_names(tmp_path, backends, signer, listener, fmt, anchors):
+    port, accepted = listener
+    url = f"http://127.0.0.1:{port}/manifest.c2pa"
+    provenance = {"certificate_chain": str(signer / "chain.pem"), "private_key": str(signer / "key.pem"),
+                  "trust_anchors": str(signer / "ca.pem")} if anchors else {}
+    settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")}, "provenance": provenance})
+    with TestClient(create_app(settings, backends)) as client:
+        r = verify(client, naming_a_remote_manifest(signer, fmt, url))
+    assert accepted == []
+    assert_error(r, 400, "unreadable_manifest")  # answered, in the service's words: the manifest is not here
+    message = r.json()["error"]["message"]
+    assert "remote manifest, which this service does not fetch" in message and str(port) not in message
+
+
+def test_a_verification_reads_the_file_off_the_event_loop(tmp_path, backends, short_wav, monkeypatch):
+    """Every parse of the uploaded bytes runs in the verification's worker thread: while one is held
+    up, `/healthz` of the same replica answers at once."""
+    parsing, release, sniff = threading.Event(), threading.Event(), route.sniff_container
+
+    def held_up(data: bytes):
+        parsing.set()
+        release.wait(3)
+        return sniff(data)
+
+    monkeypatch.setattr(route, "sniff_container", held_up)
+    answers = []
+    with served_app(tmp_path / "store", backends) as url:
+        posting = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{url}/v1/provenance/verify", files={"file": ("a.wav", short_wav.read_bytes())}, timeout=30)))
+        posting.start()
+        try:
+            assert parsing.wait(10)
+            started = time.monotonic()
+            assert httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            assert time.monotonic() - started < 0.5
+        finally:
+            release.set()
+            posting.join(30)
+    assert answers[0].status_code == 200 and answers[0].json()["found"] is False
+
+
+def test_unreadable_credentials_are_told_in_the_services_words(client, caplog):
+    credentials = client.app.state.services.speech.marker.credentials
+    signed = credentials.embed(encoding.encode(np.zeros(24000, np.float32), "wav"), "wav",
+                               SpeechFacts("alice", "", "req-1", None, "f5-tts"))
+    damaged = bytearray(signed)
+    header = signed.index(b"C2PA") + 12  # the manifest store's JUMBF box header
+    damaged[header:header + 4] = bytes(b ^ 0xFF for b in damaged[header:header + 4])
+    with caplog.at_level(logging.INFO, "speech_service.provenance.credentials"):
+        inside = verify(client, bytes(damaged))
+        sidecar = verify(client, b"any bytes", b"\0garbage, not a manifest store")
+    assert_error(inside, 400, "unreadable_manifest")
+    assert inside.json()["error"]["param"] == "file"
+    assert inside.json()["error"]["message"].startswith("The file's Content Credentials could not be read: they "
+                                                        "are damaged, or kept elsewhere")
+    assert_error(sidecar, 400, "unreadable_manifest")
+    assert sidecar.json()["error"]["param"] == "manifest"
+    assert sidecar.json()["error"]["message"].startswith("The manifest could not be read: it is not a C2PA "
+                                                         "manifest store, or it is damaged.")
+    for answer in (inside, sidecar):  # the library's own words stay in the log
+        assert "JUMBF" not in answer.text and "Verify:" not in answer.text
+    assert "JUMBF" in caplog.text
+
+
 def test_a_sidecar_that_was_never_made_or_has_expired_is_404(client, tmp_path):
     assert_error(client.get("/v1/provenance/nothing-here"), 404, "provenance_not_found")
     assert client.get("/v1/provenance/..%2F..%2Fvoices").status_code == 404
@@ -241,7 +351,6 @@ def finished(client, job_id):
         job = client.get(f"/v1/jobs/{job_id}").json()
         if job["status"] in ("succeeded", "failed"):
             return job
-        import time
         time.sleep(0.05)
     raise AssertionError("the job did not finish")
 
@@ -338,11 +447,8 @@ def replicas_over(objects, *landing_waits_s: float):
 
 def test_a_sidecar_another_replica_is_storing_is_waited_for_and_an_unknown_one_is_not_for_ever(tmp_path):
     import asyncio
-    import time
     from datetime import datetime, timedelta, timezone
 
-    from speech_service.errors import NotFound
-    from speech_service.provenance.credentials import SpeechFacts
     from speech_service.storage.audit import AuditStore
 
     objects = LocalObjectStore(tmp_path / "shared")
@@ -373,8 +479,6 @@ def test_two_replicas_given_one_request_id_at_once_keep_both_sidecars(object_sto
     attempt's sidecar is still being stored: one replica takes the id, the other a random one, on
     both stores (S3's conditional write decides it)."""
     import asyncio
-
-    from speech_service.provenance.credentials import SpeechFacts
 
     credentials, audit, replicas = replicas_over(object_store, 2.0, 2.0)
     held = threading.Event()

@@ -30,6 +30,12 @@ SIDECAR_MEDIA_TYPE = "application/c2pa"
 ASSERTION = "org.f5voice.speech"  # the service's own assertion: who made this speech, from what
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 SERVICE = "f5-voice-service"
+# Verification reads files anyone sends, so the library must connect nowhere for them: by default it
+# fetches the remote manifest a file's XMP names (`dcterms:provenance`), an address the sender
+# chooses, and may fetch OCSP, timestamp or did:web documents. Fetching is off, no host is allowed
+# (an empty allowed list refuses every request the library would make) and redirects are not followed.
+OFFLINE = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+           "core": {"allowed_network_hosts": [], "allow_redirects": False}}
 
 
 @functools.cache  # a metadata lookup scans the installed distributions; signing asks for it every time
@@ -85,8 +91,8 @@ class ContentCredentials:
                            "UNTRUSTED development certificate")
             files = make_signer()
             chain, key, anchors = files.chain, files.key, ""
-        trust = {"verify": {"verify_trust": True}, "trust": {"trust_anchors": anchors}} if anchors else {}
-        self._context = c2pa.Context.from_dict(trust) if trust else None
+        # Passed to every Reader (the library's process-wide settings stay as they are).
+        self._context = c2pa.Context.from_dict(_verification_settings(anchors))
         # The library reads back every manifest it signs (more than half of the signing time); the
         # manifests differ only in their facts, so one probe read back at start stands for them.
         self._signing = c2pa.Context.from_dict({"verify": {"verify_after_sign": False}})
@@ -138,15 +144,35 @@ class ContentCredentials:
                 reader = c2pa.Reader(OPAQUE, io.BytesIO(data), sidecar, context=self._context)
             else:
                 reader = c2pa.Reader.try_create(media_type, io.BytesIO(data), None, context=self._context)
+            if reader is None:
+                return None
+            with reader:
+                return _verification(reader)
         except c2pa.C2paError as exc:
-            what = "the manifest" if sidecar is not None else "the file's Content Credentials"
-            raise BadRequest(f"{what} could not be read: {exc}", code="unreadable_manifest") from exc
-        if reader is None:
-            return None
-        with reader:
-            manifest = reader.get_active_manifest() or {}
-            results = reader.get_validation_results() or {}
-            failures = [f.get("code", "") for f in results.get("activeManifest", {}).get("failure", [])]
-            speech = next((a["data"] for a in manifest.get("assertions", []) if a.get("label") == ASSERTION), None)
-            return Verification(reader.get_validation_state() or "Invalid", reader.is_embedded(),
-                                failures, manifest, speech)
+            # The library's words may name its internals or an address the file gave: the log keeps them.
+            logger.info("provenance: Content Credentials could not be read: %s", exc)
+            raise _unreadable(sidecar is not None) from exc
+
+
+def _verification_settings(anchors: str) -> dict[str, Any]:
+    """The library's settings for verification: offline, and with the trust anchors, when configured."""
+    if not anchors:
+        return OFFLINE
+    return {**OFFLINE, "verify": {**OFFLINE["verify"], "verify_trust": True}, "trust": {"trust_anchors": anchors}}
+
+
+def _verification(reader: Any) -> Verification:
+    manifest = reader.get_active_manifest() or {}
+    results = reader.get_validation_results() or {}
+    failures = [f.get("code", "") for f in results.get("activeManifest", {}).get("failure", [])]
+    speech = next((a["data"] for a in manifest.get("assertions", []) if a.get("label") == ASSERTION), None)
+    return Verification(reader.get_validation_state() or "Invalid", reader.is_embedded(), failures, manifest, speech)
+
+
+def _unreadable(detached: bool) -> BadRequest:
+    if detached:
+        return BadRequest("The manifest could not be read: it is not a C2PA manifest store, or it is damaged.",
+                          code="unreadable_manifest", param="manifest")
+    return BadRequest("The file's Content Credentials could not be read: they are damaged, or kept elsewhere "
+                      "(a remote manifest, which this service does not fetch: send it as `manifest`).",
+                      code="unreadable_manifest", param="file")

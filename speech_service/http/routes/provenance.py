@@ -13,7 +13,7 @@ from speech_service.audio.uploads import sniff_container
 from speech_service.errors import PayloadTooLarge
 from speech_service.http.openapi import errors_for
 from speech_service.http.services import Services, services
-from speech_service.provenance.credentials import EMBEDDED, SIDECAR_MEDIA_TYPE
+from speech_service.provenance.credentials import EMBEDDED, SIDECAR_MEDIA_TYPE, ContentCredentials, Verification
 from speech_service.schemas import ProvenanceVerification, SpeechProvenance
 from speech_service.storage.provenance import SIDECAR_ID
 
@@ -53,8 +53,7 @@ async def verify(file: UploadFile = File(..., description="The audio file as rec
     limit = s.settings.limits.max_upload_bytes
     data = await _read(file, limit, "file")
     sidecar = await _read(manifest, limit, "manifest") if manifest is not None else None
-    media_type = EMBEDDED.get(sniff_container(data) or "")
-    verified = await asyncio.to_thread(s.speech.marker.credentials.verify, data, sidecar, media_type)
+    media_type, verified = await asyncio.to_thread(_inspect, s.speech.marker.credentials, data, sidecar)
     if verified is None:
         inside = "carries none inside" if media_type else "is not wav, mp3 or flac, the formats that carry them inside"
         return ProvenanceVerification(found=False, message=(
@@ -63,6 +62,14 @@ async def verify(file: UploadFile = File(..., description="The audio file as rec
     return ProvenanceVerification(
         found=True, validation_state=verified.state, embedded=verified.embedded, failures=verified.failures,
         speech=SpeechProvenance(**verified.speech) if verified.speech else None, manifest=verified.manifest)
+
+
+def _inspect(credentials: ContentCredentials, data: bytes,
+             sidecar: bytes | None) -> tuple[str | None, Verification | None]:
+    """The file's media type, when it can carry credentials inside, and what they say. Every parse
+    of the uploaded bytes is here, in one worker thread, off the event loop."""
+    media_type = EMBEDDED.get(sniff_container(data) or "")
+    return media_type, credentials.verify(data, sidecar, media_type)
 
 
 async def _read(upload: UploadFile, limit: int, field: str) -> bytes:
