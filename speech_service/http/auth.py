@@ -8,8 +8,9 @@ in constant time. No keys configured: the service is open and every caller is ad
 
 `KeyGate` (ASGI middleware) checks the key from the headers before any route reads a body, and
 counts limits per Ingress replica (a streamed response holds its slot until its last byte): a key's
-`requests_per_minute` (a token bucket, bursts up to the rate) and `max_concurrent`, and for callers
-without a key a rate per client address. Over either: 429 with `Retry-After` and the limit named.
+`requests_per_minute` (a token bucket, bursts up to the rate) and `max_concurrent` (a key's queued
+and running jobs count against it too, in the store: `storage/jobs.py`), and for callers without a
+key a rate per client address. Over either: 429 with `Retry-After` and the limit named.
 """
 
 from __future__ import annotations
