@@ -294,6 +294,51 @@ def test_a_sidecar_that_was_never_made_or_has_expired_is_404(client, tmp_path):
     assert store.sweep() == 1
 
 
+def test_a_sidecar_is_read_by_the_key_that_made_it_and_admins_and_is_unknown_to_another_key(
+        tmp_path, backends, short_wav):
+    keys = [{"name": "team-a", "key": "sk-a", "scopes": ["speak"]},
+            {"name": "team-b", "key": "sk-b", "scopes": ["speak"]},
+            {"name": "ops", "key": "sk-ops", "scopes": ["admin"]}]
+    a, b, admin = ({"Authorization": f"Bearer {k['key']}"} for k in keys)
+    settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")}, "api_keys": keys,
+                                               "provenance": {"landing_wait_s": 0.5}})
+    with TestClient(create_app(settings, backends)) as client:
+        assert upload(client, "alice", short_wav, headers=admin, ref_text=SHORT_TEXT).status_code == 201
+        streamed = say(client, headers=a, response_format="pcm", stream=True)
+        job = client.post("/v1/jobs", headers=a, json={"voice": "alice", "input": TEXT, "nfe_step": 2,
+                                                       "response_format": "aac"}).json()
+        assert finished(client, job["id"], a)["status"] == "succeeded"
+        for sidecar_id in (streamed.headers["X-Content-Credentials"].rsplit("/", 1)[1], job["id"]):
+            assert client.get(f"/v1/provenance/{sidecar_id}", headers=a).status_code == 200
+            assert client.get(f"/v1/provenance/{sidecar_id}", headers=admin).status_code == 200
+            # To another key, the answer a sidecar never made gets, its id aside: nothing to probe.
+            other, missing = client.get(f"/v1/provenance/{sidecar_id}", headers=b), client.get(
+                "/v1/provenance/never-made", headers=b)
+            assert_error(other, 404, "provenance_not_found")
+            assert_error(missing, 404, "provenance_not_found")
+            assert told(other, sidecar_id) == told(missing, "never-made")
+
+
+def told(response, sidecar_id: str) -> dict:
+    """An error's body without what names its request: its sidecar id and its request id."""
+    error = response.json()["error"]
+    return {**error, "message": error["message"].replace(sidecar_id, "{id}").split(" (request id")[0]}
+
+
+def test_a_sidecars_owner_is_in_its_key_and_read_without_the_manifest(tmp_path):
+    now = [1000.0]
+    store = ProvenanceStore(LocalObjectStore(tmp_path / "p"), ttl_s=60, clock=lambda: now[0])
+    store.put("mine", b"manifest", owner="team-a.c2pa")  # a key's name may hold dots and dashes
+    store.put("open", b"manifest")  # made by a service without keys: no owner
+    assert store.objects.list("provenance/") == ["provenance/mine/1060-team-a.c2pa.c2pa", "provenance/open/1060.c2pa"]
+    assert store.get("mine") == store.get("mine", "team-a.c2pa") == store.get("open") == b"manifest"
+    for sidecar_id, reader in (("mine", "team-a"), ("mine", "team-b"), ("open", "team-a")):
+        with pytest.raises(NotFound):
+            store.get(sidecar_id, reader)
+    now[0] += 61
+    assert store.sweep() == 2  # the owner does not hide the expiry
+
+
 def test_a_claim_goes_with_its_sidecar_or_when_its_request_never_stored_one(tmp_path):
     now = [1000.0]
     store = ProvenanceStore(LocalObjectStore(tmp_path / "p"), ttl_s=60, clock=lambda: now[0])
@@ -346,9 +391,9 @@ def test_a_request_that_fails_after_its_sidecar_id_was_reserved_gives_it_back(cl
     assert retried.headers["X-Content-Credentials"] == "/v1/provenance/try-again"
 
 
-def finished(client, job_id):
+def finished(client, job_id, headers=None):
     for _ in range(600):
-        job = client.get(f"/v1/jobs/{job_id}").json()
+        job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
         if job["status"] in ("succeeded", "failed"):
             return job
         time.sleep(0.05)
@@ -391,11 +436,11 @@ def slow_puts(sidecars, monkeypatch, delay_s: float, held: threading.Event | Non
     ids stored so far."""
     stored, put = [], sidecars.put
 
-    def slow(sidecar_id, manifest):
+    def slow(sidecar_id, manifest, owner=None):
         if held is not None:
             assert held.wait(60), "the test never let the sidecar be stored"
         time.sleep(delay_s)
-        put(sidecar_id, manifest)
+        put(sidecar_id, manifest, owner)
         stored.append(sidecar_id)
 
     monkeypatch.setattr(sidecars, "put", slow)

@@ -63,7 +63,7 @@ class SpeechMarker:
             return Marked(self.credentials.embed(data, fmt, facts), None)
         manifest = self.credentials.sidecar(data, facts)
         self.sidecars.remove(sidecar_id)
-        self.sidecars.put(sidecar_id, manifest)
+        self.sidecars.put(sidecar_id, manifest, facts.key)
         return Marked(data, sidecar_id)
 
     def reserve(self, request_id: str, fmt: str | None = None) -> asyncio.Future[str] | None:
@@ -113,16 +113,17 @@ class SpeechMarker:
         sidecar_id = await (reserved or self._reserve(facts.request_id))
         return self._signed_after(chunks, facts, fmt, sidecar_id), sidecar_id
 
-    async def sidecar(self, sidecar_id: str) -> bytes:
-        """The sidecar kept under `sidecar_id`. One still landing is waited for, up to
-        `landing_wait_s`: this replica's own until it is stored, any other by asking again."""
+    async def sidecar(self, sidecar_id: str, owner: str | None = None) -> bytes:
+        """The sidecar kept under `sidecar_id`, with `owner` only one that key made (`ProvenanceStore.get`).
+        One still landing is waited for, up to `landing_wait_s`: this replica's own until it is stored,
+        any other by asking again."""
         deadline = time.monotonic() + self.landing_wait_s
         if (landing := self._landing.get(sidecar_id)) is not None:
             await asyncio.wait({landing}, timeout=self.landing_wait_s)
         pause = 0.05
         while True:
             try:
-                return await asyncio.to_thread(self.sidecars.get, sidecar_id)
+                return await asyncio.to_thread(self.sidecars.get, sidecar_id, owner)
             except NotFound:
                 if time.monotonic() + pause > deadline:
                     raise
@@ -175,7 +176,7 @@ class SpeechMarker:
     async def _keep(self, sidecar_id: str, data: bytes, facts: SpeechFacts) -> None:
         try:
             manifest = await asyncio.to_thread(self.credentials.sidecar, data, facts)
-            await asyncio.to_thread(self.sidecars.put, sidecar_id, manifest)
+            await asyncio.to_thread(self.sidecars.put, sidecar_id, manifest, facts.key)
         except Exception:  # the audio is out; a missing sidecar reads as 404 provenance_not_found
             logger.exception("the sidecar manifest %s could not be kept", sidecar_id)
         finally:

@@ -1,7 +1,10 @@
 """Sidecar manifests (`GET /v1/provenance/{id}`), kept for `provenance.sidecar_ttl_s`.
 
-    provenance/{id}/{expires_at}.c2pa      one per id; the expiry (unix seconds) in the key, so a
-                                           read or the sweep knows it without reading the manifest
+    provenance/{id}/{expires_at}-{owner}.c2pa
+                                           one per id; the expiry (unix seconds) and the name of the
+                                           key that made it in the key, so a read or the sweep knows
+                                           them without reading the manifest; `{expires_at}.c2pa`
+                                           when no key made it (a service without keys)
     provenance/{id}/claim                  a request's own id, taken by a conditional write before
                                            its sidecar exists (its expiry inside): one writer per id
                                            across Ingress replicas
@@ -54,14 +57,20 @@ class ProvenanceStore:
     def random_id() -> str:
         return f"{RANDOM_PREFIX}{secrets.token_hex(12)}"
 
-    def put(self, sidecar_id: str, manifest: bytes) -> None:
-        self.objects.put(f"{PREFIX}{sidecar_id}/{self._expiry()}.c2pa", manifest, if_none_match=True)
+    def put(self, sidecar_id: str, manifest: bytes, owner: str | None = None) -> None:
+        """Keep `manifest` under `sidecar_id`, readable by `owner` (a key's name) and by admins."""
+        name = str(self._expiry()) if owner is None else f"{self._expiry()}-{owner}"
+        self.objects.put(f"{PREFIX}{sidecar_id}/{name}.c2pa", manifest, if_none_match=True)
 
-    def get(self, sidecar_id: str) -> bytes:
+    def get(self, sidecar_id: str, owner: str | None = None) -> bytes:
+        """The manifest kept under `sidecar_id`; with `owner`, only one that key made (another's is
+        as unknown as one never made, so ids cannot be probed). `owner` None: any (an admin's read)."""
         keys = self._keys(sidecar_id) if _ID.fullmatch(sidecar_id) else []
         for key in (k for k in keys if k.endswith(".c2pa")):
             if self._expired(key):
                 self.objects.delete(key)
+                continue
+            if owner is not None and _name(key)[1] != owner:
                 continue
             try:
                 return self.objects.get(key).data
@@ -109,7 +118,7 @@ class ProvenanceStore:
 
     def _expired(self, key: str) -> bool:
         try:
-            return int(key.rsplit("/", 1)[-1].removesuffix(".c2pa")) <= self.clock()
+            return int(_name(key)[0]) <= self.clock()
         except ValueError:
             return True
 
@@ -120,3 +129,9 @@ class ProvenanceStore:
             return False
         except ValueError:
             return True
+
+
+def _name(key: str) -> tuple[str, str | None]:
+    """A sidecar's key read back: its expiry (digits) and its owner, None when no key made it."""
+    expiry, _, owner = key.rsplit("/", 1)[-1].removesuffix(".c2pa").partition("-")
+    return expiry, owner or None

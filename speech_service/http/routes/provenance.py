@@ -11,6 +11,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from speech_service.audio.uploads import sniff_container
 from speech_service.errors import PayloadTooLarge
+from speech_service.http.auth import Caller, authenticated
 from speech_service.http.openapi import errors_for
 from speech_service.http.services import Services, services
 from speech_service.provenance.credentials import EMBEDDED, SIDECAR_MEDIA_TYPE, ContentCredentials, Verification
@@ -40,8 +41,10 @@ router = APIRouter(prefix="/v1/provenance", tags=["provenance"])
           "description": "The C2PA manifest store bound to the bytes of that response or job"},
     **errors_for(404, 503)})
 async def get_sidecar(sidecar_id: str = PathParam(description="the id in `X-Content-Credentials`"),
-                      s: Services = Depends(services)) -> Response:
-    manifest = await s.speech.marker.sidecar(sidecar_id)
+                      caller: Caller = Depends(authenticated), s: Services = Depends(services)) -> Response:
+    """Readable by the key that made the speech and by admin keys; to any other key it is a 404, as
+    if it were never made."""
+    manifest = await s.speech.marker.sidecar(sidecar_id, owner=None if caller.can("admin") else caller.name)
     return Response(manifest, media_type=SIDECAR_MEDIA_TYPE)
 
 
