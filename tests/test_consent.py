@@ -72,7 +72,7 @@ def test_a_spoken_consent_passes_when_the_phrase_is_read_and_fails_for_another(c
     assert record["identity_checked"] is False and "not compared" in record["note"]
     assert record["voice_sha256"] == client.get("/v1/voices/alice").json()["sha256"]
     assert client.get("/v1/voices/alice").json()["consent"]["id"] == record["id"]
-    # A phrase answers once; a phrase is for its own voice only.
+    # A phrase answers once (tests/test_consent_once.py: three at once).
     with open(tmp_path / f"consent-{challenge['id']}.wav", "rb") as f:
         again = client.post("/v1/voices/alice/consent", files={"file": ("c.wav", f)},
                             data={"method": "spoken", "given_by": SPEAKER, "challenge_id": challenge["id"]})

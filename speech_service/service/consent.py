@@ -11,7 +11,7 @@ import numpy as np
 
 from speech_service.audio import uploads
 from speech_service.config import ConsentSettings, LimitSettings, RequiredConsent
-from speech_service.errors import BadRequest, Conflict, Forbidden, Unprocessable
+from speech_service.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from speech_service.service.voices import Transcribe
 from speech_service.storage.consent import NO_SPEAKER_MODEL, Challenge, ConsentRecord, ConsentStore, Method
 from speech_service.storage.voices import VoiceConsent, VoiceRecord, VoiceStore, sha256
@@ -60,7 +60,7 @@ class ConsentDesk:
     def challenge(self, voice: str) -> Challenge:
         """A fresh phrase for `voice`'s speaker to read (blocking: call in a thread)."""
         self.voices.get(voice)  # 404 for no such voice
-        self.consents.sweep()  # the unanswered ones that expired (at most hourly)
+        self.consents.sweep()  # the ones that expired (at most hourly)
         return self.consents.issue(voice, new_phrase(), self.settings.challenge_ttl_s)
 
     async def give(self, voice: str, transcribe: Transcribe, *, method: Method, given_by: str,
@@ -76,26 +76,50 @@ class ConsentDesk:
         elif challenge_id or recording:
             raise BadRequest("An attested consent takes no challenge_id or recording; send method=spoken.",
                              code="unexpected_recording", param="method")
-        await asyncio.to_thread(self.consents.put, record)
-        await asyncio.to_thread(self.voices.update, voice, lambda r: self._naming(r, record))
+        await asyncio.to_thread(self._store_and_name, record)
         if challenge_id:
-            await asyncio.to_thread(self.consents.used, challenge_id)
+            await asyncio.to_thread(self.consents.forget, challenge_id)
         return record
+
+    def _store_and_name(self, record: ConsentRecord) -> None:
+        """The record first, then the voice's record naming it (a conditional write): a voice never
+        names a record that is not there. A record its voice does not name once the naming has
+        failed (the voice was deleted or its clip replaced meanwhile) is removed here, since a
+        delete's redaction may have listed the records before it landed; so the only records left
+        of a deleted voice are ones it named, stored before its record went, which its redaction
+        finds (docs/ARCHITECTURE.md, "Consent")."""
+        self.consents.put(record)
+        try:
+            self.voices.update(record.voice, lambda current: self._naming(current, record))
+        except Exception:
+            if not self._named(record):
+                self.consents.discard(record)
+            raise
+
+    def _named(self, record: ConsentRecord) -> bool:
+        try:
+            current = self.voices.get(record.voice)
+        except NotFound:
+            return False
+        return current.consent is not None and current.consent.id == record.id
 
     async def _heard(self, record: ConsentRecord, transcribe: Transcribe, challenge_id: str | None,
                      recording: bytes | None) -> ConsentRecord:
         if not challenge_id or not recording:
             raise BadRequest("A spoken consent needs challenge_id and the recording (file) of its phrase read aloud.",
                              code="recording_required", param="file" if challenge_id else "challenge_id")
-        challenge = await asyncio.to_thread(self.consents.challenge, challenge_id, record.voice)
+        await asyncio.to_thread(self.consents.challenge, challenge_id, record.voice)  # its 404 or 409 before decoding
         decoded = await asyncio.to_thread(uploads.decode, recording, max_seconds=self.settings.max_recording_s,
                                           timeout_s=self.limits.decode_timeout_s)
+        # Taken before it is heard: one answer per phrase, so a phrase cannot be tried again and again.
+        challenge = await asyncio.to_thread(self.consents.take, challenge_id, record.voice)
         heard = " ".join((await transcribe(np.asarray(decoded, dtype=np.float32), "en")).split())
         wer = word_error_rate(challenge.phrase, heard)
         if wer > self.settings.max_wer:
             raise Unprocessable(
                 f"The recording does not say the challenge phrase: heard {heard[:200]!r} for "
-                f"{challenge.phrase!r} (word error rate {wer:.2f}, at most {self.settings.max_wer:g}).",
+                f"{challenge.phrase!r} (word error rate {wer:.2f}, at most {self.settings.max_wer:g}). The "
+                f"challenge is used up: ask for a new one (POST /v1/voices/{record.voice}/consent/challenge).",
                 code="consent_not_spoken", param="file")
         return record.model_copy(update={"challenge": challenge.phrase, "heard": heard, "wer": round(wer, 4),
                                          "recording_sha256": sha256(recording), "note": NO_SPEAKER_MODEL})

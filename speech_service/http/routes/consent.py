@@ -23,8 +23,9 @@ VoiceName = PathParam(pattern=VOICE_NAME_PATTERN, description="A voice name: 1-6
 @router.post("/challenge", status_code=201, response_model=Challenge, dependencies=[Depends(require("admin"))],
              responses=errors_for(400, 403, 404, 503))
 async def new_challenge(name: str = VoiceName, s: Services = Depends(services)) -> Challenge:
-    """A random phrase for the voice's speaker to read aloud; answer it with `POST .../consent`
-    (`method=spoken`, `challenge_id`, the recording as `file`) before it expires."""
+    """A random phrase for the voice's speaker to read aloud; answer it once with `POST .../consent`
+    (`method=spoken`, `challenge_id`, the recording as `file`) before it expires. The first answer
+    uses it up, heard or not: no other answer is taken (`409 challenge_used`)."""
     return await asyncio.to_thread(s.consent.challenge, name)
 
 
