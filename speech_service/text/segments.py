@@ -25,23 +25,34 @@ def _breaks_between(before: str, after: str) -> bool:
 
 
 def _clauses(text: str, max_bytes: int) -> list[str]:
-    """Clauses of at most `max_bytes` UTF-8 bytes; a longer clause is split between words."""
-    joined: list[str] = []
+    """Clauses of at most `max_bytes` UTF-8 bytes; a longer clause is split between words. Linear
+    in the text: a clause is looked at by its last part, a long one cut from an index (searching or
+    copying all of it again for each part or piece took time quadratic in its length)."""
+    joined: list[list[str]] = []
     for part in filter(None, (p.strip() for p in _CLAUSE_END.split(text))):
-        if joined and not _breaks_between(joined[-1], part):
-            joined[-1] += " " + part
+        if joined and not _breaks_between(joined[-1][-1], part):
+            joined[-1].append(part)
         else:
-            joined.append(part)
+            joined.append([part])
+    return [piece for parts in joined for piece in _between_words(" ".join(parts), max_bytes)]
+
+
+def _between_words(clause: str, max_bytes: int) -> list[str]:
+    """`clause` (stripped) in pieces of at most `max_bytes` UTF-8 bytes, cut at the last space that
+    fits, or inside a word longer than that. A character is at least a byte: the first `max_bytes`
+    bytes lie within the first `max_bytes` characters."""
     pieces: list[str] = []
-    for clause in joined:
-        while len(clause.encode()) > max_bytes:  # no punctuation to split at: split between words
-            head = clause.encode()[:max_bytes].decode(errors="ignore")
-            cut = head.rfind(" ")
-            cut = cut if cut > 0 else len(head)
-            pieces.append(clause[:cut].strip())
-            clause = clause[cut:].strip()
-        if clause:
-            pieces.append(clause)
+    start = 0
+    while len(clause[start:start + max_bytes + 1].encode()) > max_bytes:
+        head = clause[start:start + max_bytes].encode()[:max_bytes].decode(errors="ignore")
+        cut = head.rfind(" ")
+        end = start + (cut if cut > 0 else len(head) or 1)  # one character over a tiny limit: still on
+        pieces.append(clause[start:end].strip())
+        start = end
+        while clause[start].isspace():  # the clause ends with no space: the next piece's start
+            start += 1
+    if start < len(clause):
+        pieces.append(clause[start:])
     return pieces
 
 
