@@ -12,6 +12,7 @@ ones before left, and every replacement stands for the caller's characters it ca
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 
 import cn2an
@@ -23,7 +24,7 @@ _NOT_CHINESE = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uac00-\ud7af\u1100-\u11f
 _SPOKEN = re.compile(r"[\d%％℃°$¥￥€£]")
 _DIGIT = dict(zip("0123456789", "零一二三四五六七八九"))
 _PHONE_DIGIT = {**_DIGIT, "1": "幺"}
-NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+NUM = r"\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?"
 # Measure words after which a lone 2 is 两 (两个, 两天, 两点); not 月 (二月), 号 or 楼 (二号, 二楼).
 _MEASURES = "个只本张次位条件天岁年周台辆份种家名人头匹支把块间颗首双对元角毛分秒点小倍斤公米克升"
 _UNITS = {"km/h": "公里每小时", "kg": "千克", "km": "公里", "cm": "厘米", "mm": "毫米", "mg": "毫克", "ml": "毫升",
@@ -35,17 +36,29 @@ def is_chinese(text: str) -> bool:
     return bool(_HAN.search(text)) and not _NOT_CHINESE.search(text)
 
 
+# The longest whole part read as a quantity; a longer one is a code, read digit by digit. The one
+# guard on what reaches cn2an: it reads at most 16 digits and keeps 16 decimal places, dropping the
+# rest (so the decimals are read here, digit by digit, as it would).
+LONGEST_NUMBER = 12
+
+
+def _ascii(written: str) -> str:
+    """Any script's decimal digits as ASCII ones (full-width １２ is common in Chinese text; cn2an
+    refuses other digits)."""
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in written)
+
+
 def number(written: str) -> str:
     """A number as a quantity: 1,234.5 → 一千二百三十四点五; a leading zero or a long code digit by digit."""
-    plain = written.replace(",", "")
-    whole = plain.split(".")[0]
-    if (len(whole) > 1 and whole.startswith("0")) or len(whole) > 12:
+    plain = _ascii(written.replace(",", ""))
+    whole, _, decimals = plain.partition(".")
+    if (len(whole) > 1 and whole.startswith("0")) or len(whole) > LONGEST_NUMBER:
         return digits(plain)
-    return cn2an.an2cn(plain)
+    return cn2an.an2cn(whole) + ("点" + digits(decimals) if decimals else "")
 
 
 def digits(written: str, table: dict[str, str] = _DIGIT) -> str:
-    return "".join(table.get(c, "点" if c == "." else "") for c in written)
+    return "".join(table.get(c, "点" if c == "." else "") for c in _ascii(written))
 
 
 def count(written: str) -> str:
@@ -110,7 +123,8 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (r"(?<![\d./])(?P<a>\d+)/(?P<b>\d+)(?![\d/])", lambda m: number(m["b"]) + "分之" + number(m["a"])),
     (rf"(?<![\d.])(?P<a>{NUM})\s?[-~～—–]\s?(?P<b>{NUM})(?![\d])", lambda m: number(m["a"]) + "到" + number(m["b"])),
     (rf"(?<![\d.第])2(?=[{_MEASURES}])", lambda m: "两"),
-    (rf"(?:(?<![A-Za-z0-9.])(?P<neg>-))?(?<![\d.])(?P<n>{NUM})", lambda m: _signed(m) + number(m["n"])),
+    # Every digit left: no lookbehind, so none reaches the model ("1.2.3": 一点二.三).
+    (rf"(?:(?<![A-Za-z0-9.])(?P<neg>-))?(?P<n>{NUM})", lambda m: _signed(m) + number(m["n"])),
 ]]
 
 

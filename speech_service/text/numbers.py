@@ -81,28 +81,44 @@ YEAR_WORDS = (rf"in|since|by|from|until|till|between|during|before|after|circa|y
                rf"spring|summer|autumn|fall|winter|{MONTHS}")
 
 
-def say_words(n: int) -> str:
-    """num2words' English, American style: no "and" inside a number, no commas (they would be
-    clause breaks for the engine's splitter)."""
-    return num2words(n, lang="en").replace(",", "").replace(" and ", " ")
+# The longest run of digits read as one number; a longer one is an id or a code, read digit by digit.
+# The one guard on every number a rule reads: num2words overflows near 10**306, Python's int()
+# refuses over 4300 digits, and a quantity that long is no quantity a listener follows.
+LONGEST_NUMBER = 15
+_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
-def say_ordinal(n: int) -> str:
-    return num2words(n, lang="en", to="ordinal").replace(",", "").replace(" and ", " ")
+def _english(digits: str, to: str) -> str:
+    """num2words' English for the value of `digits` (any script's decimal digits), American style:
+    no "and" inside a number, no commas (they would be clause breaks for the engine's splitter). The
+    one call of num2words: a run too long to be a number is read digit by digit, an ordinal's last
+    digit as an ordinal ("…six seventh")."""
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > LONGEST_NUMBER:
+        return f"{say_digits(digits[:-1])} {_english(digits[-1], to)}" if to == "ordinal" else say_digits(digits)
+    return num2words(int(significant), lang="en", to=to).replace(",", "").replace(" and ", " ")
 
 
-def say_year(n: int) -> str:
-    return num2words(n, lang="en", to="year").replace(" and ", " ")
+def say_words(digits: str) -> str:
+    """The value of `digits` as words: "03" → three."""
+    return _english(digits, "cardinal")
+
+
+def say_ordinal(digits: str) -> str:
+    return _english(digits, "ordinal")
+
+
+def say_year(digits: str) -> str:
+    return _english(digits, "year")
 
 
 def say_digits(digits: str) -> str:
-    return " ".join(say_words(int(d)) for d in digits)
+    return " ".join(_DIGIT_WORDS[int(d)] for d in digits)
 
 
 def say_integer(digits: str) -> str:
-    if (len(digits) > 1 and digits.startswith("0")) or len(digits) > 15:  # "007", an id: digit by digit
-        return say_digits(digits)
-    return say_words(int(digits))
+    """As written: "007" (a code) digit by digit, else its value (`say_words`)."""
+    return say_digits(digits) if len(digits) > 1 and digits.startswith("0") else say_words(digits)
 
 
 def say_number(text: str) -> str:

@@ -47,19 +47,19 @@ def read_money(m: re.Match) -> str:
         spoken = say_number(amount) + (f" to {say_number(upper)}" if upper else "") + (f" {scale}" if scale else "")
         single = (not upper and not scale and amount in ("1", "1.0", "1.00")) or is_attributive(m)
         return _minus(m) + f"{spoken} {unit if single else units}"
-    main, sub = int(whole or 0), int(cents.ljust(2, "0")) if cents else 0
+    main, sub = whole.lstrip("0"), cents.ljust(2, "0").lstrip("0")  # "" for none: a whole may be any length
     parts = []
     if main or not sub:
-        single = main == 1 or (is_attributive(m) and not sub)
+        single = main == "1" or (is_attributive(m) and not sub)
         parts.append(f"{say_integer(whole or '0')} {unit if single else units}")
     if sub:
-        parts.append(f"{say_words(sub)} {subunit if sub == 1 or (is_attributive(m) and not main) else subunits}")
+        parts.append(f"{say_words(sub)} {subunit if sub == '1' or (is_attributive(m) and not main) else subunits}")
     return _minus(m) + " and ".join(parts)
 
 
 def read_iso_date(m: re.Match) -> str:
     month = MONTHS.split("|")[int(m["month"]) - 1]
-    return f"{month} {say_ordinal(int(m['day']))} {say_year(int(m['year']))}"
+    return f"{month} {say_ordinal(m['day'])} {say_year(m['year'])}"
 
 
 def _month_name(written: str) -> str:
@@ -67,33 +67,33 @@ def _month_name(written: str) -> str:
 
 
 def read_month_day(m: re.Match) -> str:
-    year = f"{m['sep']}{say_year(int(m['year']))}" if m["year"] else ""
-    return f"{_month_name(m['month'])} {say_ordinal(int(m['day']))}{year}"
+    year = f"{m['sep']}{say_year(m['year'])}" if m["year"] else ""
+    return f"{_month_name(m['month'])} {say_ordinal(m['day'])}{year}"
 
 
 def read_day_month(m: re.Match) -> str:
     """ "5 May" → the fifth of May (no second "the" after one written: "the 5th of May")."""
     the = "" if re.search(r"\bthe\s+$", m.string[:m.start()], re.IGNORECASE) else "the "
-    return f"{the}{say_ordinal(int(m['day']))} of "
+    return f"{the}{say_ordinal(m['day'])} of "
 
 
 def read_slash_date(m: re.Match) -> str:
     """ "15/03/2024" and "03/15/2024" → March fifteenth twenty twenty-four: only when the day is over 12,
     so the order is certain ("05/03/2024" may be May or March: read number by number)."""
     first, second = int(m["a"]), int(m["b"])
-    year = say_year(int(m["y"])) if is_year(m["y"]) else say_integer(m["y"])
+    year = say_year(m["y"]) if is_year(m["y"]) else say_integer(m["y"])
     day, month = (first, second) if first > 12 else (second, first)
     if (first > 12) == (second > 12) or not 1 <= month <= 12 or day > 31:
-        return f"{say_words(first)} {say_words(second)} {year}"
-    return f"{MONTHS.split('|')[month - 1]} {say_ordinal(day)} {year}"
+        return f"{say_words(m['a'])} {say_words(m['b'])} {year}"
+    return f"{MONTHS.split('|')[month - 1]} {say_ordinal(str(day))} {year}"
 
 
 def read_years(m: re.Match) -> str:
-    spoken = m["lead"] + say_year(int(m["y1"]))
+    spoken = m["lead"] + say_year(m["y1"])
     if m["y2"]:
         dash = m["sep"].strip() in ("-", "–")  # "from 1990-2000": to; "between 1939-1945": and
         sep = (" and " if m["lead"].strip().lower() == "between" else " to ") if dash else m["sep"]
-        spoken += sep + say_year(int(m["y2"]))
+        spoken += sep + say_year(m["y2"])
     return spoken
 
 
@@ -102,16 +102,16 @@ def read_year_span(m: re.Match) -> str:
     start, end = int(m["y"]), int(m["yy"])
     if end <= start % 100 and not (start % 100 == 99 and end == 0):
         return m.group(0)  # not a span ("2020-19"): the range rule reads it
-    return f"{say_year(start)} to {say_year(start + 1) if end == 0 else say_words(end)}"
+    return f"{say_year(m['y'])} to {say_year(str(start + 1)) if end == 0 else say_words(m['yy'])}"
 
 
 def read_fiscal_year(m: re.Match) -> str:
-    return f"FY {say_year(int(m['y']))}"
+    return f"FY {say_year(m['y'])}"
 
 
 def read_duration(m: re.Match) -> str:
     """ "1:30:05" → one hour thirty minutes and five seconds."""
-    parts = [f"{say_words(int(v))} {name if int(v) == 1 else name + 's'}"
+    parts = [f"{say_words(v)} {name if int(v) == 1 else name + 's'}"
              for v, name in ((m["h"], "hour"), (m["m"], "minute"), (m["s"], "second")) if int(v)]
     if not parts:
         return "zero seconds"
@@ -119,29 +119,29 @@ def read_duration(m: re.Match) -> str:
 
 
 def read_ratio(m: re.Match) -> str:
-    return f"{say_words(int(m['a']))} to {say_words(int(m['b']))}"
+    return f"{say_words(m['a'])} to {say_words(m['b'])}"
 
 
 def read_feet_and_inches(m: re.Match) -> str:
     feet, inches = int(m["ft"]), int(m["in"])
-    return (f"{say_words(feet)} {'foot' if feet == 1 else 'feet'} "
-            f"{say_words(inches)} {'inch' if inches == 1 else 'inches'}")
+    return (f"{say_words(m['ft'])} {'foot' if feet == 1 else 'feet'} "
+            f"{say_words(m['in'])} {'inch' if inches == 1 else 'inches'}")
 
 
 def read_era(m: re.Match) -> str:
-    return f"{say_year(int(m['y']))} {m['era']}"
+    return f"{say_year(m['y'])} {m['era']}"
 
 
 def read_decade(m: re.Match) -> str:
     if m["y"]:
-        return say_plural(say_year(int(m["y"])))
-    return say_plural(say_words(int(m["d"])))
+        return say_plural(say_year(m["y"]))
+    return say_plural(say_words(m["d"]))
 
 
 def _clock(hour: str, minute: str | None, meridiem: str | None) -> str:
-    spoken = say_words(int(hour))
+    spoken = say_words(hour)
     if minute and minute != "00":
-        spoken += f" oh {say_words(int(minute))}" if minute.startswith("0") else f" {say_words(int(minute))}"
+        spoken += f" oh {say_words(minute)}" if minute.startswith("0") else f" {say_words(minute)}"
     elif minute and not meridiem:
         spoken += " o'clock"
     return spoken + (f" {meridiem.upper()}M" if meridiem else "")
@@ -162,7 +162,7 @@ def read_time(m: re.Match) -> str:
 
 
 def read_ordinal_rule(m: re.Match) -> str:
-    return say_ordinal(int(m["n"].replace(",", "")))
+    return say_ordinal(m["n"].replace(",", ""))
 
 
 def read_percent(m: re.Match) -> str:
@@ -173,7 +173,7 @@ def read_percent(m: re.Match) -> str:
 def read_range(m: re.Match) -> str:
     a, b = m["a"], m["b"]
     if is_year(a) and is_year(b) and int(b) > int(a):
-        return f"{say_year(int(a))} to {say_year(int(b))}"
+        return f"{say_year(a)} to {say_year(b)}"
     return f"{say_number(a)} to {say_number(b)}"
 
 
@@ -189,12 +189,12 @@ def read_fraction(m: re.Match) -> str:
     """ "1/2" → one half, "3/4" → three quarters, "2/3" → two thirds; others ("24/7", "50/50", a date
     "5/10/2024") number by number."""
     parts = m.group(0).split("/")
-    if len(parts) == 2 and int(parts[0]) < int(parts[1]) and parts[1] in FRACTIONS:
-        count = int(parts[0])
-        name = FRACTIONS[parts[1]] or say_ordinal(int(parts[1]))
-        return f"{say_words(count)} {name if count == 1 else say_plural(name)}"
+    count = parts[0].lstrip("0") or "0"  # any length: compared as digits, not as int() (4300 at most)
+    if len(parts) == 2 and parts[1] in FRACTIONS and len(count) <= 3 and int(count) < int(parts[1]):
+        name = FRACTIONS[parts[1]] or say_ordinal(parts[1])
+        return f"{say_words(count)} {name if count == '1' else say_plural(name)}"
     *head, last = parts
-    return " ".join([*(say_integer(p) for p in head), say_year(int(last)) if len(parts) == 3 and is_year(last)
+    return " ".join([*(say_integer(p) for p in head), say_year(last) if len(parts) == 3 and is_year(last)
                      else say_integer(last)])
 
 
@@ -239,11 +239,11 @@ def _roman(numeral: str) -> int:
 
 
 def read_numbered_roman(m: re.Match) -> str:
-    return f"{m['w']} {say_words(_roman(m['r']))}"
+    return f"{m['w']} {say_words(str(_roman(m['r'])))}"
 
 
 def read_regnal_roman(m: re.Match) -> str:
-    return f"{m['king']} the {say_ordinal(_roman(m['reign'])).capitalize()}"
+    return f"{m['king']} the {say_ordinal(str(_roman(m['reign']))).capitalize()}"
 
 
 def read_suffix(m: re.Match) -> str:
@@ -283,5 +283,5 @@ def read_cardinal(m: re.Match) -> str:
 
 def read_hour_with_meridiem(m: re.Match) -> str:
     """ "7pm" → seven PM; "9-11am" → nine to eleven AM."""
-    spoken = say_words(int(m["h"])) + (f" to {say_words(int(m['h2']))}" if m["h2"] else "")
+    spoken = say_words(m["h"]) + (f" to {say_words(m['h2'])}" if m["h2"] else "")
     return spoken + f" {m['ap'].upper()}M" + _kept_stop(m)

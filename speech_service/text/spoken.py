@@ -119,7 +119,7 @@ _RULES: list[tuple[re.Pattern, Callable[[re.Match], str]]] = [(re.compile(p), f)
     (r"(?<![\w.,])(?P<ft>\d)['’′]\s?(?P<in>1[01]|\d)(?:\"|”|″|'')", read_feet_and_inches),
     (_PHONE, read_phone),
     (_LOCAL_PHONE, read_phone),
-    (_RESOLUTION, lambda m: f"{say_year(int(m['n']))} {m['scan']}"),
+    (_RESOLUTION, lambda m: f"{say_year(m['n'])} {m['scan']}"),
     ((rf"\b(?P<month>{MONTH})\s+(?P<day>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?{NOT_MORE}"
       rf"(?:(?P<sep>,?\s+)(?P<year>\d{{4}}){NOT_MORE})?"), read_month_day),
     (rf"(?<![\w.,])(?P<day>[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?\s+(?:of\s+)?(?=(?:{MONTHS})\b)", read_day_month),
