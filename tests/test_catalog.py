@@ -9,12 +9,18 @@ data.get("voices", [])}`; `get_available_models` GETs `{base}/audio/models` and 
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+
+from speech_service.config import ServiceSettings
+from speech_service.http.app import create_app
+from speech_service.storage.objects import LocalObjectStore, ObjectStore
+from speech_service.storage.voices import VoiceRecord, VoiceStore, now, sha256
 
 from conftest import SHORT_TEXT, add_voice
 from served import served_app
 
 KEYS = [{"name": "app", "key": "sk-app", "scopes": ["speak"]}]
-pytestmark = pytest.mark.slow  # served over a loopback port, as clients reach it
+SERVED = pytest.mark.slow  # served over a loopback port, as clients reach it
 
 
 def open_webui_voices(base_url: str) -> dict[str, str]:
@@ -30,6 +36,7 @@ def open_webui_models(base_url: str) -> list[dict]:
     return response.json().get("models", [])
 
 
+@SERVED
 def test_the_openai_sdk_lists_the_models(tmp_path, backends):
     import openai  # here: collection imports every module, of the tiers that skip this one too
 
@@ -54,6 +61,7 @@ def test_the_openai_sdk_lists_the_models(tmp_path, backends):
             assert [m["id"] for m in http.get("/v1/audio/models").json()["models"]] == [m.id for m in models]
 
 
+@SERVED
 def test_voices_are_listed_in_open_webuis_shape_and_kept_behind_a_key_unless_public(tmp_path, backends, short_wav):
     with served_app(tmp_path / "open", backends) as url:
         with httpx.Client(base_url=url, timeout=60) as http:
@@ -69,3 +77,42 @@ def test_voices_are_listed_in_open_webuis_shape_and_kept_behind_a_key_unless_pub
         assert open_webui_voices(f"{url}/v1") == {"alice": "alice", "bob-2": "bob-2"}
         assert httpx.get(f"{url}/v1/models").status_code == 401  # OpenAI's list keeps its key
         assert httpx.get(f"{url}/v1/voices").status_code == 401  # and the records theirs
+
+
+class CountingReads(ObjectStore):
+    """`objects`, counting the objects read (`get`)."""
+
+    def __init__(self, objects: ObjectStore):
+        self.objects, self.reads = objects, 0
+
+    def get(self, key):
+        self.reads += 1
+        return self.objects.get(key)
+
+    def put(self, key, data, **conditions):
+        return self.objects.put(key, data, **conditions)
+
+    def delete(self, key):
+        self.objects.delete(key)
+
+    def list(self, prefix):
+        return self.objects.list(prefix)
+
+
+def test_the_public_voice_list_reads_no_voice_record(tmp_path):
+    """Anyone may ask for `/v1/audio/voices` with `public_catalog`: it lists names from the store's
+    keys, so asking costs the same whatever the voices' records hold and however many there are."""
+    objects = CountingReads(LocalObjectStore(tmp_path / "store"))
+    store = VoiceStore(objects)
+    names = [f"voice-{i:02}" for i in range(50)]
+    for name in names:
+        store.put(VoiceRecord(name=name, ref_text="Hello there.", ref_text_source="user", duration_s=1.0,
+                              original_duration_s=1.0, clipped=False, sha256=sha256(b"RIFF"), created_at=now()),
+                  b"RIFF", overwrite=False)
+    settings = ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")}, "api_keys": KEYS,
+                                               "public_catalog": True})
+    client = TestClient(create_app(settings, backends=None, store=store))  # no model is called
+    objects.reads = 0
+    listed = client.get("/v1/audio/voices")
+    assert listed.status_code == 200 and [v["id"] for v in listed.json()["voices"]] == names
+    assert objects.reads == 0

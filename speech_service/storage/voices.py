@@ -145,10 +145,14 @@ class VoiceStore:
             return stored.record, data
         raise _voice_changing(name)
 
+    def names(self) -> list[str]:
+        """The voices' names, from the store's keys alone: no record is read."""
+        keys = (key.split("/") for key in self.objects.list("voices/"))
+        return sorted(parts[1] for parts in keys if len(parts) == 3 and parts[2] == "voice.json")
+
     def list(self) -> list[VoiceRecord]:
-        names = sorted({key.split("/")[1] for key in self.objects.list("voices/") if key.endswith("/voice.json")})
         records = []
-        for name in names:
+        for name in self.names():
             stored = self._read(name)
             if stored is not None:  # not deleted meanwhile
                 records.append(stored.record)

@@ -104,4 +104,4 @@ async def list_audio_models(s: Services = Depends(services)) -> AudioModelList:
 @router.get("/v1/audio/voices", response_model=AudioVoiceList, dependencies=[Depends(catalog_reader)],
             responses=errors_for(401, 403, 503))
 async def list_audio_voices(s: Services = Depends(services)) -> AudioVoiceList:
-    return AudioVoiceList(voices=named([v.name for v in await asyncio.to_thread(s.store.list)]))
+    return AudioVoiceList(voices=named(await asyncio.to_thread(s.store.names)))  # keys only: no record is read
