@@ -78,6 +78,13 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class VersionMismatch(ServiceError):
+    """An `If-Match` naming no current version of the resource: it changed since the caller read it."""
+
+    status_code = 412
+    code = "precondition_failed"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"

@@ -17,7 +17,7 @@ from speech_service.config import ServiceSettings, SynthesisOptions
 from speech_service.http.app import create_app
 from speech_service.storage.objects import open_object_store
 
-from conftest import LONG_TEXT, SHORT_TEXT, add_voice, convert, decode_file, engine_stream, server_timing
+from conftest import LONG_TEXT, SHORT_TEXT, add_voice, convert, decode_file, engine_stream, espeak, server_timing
 from served import served_app
 
 
@@ -35,9 +35,10 @@ def client(store_config, tmp_path, backends):
     return make_client(tmp_path, backends, store=store_config)
 
 
-def upload(client, name, path, **fields):
+def upload(client, name, path, headers=None, **fields):
     with open(path, "rb") as f:
-        return client.post("/v1/voices", data={"name": name, **fields}, files={"file": (path.name, f)})
+        return client.post("/v1/voices", data={"name": name, **fields}, files={"file": (path.name, f)},
+                           headers=headers)
 
 
 def assert_error(response, status, code):
@@ -237,6 +238,40 @@ def test_overwrite(client, short_wav):
     r = upload(client, "alice", short_wav, ref_text="The quick brown fox jumps.", overwrite="true")
     assert r.status_code == 201 and r.json()["ref_text"] == "The quick brown fox jumps."
     assert len(client.objects.list("voices/alice/")) == 2  # the record and its clip; the old clip went
+
+
+def test_a_stale_if_match_is_refused_and_the_transcript_stays_the_current_clips(client, short_wav, tmp_path):
+    """A fix written for the clip that was read never lands on the clip that replaced it (412)."""
+    slower = espeak(SHORT_TEXT, tmp_path / "slower.wav", "-s", "130")  # the same words, another clip
+    created = upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
+    read = client.get("/v1/voices/alice")
+    assert created.headers["ETag"] == read.headers["ETag"]
+    replaced = upload(client, "alice", slower, ref_text="A quick brown fox jumps over the lazy dogs.",
+                      overwrite="true")
+    current = replaced.headers["ETag"]
+    assert replaced.status_code == 201 and current != read.headers["ETag"]
+
+    stale = {"If-Match": read.headers["ETag"]}
+    refused = client.patch("/v1/voices/alice", json={"ref_text": "The quick brown fox jumped over a lazy dog."},
+                           headers=stale)
+    assert_error(refused, 412, "precondition_failed")
+    assert "'alice'" in refused.json()["error"]["message"] and current in refused.json()["error"]["message"]
+    voice = client.get("/v1/voices/alice")
+    assert voice.json()["ref_text"] == "A quick brown fox jumps over the lazy dogs."
+    assert voice.json()["sha256"] == replaced.json()["sha256"] and voice.headers["ETag"] == current
+    assert_error(client.delete("/v1/voices/alice", headers=stale), 412, "precondition_failed")
+    assert_error(upload(client, "alice", short_wav, headers=stale, ref_text=SHORT_TEXT, overwrite="true"),
+                 412, "precondition_failed")
+    assert client.get("/v1/voices/alice").headers["ETag"] == current  # none of the three changed it
+
+    fixed = client.patch("/v1/voices/alice", json={"ref_text": SHORT_TEXT}, headers={"If-Match": current})
+    assert fixed.status_code == 200 and fixed.headers["ETag"] not in (current, read.headers["ETag"])
+    assert client.delete("/v1/voices/alice", headers={"If-Match": "*"}).status_code == 204
+    assert_error(client.patch("/v1/voices/alice", json={"ref_text": SHORT_TEXT}, headers={"If-Match": "*"}),
+                 404, "voice_not_found")
+    assert_error(upload(client, "alice", short_wav, headers={"If-Match": "*"}, ref_text=SHORT_TEXT,
+                        overwrite="true"), 412, "precondition_failed")  # `*`: only over a voice that exists
+    assert client.objects.list("") == []
 
 
 @pytest.mark.parametrize("name", ["../x", "a b", "x" * 65, ".."])

@@ -6,10 +6,19 @@ import threading
 
 import pytest
 
-from speech_service.errors import BadRequest, Conflict, NotFound, StoreUnavailable
+from speech_service.errors import BadRequest, Conflict, NotFound, StoreUnavailable, VersionMismatch
 from speech_service.storage import objects
-from speech_service.storage.objects import LocalObjectStore
-from speech_service.storage.voices import VoiceRecord, VoiceStore, now, record_key, sha256
+from speech_service.storage.objects import LocalObjectStore, ObjectStore
+from speech_service.storage.voices import (
+    ANY_VERSION,
+    VoiceConsent,
+    VoiceRecord,
+    VoiceStore,
+    now,
+    record_key,
+    sha256,
+    version,
+)
 
 
 def record(name="alice", wav=b"RIFF-one", text="Hello there."):
@@ -201,3 +210,72 @@ def test_racing_replaces_never_tear(store, objs):
     for t in readers:
         t.join()
     assert problems == []
+
+
+def test_a_voices_version_follows_its_clip_transcript_and_model():
+    first = record()
+    assert version(first).startswith('"') and version(first).endswith('"')
+    for changed in (record(wav=b"RIFF-two"), record(text="Other words."), first.model_copy(update={"model": "m"})):
+        assert version(changed) != version(first)
+    consented = first.model_copy(update={"updated_at": now(), "consent": VoiceConsent(
+        id="cns_1", method="attested", given_at=now())})
+    assert version(consented) == version(first)  # what a transcript fix is written for did not change
+
+
+class ReplacedBeforeRecordWrite(ObjectStore):
+    """`objects`, where the voice is replaced (by another store on the same objects) just before
+    the first conditional write of a record: between a writer's read and its write."""
+
+    def __init__(self, objects: ObjectStore, replace):
+        self.objects, self.replace = objects, replace
+
+    def get(self, key):
+        return self.objects.get(key)
+
+    def put(self, key, data, *, if_none_match=False, if_match=None):
+        if if_match is not None and key.endswith("/voice.json") and self.replace is not None:
+            replace, self.replace = self.replace, None
+            replace()
+        return self.objects.put(key, data, if_none_match=if_none_match, if_match=if_match)
+
+    def delete(self, key):
+        self.objects.delete(key)
+
+    def list(self, prefix):
+        return self.objects.list(prefix)
+
+
+@pytest.mark.parametrize("write", ["patch", "replace"])
+def test_a_stale_version_fails_when_the_clip_is_replaced_between_the_read_and_the_write(objs, write):
+    """The version is compared with each record the write re-reads after losing its conditional
+    write, not only with the first: the fix stays off the clip that replaced the one it was for."""
+    VoiceStore(objs).put(record(), b"RIFF-one", overwrite=False)
+    read = version(VoiceStore(objs).get("alice"))
+    second = record(wav=b"RIFF-two", text="Second clip.")
+    store = VoiceStore(ReplacedBeforeRecordWrite(
+        objs, lambda: VoiceStore(objs).put(second, b"RIFF-two", overwrite=True)))
+    with pytest.raises(VersionMismatch) as refused:
+        if write == "patch":
+            store.update("alice", lambda r: r.model_copy(update={"ref_text": "Fixed for clip one."}), if_match={read})
+        else:
+            store.put(record(wav=b"RIFF-three", text="Third."), b"RIFF-three", overwrite=True, if_match={read})
+    assert refused.value.status_code == 412 and version(second) in refused.value.message
+    rec, wav = store.reference("alice")
+    assert (rec.ref_text, wav) == ("Second clip.", b"RIFF-two")
+    assert objs.list("voices/alice/") == sorted([clip_of(objs), "voices/alice/voice.json"])  # no clip left over
+
+
+def test_writes_with_a_version_happen_only_to_that_version(store, objs):
+    with pytest.raises(VersionMismatch):  # nothing to replace: no version matches, not even any
+        store.put(record(), b"RIFF-one", overwrite=True, if_match={ANY_VERSION})
+    assert store.names() == []
+    store.put(record(), b"RIFF-one", overwrite=False)
+    first = version(store.get("alice"))
+    fixed = store.update("alice", lambda r: r.model_copy(update={"ref_text": "Fixed."}), if_match={first})
+    with pytest.raises(VersionMismatch):
+        store.delete("alice", if_match={first})
+    store.put(record(wav=b"RIFF-two"), b"RIFF-two", overwrite=True, if_match={'"other"', version(fixed)})
+    store.delete("alice", if_match={ANY_VERSION})
+    assert store.names() == []
+    with pytest.raises(NotFound):  # a voice that is gone is 404 whatever the condition
+        store.delete("alice", if_match={first})

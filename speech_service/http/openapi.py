@@ -30,6 +30,7 @@ _DESCRIPTIONS = {
     403: "The key lacks the scope this needs (the error names it)",
     404: "No such voice (or resource)",
     409: "The voice exists already, or is being replaced",
+    412: "`If-Match` names no current version (ETag) of the voice: it changed since it was read",
     413: "The upload or the input text is over its limit",
     422: "A field is out of range or implausible (the error's `param` names it)",
     429: "Too many requests (a model queue, or the key's rate or concurrency limit); retry after `Retry-After` seconds",

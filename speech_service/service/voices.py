@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from speech_service.models import ModelRegistry
 from speech_service.schemas import VoiceCreated, VoicePatch
 from speech_service.storage.consent import ConsentStore
 from speech_service.storage.jobs import JobStore
-from speech_service.storage.voices import VoiceRecord, VoiceStore, check_name, now, sha256
+from speech_service.storage.voices import VoiceRecord, VoiceStore, check_name, check_version, now, sha256
 
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")  # ISO 639 codes, as Whisper names languages
 
@@ -49,14 +49,21 @@ def check_ref_text(text: str, duration_s: float, limits: LimitSettings) -> str:
 
 async def register_voice(store: VoiceStore, transcribe: Transcribe, limits: LimitSettings, *, name: str,
                          data: bytes, ref_text: str | None, language: str | None,
-                         overwrite: bool, model: str | None = None) -> VoiceCreated:
-    """`model`: the voice's model as a registry name (`ModelRegistry.canonical`), or None."""
+                         overwrite: bool, model: str | None = None,
+                         if_match: Collection[str] | None = None) -> VoiceCreated:
+    """`model`: the voice's model as a registry name (`ModelRegistry.canonical`), or None.
+    `if_match`: replace only a version it names (checked here, before the clip is transcribed, and
+    again by the store's write)."""
     check_name(name)
     if language is not None and not LANGUAGE_RE.fullmatch(language):
         raise BadRequest(f"language must be an ISO 639 code such as 'en', not '{language}'.",
                          code="invalid_language", param="language")
-    if not overwrite and await asyncio.to_thread(_exists, store, name):  # S3 may be slow: off the event loop
-        raise Conflict(f"Voice '{name}' already exists; send overwrite=true to replace it.", code="voice_exists")
+    if not overwrite or if_match is not None:
+        current = await asyncio.to_thread(_current, store, name)  # S3 may be slow: off the event loop
+        if current is not None and not overwrite:
+            raise Conflict(f"Voice '{name}' already exists; send overwrite=true to replace it.",
+                           code="voice_exists")
+        check_version(name, current, if_match)
     ref = await asyncio.to_thread(_prepare, data, limits)
 
     warnings: list[str] = []
@@ -80,7 +87,7 @@ async def register_voice(store: VoiceStore, transcribe: Transcribe, limits: Limi
         duration_s=round(ref.duration_s, 3), original_duration_s=round(ref.original_duration_s, 3),
         clipped=ref.clipped, sha256=sha256(wav), created_at=now(),
     )
-    await asyncio.to_thread(store.put, record, wav, overwrite=overwrite)
+    await asyncio.to_thread(store.put, record, wav, overwrite=overwrite, if_match=if_match)
     return VoiceCreated(**record.model_dump(), warnings=warnings)
 
 
@@ -92,9 +99,10 @@ def _prepare(data: bytes, limits: LimitSettings) -> preparation.PreparedReferenc
 
 
 def patch_voice(store: VoiceStore, limits: LimitSettings, name: str, patch: VoicePatch,
-                models: ModelRegistry) -> VoiceRecord:
+                models: ModelRegistry, if_match: Collection[str] | None = None) -> VoiceRecord:
     """A corrected transcript (checked against the clip the record has when written) and/or the
-    model the voice is spoken with; the consent stays (blocking: call in a thread)."""
+    model the voice is spoken with; the consent stays (blocking: call in a thread). With
+    `if_match`, only onto a version it names: a fix written for one clip never lands on another."""
     update: dict = {}
     if "model" in patch.model_fields_set:
         update["model"] = models.canonical(patch.model) if patch.model is not None else None
@@ -105,28 +113,35 @@ def patch_voice(store: VoiceStore, limits: LimitSettings, name: str, patch: Voic
             changes.update(ref_text=check_ref_text(patch.ref_text, record.duration_s, limits), ref_text_source="user")
         return record.model_copy(update=changes)
 
-    return store.update(check_name(name), patched)
+    return store.update(check_name(name), patched, if_match=if_match)
 
 
-def delete_voice(store: VoiceStore, jobs: JobStore, consents: ConsentStore, name: str) -> None:
+def delete_voice(store: VoiceStore, jobs: JobStore, consents: ConsentStore, name: str,
+                 if_match: Collection[str] | None = None) -> None:
     """The voice's clip and transcript, then the jobs made with it (their audio is its voice);
     its consent records stay, redacted to hashes (blocking: call in a thread). A retry after a
-    lost answer finds the voice gone (404) but still finishes the rest."""
+    lost answer finds the voice gone (404) but still finishes the rest; a voice that stays (a
+    failed `if_match`, the store unavailable) keeps its jobs and consents as they are."""
     try:
-        store.delete(check_name(name))
-    finally:
-        for job_id in jobs.ids():
-            try:
-                if jobs.get(job_id).request.voice == name and jobs.cancel_or_remove(job_id) is not None:
-                    jobs.remove(job_id)  # it was running: cancelled, then gone with whatever it made
-            except NotFound:
-                continue
-        consents.redact_voice(name)
-
-
-def _exists(store: VoiceStore, name: str) -> bool:
-    try:
-        store.get(name)
-        return True
+        store.delete(check_name(name), if_match=if_match)
     except NotFound:
-        return False
+        _remove_what_was_made_with(jobs, consents, name)
+        raise
+    _remove_what_was_made_with(jobs, consents, name)
+
+
+def _remove_what_was_made_with(jobs: JobStore, consents: ConsentStore, name: str) -> None:
+    for job_id in jobs.ids():
+        try:
+            if jobs.get(job_id).request.voice == name and jobs.cancel_or_remove(job_id) is not None:
+                jobs.remove(job_id)  # it was running: cancelled, then gone with whatever it made
+        except NotFound:
+            continue
+    consents.redact_voice(name)
+
+
+def _current(store: VoiceStore, name: str) -> VoiceRecord | None:
+    try:
+        return store.get(name)
+    except NotFound:
+        return None

@@ -8,6 +8,10 @@ transcript with audio it was not made for. Write ordering is in docs/ARCHITECTUR
 Each write puts its clip under a key of its own (content hash plus a write id): two writers of the
 same audio never share a key, so the old clip a record switch replaced can be deleted without
 taking away a clip that another writer has put and is about to name in its record.
+
+A voice's version (`version`, its HTTP ETag) is a hash of its clip's sha256, its transcript and its
+model. A replace, a PATCH or a delete given `if_match` compares it with the record it is about to
+replace, on every try of its conditional write, so a record switched meanwhile fails the condition.
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from typing import Literal
 
 from pydantic import BaseModel
 
 from speech_service.config import StoreSettings
-from speech_service.errors import BadRequest, Conflict, NotFound, StoreUnavailable
+from speech_service.errors import BadRequest, Conflict, NotFound, StoreUnavailable, VersionMismatch
 from speech_service.storage.objects import ObjectStore, PreconditionFailed, open_object_store
 
 logger = logging.getLogger(__name__)
@@ -36,6 +40,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_WRITE_TRIES = 20
 # How many times `reference` re-reads a record whose clip vanished (replaced between the reads).
 MAX_READ_TRIES = 10
+# In an `if_match`: any existing version matches (HTTP's `If-Match: *`).
+ANY_VERSION = "*"
 
 
 class VoiceConsent(BaseModel):
@@ -83,6 +89,26 @@ def record_key(name: str) -> str:
 
 def new_clip_key(name: str, digest: str) -> str:
     return f"voices/{check_name(name)}/reference-{digest[:16]}-{secrets.token_hex(4)}.wav"
+
+
+def version(record: VoiceRecord) -> str:
+    """The voice's ETag, quoted as HTTP sends it: it changes exactly when its clip, its transcript or
+    its model does (what a transcript fix is written for); consent and timestamps do not count."""
+    digest = hashlib.sha256(json.dumps([record.sha256, record.ref_text, record.model]).encode()).hexdigest()
+    return f'"{digest[:16]}"'
+
+
+def check_version(name: str, record: VoiceRecord | None, if_match: Collection[str] | None) -> None:
+    """Nothing when `if_match` is None or names `record`'s version (or ANY_VERSION); else 412 naming
+    the current version, so the caller can read the voice again and decide."""
+    if if_match is None:
+        return
+    if record is None:
+        raise VersionMismatch(f"Voice '{name}' does not exist, so If-Match names none of its versions.")
+    current = version(record)
+    if ANY_VERSION not in if_match and current not in if_match:
+        raise VersionMismatch(f"Voice '{name}' changed since it was read: its current ETag is {current}; "
+                              "read it again and send that in If-Match.")
 
 
 class _Stored:
@@ -160,14 +186,16 @@ class VoiceStore:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def put(self, record: VoiceRecord, reference_wav: bytes, *, overwrite: bool) -> None:
+    def put(self, record: VoiceRecord, reference_wav: bytes, *, overwrite: bool,
+            if_match: Collection[str] | None = None) -> None:
         """Store a voice: its clip first, under a key of this write's own, then the record naming
-        it, conditionally (create: only if absent; replace: only the version read). The clip the
-        record used to name is deleted once the record has switched, and no other clip ever is."""
+        it, conditionally (create: only if absent; replace: only the version read, and with
+        `if_match` only one of the versions it names). The clip the record used to name is deleted
+        once the record has switched, and no other clip ever is."""
         name = record.name
         clip = replaced = None
         for _ in range(MAX_WRITE_TRIES):
-            current = self._read(name) if overwrite or clip else None
+            current = self._read(name) if overwrite or clip or if_match is not None else None
             if clip is not None:
                 if current is not None and current.clip == clip:
                     # Our last write landed though its answer was lost (the client's retry found
@@ -180,6 +208,9 @@ class VoiceStore:
                 self._delete_quietly(clip)
                 if not overwrite:
                     raise _voice_exists(name)
+            elif current is not None and not overwrite:
+                raise _voice_exists(name)
+            check_version(name, current.record if current is not None else None, if_match)
             clip = new_clip_key(name, record.sha256)
             replaced = current.clip if current is not None else None
             self.objects.put(clip, reference_wav)
@@ -204,11 +235,13 @@ class VoiceStore:
         except StoreUnavailable as exc:
             logger.warning("left unreferenced %s behind: %s", key, exc.message)
 
-    def update(self, name: str, change: Callable[[VoiceRecord], VoiceRecord]) -> VoiceRecord:
+    def update(self, name: str, change: Callable[[VoiceRecord], VoiceRecord], *,
+               if_match: Collection[str] | None = None) -> VoiceRecord:
         """Replace the record with `change(record)`, keeping its clip; `change` runs again on the
-        newer record when another writer got there first."""
+        newer record when another writer got there first, once that record passes `if_match`."""
         for _ in range(MAX_WRITE_TRIES):
             current = self._read_existing(name)
+            check_version(name, current.record, if_match)
             updated = change(current.record)
             try:
                 self.objects.put(record_key(name), _document(updated, current.clip), if_match=current.etag)
@@ -217,9 +250,12 @@ class VoiceStore:
                 continue
         raise _voice_changing(name)
 
-    def delete(self, name: str) -> None:
-        """The record first (the voice is gone from then on), then its clip."""
+    def delete(self, name: str, *, if_match: Collection[str] | None = None) -> None:
+        """The record first (the voice is gone from then on), then its clip. `if_match` is checked
+        against the record read just before: the object store has no conditional delete, so a
+        replace landing between that read and the delete is deleted with it (as without if_match)."""
         stored = self._read_existing(name)
+        check_version(name, stored.record, if_match)
         self.objects.delete(record_key(name))
         self._delete_quietly(stored.clip)
 

@@ -1,10 +1,14 @@
-"""`/v1/voices`: create (clip, then transcribe once), read, correct, delete. Writing is `admin`'s."""
+"""`/v1/voices`: create (clip, then transcribe once), read, correct, delete. Writing is `admin`'s.
+
+A voice's answers carry its `ETag` (its clip and transcript version); a replace, PATCH or DELETE
+sent with `If-Match` happens only to a version it names, else 412 `precondition_failed`."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Response, UploadFile
 from fastapi import Path as PathParam
 
 from speech_service.errors import PayloadTooLarge
@@ -14,23 +18,47 @@ from speech_service.http.services import Services, services
 from speech_service.schemas import LANGUAGE_PATTERN, VOICE_NAME_PATTERN, VoiceCreated, VoiceList, VoicePatch
 from speech_service.service import voices as voice_service
 from speech_service.service.voices import register_voice
-from speech_service.storage.voices import VoiceRecord
+from speech_service.storage.voices import ANY_VERSION, VoiceRecord, version
 
 router = APIRouter(prefix="/v1/voices", tags=["voices"])
 VoiceName = PathParam(pattern=VOICE_NAME_PATTERN, description="A voice name: 1-64 letters, digits, '_' or '-'")
+Record = TypeVar("Record", bound=VoiceRecord)
 ADMIN = [Depends(require("admin"))]
 SPEAK = [Depends(require("speak"))]
 
 
+# The version a voice's answer carries, as the OpenAPI document shows it.
+ETAG = {"headers": {"ETag": {"description": "The voice's version (clip, transcript, model), for If-Match",
+                             "schema": {"type": "string"}}}}
+
+
+IF_MATCH = Header(None, description="Only if the voice is at one of these versions (its ETag; `*`: any); else 412")
+
+
+def expected_versions(if_match: str | None = IF_MATCH) -> frozenset[str] | None:
+    """The entity-tags an `If-Match` names; a bare tag is taken as the quoted one it stands for."""
+    if if_match is None:
+        return None
+    tags = [tag.strip() for tag in if_match.split(",") if tag.strip()]
+    return frozenset(tag if tag == ANY_VERSION or tag.startswith(('"', "W/")) else f'"{tag}"' for tag in tags)
+
+
+def tagged(record: Record, response: Response) -> Record:
+    response.headers["ETag"] = version(record)
+    return record
+
+
 @router.post("", status_code=201, response_model=VoiceCreated, dependencies=ADMIN,
-             responses=errors_for(400, 403, 409, 413, 422, *MODEL_ERRORS))
+             responses={201: ETAG, **errors_for(400, 403, 409, 412, 413, 422, *MODEL_ERRORS)})
 async def create_voice(
+    response: Response,
     name: str = Form(..., pattern=VOICE_NAME_PATTERN),
     file: UploadFile = File(...),
     ref_text: str | None = Form(None),
     language: str | None = Form(None, pattern=LANGUAGE_PATTERN),
     overwrite: bool = Form(False),
     model: str | None = Form(None, description="the model it is spoken with when a request names none"),
+    expected: frozenset[str] | None = Depends(expected_versions),
     s: Services = Depends(services),
 ) -> VoiceCreated:
     limits = s.settings.limits
@@ -38,9 +66,10 @@ async def create_voice(
     if len(data) > limits.max_upload_bytes:
         raise PayloadTooLarge(f"The upload is over the {limits.max_upload_bytes} byte limit.",
                               code="upload_too_large", param="file")
-    return await register_voice(s.store, s.backends.transcribe, limits, name=name, data=data, ref_text=ref_text,
-                                language=language or None, overwrite=overwrite,
-                                model=s.models.canonical(model) if model else None)
+    created = await register_voice(s.store, s.backends.transcribe, limits, name=name, data=data, ref_text=ref_text,
+                                   language=language or None, overwrite=overwrite,
+                                   model=s.models.canonical(model) if model else None, if_match=expected)
+    return tagged(created, response)
 
 
 @router.get("", response_model=VoiceList, dependencies=SPEAK, responses=errors_for(403, 503))
@@ -48,9 +77,10 @@ async def list_voices(s: Services = Depends(services)) -> VoiceList:
     return VoiceList(voices=await asyncio.to_thread(s.store.list))
 
 
-@router.get("/{name}", response_model=VoiceRecord, dependencies=SPEAK, responses=errors_for(400, 403, 404, 503))
-async def get_voice(name: str = VoiceName, s: Services = Depends(services)) -> VoiceRecord:
-    return await asyncio.to_thread(s.store.get, name)
+@router.get("/{name}", response_model=VoiceRecord, dependencies=SPEAK,
+            responses={200: ETAG, **errors_for(400, 403, 404, 503)})
+async def get_voice(response: Response, name: str = VoiceName, s: Services = Depends(services)) -> VoiceRecord:
+    return tagged(await asyncio.to_thread(s.store.get, name), response)
 
 
 @router.get("/{name}/audio", response_class=Response, dependencies=ADMIN, responses={
@@ -63,14 +93,19 @@ async def get_voice_audio(name: str = VoiceName, s: Services = Depends(services)
 
 
 @router.patch("/{name}", response_model=VoiceRecord, dependencies=ADMIN,
-              responses=errors_for(400, 403, 404, 409, 422, 503))
-async def patch_voice(patch: VoicePatch, name: str = VoiceName, s: Services = Depends(services)) -> VoiceRecord:
-    return await asyncio.to_thread(voice_service.patch_voice, s.store, s.settings.limits, name, patch, s.models)
+              responses={200: ETAG, **errors_for(400, 403, 404, 409, 412, 422, 503)})
+async def patch_voice(patch: VoicePatch, response: Response, name: str = VoiceName,
+                      expected: frozenset[str] | None = Depends(expected_versions),
+                      s: Services = Depends(services)) -> VoiceRecord:
+    patched = await asyncio.to_thread(voice_service.patch_voice, s.store, s.settings.limits, name, patch, s.models,
+                                      expected)
+    return tagged(patched, response)
 
 
 @router.delete("/{name}", status_code=204, response_class=Response, dependencies=ADMIN,
-               responses=errors_for(400, 403, 404, 409, 503))
-async def delete_voice(name: str = VoiceName, s: Services = Depends(services)) -> Response:
+               responses=errors_for(400, 403, 404, 409, 412, 503))
+async def delete_voice(name: str = VoiceName, expected: frozenset[str] | None = Depends(expected_versions),
+                       s: Services = Depends(services)) -> Response:
     """The clip, the transcript and the jobs made with the voice; its consent records keep only hashes."""
-    await asyncio.to_thread(voice_service.delete_voice, s.store, s.jobs, s.consent.consents, name)
+    await asyncio.to_thread(voice_service.delete_voice, s.store, s.jobs, s.consent.consents, name, expected)
     return Response(status_code=204)
