@@ -49,13 +49,21 @@ def voices_show(api: Api, args: argparse.Namespace) -> None:
     show_voice(api.json("GET", f"/v1/voices/{args.name}"), args.json)
 
 
+def voice_version(api: Api, name: str) -> dict[str, str]:
+    """The `If-Match` of the voice as it is now: a change made after this read fails the write
+    (exit 3, the API's 412) instead of landing on a clip it was not meant for."""
+    etag = api.call("GET", f"/v1/voices/{name}").headers.get("ETag")
+    return {"If-Match": etag} if etag else {}
+
+
 def voices_set_text(api: Api, args: argparse.Namespace) -> None:
-    show_voice(api.json("PATCH", f"/v1/voices/{args.name}", json={"ref_text": args.text}), args.json)
+    version = voice_version(api, args.name)
+    show_voice(api.json("PATCH", f"/v1/voices/{args.name}", json={"ref_text": args.text}, headers=version), args.json)
 
 
 def voices_rm(api: Api, args: argparse.Namespace) -> None:
     for name in args.names:
-        api.call("DELETE", f"/v1/voices/{name}")
+        api.call("DELETE", f"/v1/voices/{name}", headers=voice_version(api, name))
         say(f"deleted {name}")
 
 

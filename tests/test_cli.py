@@ -3,6 +3,7 @@ the in-process tiny F5 model and the real Whisper."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -12,6 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 import soundfile as sf
+
+from f5voice.client import Api, CliError
+from f5voice.commands import voices_rm, voices_set_text
 
 from conftest import REPO, SHORT_TEXT, convert, espeak, free_port
 from served import served_app, without_request_id
@@ -101,6 +105,32 @@ def test_api_errors_are_shown_in_the_apis_words_with_exit_code_3(url, short_wav,
     bad_name = f5voice("voices", "add", "no spaces allowed", str(short_wav), url=url)
     assert bad_name.returncode == 3 and "invalid_voice_name" in bad_name.stderr.decode()
     assert f5voice("say", "", "--voice", "ghost", "-o", str(out), url=url).returncode == 3
+
+
+def test_set_text_and_rm_refuse_when_the_voice_changes_after_they_read_it(url, short_wav, tmp_path):
+    """Both send the ETag they read; a clip replaced between that read and their write is a 412
+    (exit 3, in the API's words), and the voice stays as the replacement left it. In process: the
+    replacement is made between the command's two requests."""
+    slower = espeak(SHORT_TEXT, tmp_path / "slower.wav", "-s", "130")  # the same words, another clip
+    replacements = [short_wav, slower, short_wav]  # the first creates the voice
+
+    def put_voice(response=None):
+        if response is None or response.request.method == "GET":
+            replaced = httpx.post(f"{url}/v1/voices", data={"name": "eve", "ref_text": SHORT_TEXT, "overwrite": "true"},
+                                  files={"file": replacements.pop(0).read_bytes()}, timeout=60)
+            assert replaced.status_code == 201
+
+    put_voice()
+    for command, args in ((voices_set_text, {"name": "eve", "text": "A fix for the first clip only."}),
+                          (voices_rm, {"names": ["eve"]})):
+        api = Api(url, None, 60)
+        api.http.event_hooks["response"] = [put_voice]
+        with pytest.raises(CliError) as refused:
+            command(api, argparse.Namespace(json=False, **args))
+        assert refused.value.exit_code == 3 and "[precondition_failed, HTTP 412" in str(refused.value)
+        assert "Voice 'eve' changed since it was read" in str(refused.value)
+        assert httpx.get(f"{url}/v1/voices/eve").json()["ref_text"] == SHORT_TEXT
+    assert f5voice("voices", "rm", "eve", url=url).returncode == 0  # nothing changed in between
 
 
 def test_usage_and_connection_failures_have_their_own_exit_codes(url, short_wav, tmp_path):

@@ -102,6 +102,17 @@ def test_page_creates_a_voice_speaks_and_shows_api_errors(browser, backends, sho
         transcript = browser.find_element(By.ID, "detail-ref-text").get_attribute("value")
         assert transcript == api.get("/v1/voices/alice").json()["ref_text"] and "fox" in transcript.lower()
 
+        # A fix made on the page after the voice changed behind its back is refused (the page sends
+        # the ETag it showed), and the page then shows the voice as it is now.
+        replaced = "The quick brown fox jumps over a lazy dog."
+        assert api.post("/v1/voices", data={"name": "alice", "ref_text": replaced, "overwrite": "true"},
+                        files={"file": ("a.wav", short_wav.read_bytes())}).status_code == 201
+        fill(browser, "detail-ref-text", SHORT_TEXT)
+        click(browser, "save-text")
+        assert shown_error(browser)[0] == "precondition_failed"
+        until(browser, lambda: browser.find_element(By.ID, "detail-ref-text").get_attribute("value") == replaced)
+        assert api.get("/v1/voices/alice").json()["ref_text"] == replaced
+
         # Correct the transcript by hand.
         fill(browser, "detail-ref-text", SHORT_TEXT)
         click(browser, "save-text")

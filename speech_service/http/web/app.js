@@ -9,6 +9,7 @@ let canManageVoices = true;  // an admin key (or no keys); a `speak` key may onl
 let recordedClip = null;   // a Blob from the microphone, used instead of the file input when set
 let recorder = null;
 let audioUrl = null;       // object URL behind the player and the download link
+let shownVersion = null;   // { name, etag } of the voice the panel shows: its writes send it as If-Match
 
 class ApiError extends Error {
   constructor(status, code, message, requestId) {
@@ -31,8 +32,8 @@ async function apiErrorFrom(response) {
 }
 
 // One call to the API; resolves to the Response when it is 2xx, throws ApiError otherwise.
-async function api(method, path, { json, form } = {}) {
-  const headers = {};
+async function api(method, path, { json, form, headers: extra } = {}) {
+  const headers = { ...extra };
   if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
   let body;
   if (json !== undefined) {
@@ -105,11 +106,31 @@ async function loadVoices(selected) {
   $("service-state").textContent = voices.length
     ? `${voices.length} voice${voices.length === 1 ? "" : "s"}`
     : "No voices yet: create one from a recording of a few seconds of speech.";
-  await showVoice(select.value ? voices.find((v) => v.name === select.value) : null);
+  if (!select.value) return showVoice(null);
+  // The record with its ETag, read together: the version the panel's writes are made against.
+  const response = await api("GET", `/v1/voices/${encodeURIComponent(select.value)}`);
+  await showVoice(await response.json(), [], response.headers.get("ETag"));
 }
 
-async function showVoice(voice, warnings = []) {
+// The If-Match of `name` as the panel shows it (none for a voice it does not show).
+function shownVersionOf(name) {
+  return shownVersion && shownVersion.name === name && shownVersion.etag ? { "If-Match": shownVersion.etag } : {};
+}
+
+// A write made against the shown version: when the voice changed meanwhile (412), the panel shows it
+// as it is now, so the user's next try is made against what is stored, and the API's error stays.
+async function againstShownVersion(write) {
+  try {
+    return await write();
+  } catch (err) {
+    if (err.code === "precondition_failed") await loadVoices().catch(() => {});
+    throw err;
+  }
+}
+
+async function showVoice(voice, warnings = [], etag = null) {
   $("voice-detail").hidden = !voice;
+  shownVersion = voice ? { name: voice.name, etag } : null;
   if (!voice) return;
   $("detail-name").textContent = voice.name;
   const clip = `${voice.duration_s.toFixed(1)} s`;
@@ -150,20 +171,23 @@ async function createVoice() {
   if (refText) form.append("ref_text", refText);
   const language = $("new-language").value.trim();
   if (language) form.append("language", language);
-  if ($("new-overwrite").checked) form.append("overwrite", "true");
-  const voice = await (await api("POST", "/v1/voices", { form })).json();
+  const overwrite = $("new-overwrite").checked;
+  if (overwrite) form.append("overwrite", "true");
+  const headers = overwrite ? shownVersionOf(form.get("name")) : {};
+  const response = await againstShownVersion(() => api("POST", "/v1/voices", { form, headers }));
+  const voice = await response.json();
   $("create-form").reset();
   recordedClip = null;
   $("record-state").textContent = "";
   await loadVoices(voice.name);
-  await showVoice(voice, voice.warnings || []);
+  await showVoice(voice, voice.warnings || [], response.headers.get("ETag"));
 }
 
 async function saveTranscript() {
   const name = $("voice").value;
-  const voice = await (await api("PATCH", `/v1/voices/${encodeURIComponent(name)}`,
-    { json: { ref_text: $("detail-ref-text").value } })).json();
-  await showVoice(voice, ["Transcript saved."]);
+  const response = await againstShownVersion(() => api("PATCH", `/v1/voices/${encodeURIComponent(name)}`,
+    { json: { ref_text: $("detail-ref-text").value }, headers: shownVersionOf(name) }));
+  await showVoice(await response.json(), ["Transcript saved."], response.headers.get("ETag"));
 }
 
 async function attestConsent() {
@@ -173,14 +197,15 @@ async function attestConsent() {
   form.append("given_by", $("consent-given-by").value.trim());
   await api("POST", `/v1/voices/${encodeURIComponent(name)}/consent`, { form });
   $("consent-form").reset();
-  const voice = await (await api("GET", `/v1/voices/${encodeURIComponent(name)}`)).json();
-  await showVoice(voice, ["Consent recorded."]);
+  const response = await api("GET", `/v1/voices/${encodeURIComponent(name)}`);
+  await showVoice(await response.json(), ["Consent recorded."], response.headers.get("ETag"));
 }
 
 async function deleteVoice() {
   const name = $("voice").value;
   if (!name || !confirm(`Delete the voice ${name}?`)) return;
-  await api("DELETE", `/v1/voices/${encodeURIComponent(name)}`);
+  await againstShownVersion(() => api("DELETE", `/v1/voices/${encodeURIComponent(name)}`,
+    { headers: shownVersionOf(name) }));
   await loadVoices();
 }
 
