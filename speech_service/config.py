@@ -126,7 +126,7 @@ class LimitSettings(Strict):
     capacity_wait_s: float = Field(30.0, gt=0)
     # `Retry-After` of our 503s when Serve's backpressure_config does not give one.
     retry_after_s: float = Field(5.0, ge=1)
-    # Callers without a key (open mode, the public catalog, refusals) per client address and Ingress
+    # Callers without a key (the public catalog, 401s; open mode has no limits) per client address and Ingress
     # replica. Behind Serve's HAProxy every caller has HAProxy's address: they share this rate.
     anonymous_requests_per_minute: float = Field(600.0, gt=0)
 

@@ -213,13 +213,22 @@ async def _ok(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
+PUBLIC = frozenset({"/v1/audio/voices"})
+
+
 def test_callers_without_a_key_are_limited_per_address():
-    """Open mode: every caller is anonymous, so each address has its own bucket; /healthz has none."""
-    gate = KeyGate(_ok, KeyRing([]), anonymous_per_minute=3)
-    first = [asyncio.run(_through_gate(gate, "10.0.0.1")) for _ in range(4)]
+    """The public catalog's callers send no key: each address has its own bucket; /healthz has none."""
+    gate = KeyGate(_ok, KeyRing([ApiKey(name="ops", key="sk-ops")]), anonymous_per_minute=3, public=PUBLIC)
+    first = [asyncio.run(_through_gate(gate, "10.0.0.1", path="/v1/audio/voices")) for _ in range(4)]
     assert first == [200, 200, 200, 429]
-    assert asyncio.run(_through_gate(gate, "10.0.0.2")) == 200  # another address, its own bucket
+    assert asyncio.run(_through_gate(gate, "10.0.0.2", path="/v1/audio/voices")) == 200  # its own bucket
     assert all(asyncio.run(_through_gate(gate, "10.0.0.1", path="/healthz")) == 200 for _ in range(5))
+
+
+def test_open_mode_has_no_limits():
+    """No keys: the loopback demo, or an operator who said so; limits come with keys."""
+    gate = KeyGate(_ok, KeyRing([]), anonymous_per_minute=1)
+    assert all(asyncio.run(_through_gate(gate, "127.0.0.1")) == 200 for _ in range(5))
 
 
 def test_wrong_keys_count_against_the_address_so_keys_cannot_be_guessed_at_speed():
@@ -241,10 +250,10 @@ def test_a_rate_under_one_a_minute_still_lets_requests_through():
 
 
 def test_anonymous_buckets_are_bounded():
-    gate = KeyGate(_ok, KeyRing([]), anonymous_per_minute=60)
+    gate = KeyGate(_ok, KeyRing([ApiKey(name="ops", key="sk-ops")]), anonymous_per_minute=60, public=PUBLIC)
     gate.MAX_ADDRESSES = 100
     for n in range(1000):
-        asyncio.run(_through_gate(gate, f"10.0.{n // 256}.{n % 256}"))
+        asyncio.run(_through_gate(gate, f"10.0.{n // 256}.{n % 256}", path="/v1/audio/voices"))
     assert len(gate._usage) <= 101
 
 

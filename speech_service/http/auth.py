@@ -145,7 +145,7 @@ class KeyGate:
     """Who may reach `/v1/*`, checked on the headers alone, before any route reads a body: a request
     with a missing or wrong key is 401 here (a caller with no key cannot make the service read a
     50 MB body first), except the paths `public` opens. Then the limits (see the module's
-    docstring): a key's own, or for callers without one (open mode, the public paths, refusals)
+    docstring): a key's own, or for callers without one (the public paths, refusals)
     `anonymous_per_minute` per client address, which also bounds guessing keys."""
 
     MAX_ADDRESSES = 4096  # anonymous buckets kept; past it the older idle ones are dropped
@@ -160,19 +160,19 @@ class KeyGate:
         self._usage: dict[str, _Usage] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        # Open mode (no keys) has no limits: loopback, or an operator who said so (see
+        # `anonymous_admin_refusal`); keys are how a service gets them.
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/") or self.keys.open:
             return await self.app(scope, receive, send)
-        key = None
-        if not self.keys.open:
-            authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
-            key = self.keys.find(authorization)
-            scope.setdefault("state", {})[_FOUND_KEY] = key
+        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        key = self.keys.find(authorization)
+        scope.setdefault("state", {})[_FOUND_KEY] = key
         refusal: ServiceError | None
         if key is None:
             address = (scope.get("client") or ("unknown",))[0]
             refusal = self._admit(f"address {address}", self.anonymous_per_minute, None,
                                   f"Callers without a key from {address} are")
-            if refusal is None and not self.keys.open and scope["path"] not in self.public:
+            if refusal is None and scope["path"] not in self.public:
                 refusal = no_key()
                 self._release(f"address {address}")
         elif key.requests_per_minute is None and key.max_concurrent is None:
