@@ -105,8 +105,7 @@ class StoreSettings(Strict):
 
 
 class LimitSettings(Strict):
-    # Bodies are counted as they arrive, whatever Content-Length says (http/middleware.py, BodyLimit):
-    # a route that takes files may read `max_upload_bytes` a file, every other route `max_json_bytes`.
+    # Bodies counted as they arrive (http/middleware.py): a file of a route that takes files; any other body.
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     max_json_bytes: int = Field(1024 * 1024, ge=64 * 1024)
     min_reference_seconds: float = 0.3
@@ -126,17 +125,15 @@ class LimitSettings(Strict):
     capacity_wait_s: float = Field(30.0, gt=0)
     # `Retry-After` of our 503s when Serve's backpressure_config does not give one.
     retry_after_s: float = Field(5.0, ge=1)
-    # Callers without a key (the public catalog, 401s; open mode has no limits) per client address and Ingress
-    # replica. Behind Serve's HAProxy every caller has HAProxy's address: they share this rate.
+    # Callers without a key (public catalog, 401s) per client address and Ingress replica; behind
+    # Serve's HAProxy all have HAProxy's address and share it. Open mode (no keys) has no limits.
     anonymous_requests_per_minute: float = Field(600.0, gt=0)
 
     @model_validator(mode="after")
     def _json_fits_the_input(self) -> LimitSettings:
-        # A character of `input` is at most 6 bytes of JSON (a \uXXXX escape); the rest of a body is small.
-        if self.max_json_bytes < 6 * self.max_input_chars + 16 * 1024:
-            raise ValueError(f"limits.max_json_bytes ({self.max_json_bytes}) cannot hold an input of "
-                             f"max_input_chars ({self.max_input_chars}): make it at least "
-                             f"{6 * self.max_input_chars + 16 * 1024}")
+        least = 6 * self.max_input_chars + 16 * 1024  # a character is at most 6 bytes of JSON (\uXXXX)
+        if self.max_json_bytes < least:
+            raise ValueError(f"limits.max_json_bytes must be at least {least} to hold max_input_chars of JSON")
         return self
 
 
@@ -151,8 +148,7 @@ class JobSettings(Strict):
     # Jobs one ingress replica runs at once; the rest wait `queued`. A flood of jobs then leaves room
     # in the Synthesizer's queue for interactive speech, and still fills it enough to scale it out.
     max_running: int = Field(32, ge=1)
-    # Accepted for older configs and ignored: a job's segments are the Synthesizer's plan of the whole text.
-    segment_chars: int = Field(400, ge=20)
+    segment_chars: int = Field(400, ge=20)  # older configs' (ignored): a job's segments are the Synthesizer's plan
     segment_timeout_s: float = Field(600.0, gt=0)  # one Synthesizer call longer than this is a failed attempt
 
 
@@ -269,8 +265,7 @@ class ServiceSettings(Strict):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     # Keys for /v1/*: each a plain string (an admin key, as before scopes) or an `ApiKey`; none: open.
     api_keys: list[str | ApiKey] = Field(default_factory=list)
-    # With no api_keys every caller is admin. An Ingress whose HTTP address is not loopback
-    # refuses to start that way unless this says the operator means it (docs/ARCHITECTURE.md, "Keys").
+    # No api_keys on an address that is not loopback: the Ingress refuses to start unless this is true.
     allow_anonymous_admin: bool = False
     # `GET /v1/audio/voices` and `/v1/audio/models` (names only) answer without a key: Open WebUI
     # reads them without sending its key.

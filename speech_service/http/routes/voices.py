@@ -35,7 +35,7 @@ ETAG = {"headers": {"ETag": {"description": "The voice's version (clip, transcri
 IF_MATCH = Header(None, description="Only if the voice is at one of these versions (its ETag; `*`: any); else 412")
 
 
-def expected_versions(if_match: str | None = IF_MATCH) -> frozenset[str] | None:
+async def expected_versions(if_match: str | None = IF_MATCH) -> frozenset[str] | None:
     """The entity-tags an `If-Match` names; a bare tag is taken as the quoted one it stands for."""
     if if_match is None:
         return None
