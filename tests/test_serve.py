@@ -88,6 +88,27 @@ def test_http_goes_through_haproxy_to_the_ingress(base_url, http):
     assert http.get("/healthz").json() == {"status": "ok"}
 
 
+def test_an_endless_chunked_body_through_haproxy_is_refused_near_its_limit(base_url):
+    """Serve's HAProxy streams a body to the Ingress: the app's own count (1 MB for a speech body)
+    refuses a chunked body that never ends, and the connection closes, so the client stops sending
+    long before the 200 MB it would."""
+    sent, chunk = 0, b"x" * 65536
+
+    def endless():
+        nonlocal sent
+        while sent < 200 * 2**20:
+            sent += len(chunk)
+            yield chunk
+
+    try:
+        response = httpx.post(f"{base_url}/v1/audio/speech", content=endless(),
+                              headers={"content-type": "application/json"}, timeout=60)
+        assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+    except (httpx.WriteError, httpx.RemoteProtocolError):
+        pass  # answered and closed while the client was still sending: refused all the same
+    assert sent < 32 * 2**20, sent
+
+
 def test_long_recording_with_full_transcript_is_clipped_transcribed_and_speaks(http, long_wav):
     voice = add_voice(http, "alice", long_wav, LONG_TEXT)
     assert voice["original_duration_s"] > 20 and voice["duration_s"] <= 12.05
