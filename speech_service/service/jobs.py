@@ -109,7 +109,7 @@ class JobRunner:
                 continue
             try:
                 record = await asyncio.to_thread(self.store.get, job_id)  # removes it once expired
-                await asyncio.to_thread(self.store.index, record, keys)
+                await asyncio.to_thread(self.store.index.backfill, record, keys)
             except NotFound:
                 self._expiry.pop(job_id, None)
                 continue
@@ -118,7 +118,7 @@ class JobRunner:
                     self._expiry[job_id] = record.expires_at
             elif record.lease_until <= self.store.now():
                 self._start(job_id)
-        await asyncio.to_thread(self.store.tidy_index, keys, set(self._expiry), self.settings.lease_s)
+        await asyncio.to_thread(self.store.index.tidy, keys, set(self._expiry), self.settings.lease_s)
 
     async def _audit(self, record: JobRecord) -> bool:
         """Write the audit entry a delivered job still owes, and say so in its record; False when
