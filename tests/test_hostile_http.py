@@ -45,6 +45,7 @@ def test_many_id3_tags_are_no_audio_file_known_at_once():
         uploads.decode(ID3_BOMB, max_seconds=600)
 
 
+@pytest.mark.slow  # a served app and 32 MB of posts; the sniff's bound above stays in the minute loop
 def test_health_answers_while_id3_bombs_go_to_every_route_that_takes_a_file(tmp_path, backends, short_wav):
     """Must show of the hostile-world issue: while a 4 MB file of empty ID3 tags is posted to every
     route that takes a file, `/healthz` on the same replica answers within 0.5 s throughout, and

@@ -92,6 +92,7 @@ def test_roman_numerals_of_any_length_are_answered(form, numeral):
     plan_text(form.format(r=numeral))
 
 
+@pytest.mark.slow  # seconds: `make test` runs it, the minute loop keeps the per-form tests
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.one_of(st.text(), digit_runs(), numbers_in(ENGLISH_FORMS + CHINESE_FORMS),
                           st.sampled_from(list("$€£¥¢&+=#~°@%×^/:-–.,'’\"()") + ["\n", "\n\n", "- ", "1. "])),
@@ -162,6 +163,7 @@ def planning_time(text: str) -> float:
     return time.perf_counter() - start
 
 
+@pytest.mark.slow  # seconds: `make test` runs it, the minute loop keeps the per-form tests
 @pytest.mark.parametrize("forms, sep", [(ENGLISH_FORMS, ". "), (CHINESE_FORMS, "。")])
 def test_every_form_with_long_numbers_at_once_is_planned_quickly(forms, sep):
     """Every form with 320-digit numbers in one text (about 40,000 characters): planned in well
@@ -171,6 +173,7 @@ def test_every_form_with_long_numbers_at_once_is_planned_quickly(forms, sep):
     assert planning_time(text) < 5.0
 
 
+@pytest.mark.slow  # seconds: `make test` runs it, the minute loop keeps the per-form tests
 @pytest.mark.parametrize("form", ["the {a}th", "{a}:5", "${a}.{b}", "{a}-{b}", "第{a}个", "是{a}.{b}"])
 def test_time_grows_linearly_with_long_numbers(form):
     """Ten times the input takes about ten times as long, not a hundred (loosely: a shared machine)."""
