@@ -94,6 +94,7 @@ def add_voice(objects: ObjectStore, name="alice", clip=b"a clip") -> None:
 
 # -- a challenge answers once ----------------------------------------------------------------------
 
+@pytest.mark.slow  # a voice, three uploads and a Whisper pass; the orderings below stay in the minute loop
 def test_three_answers_at_once_to_one_challenge_make_one_consent(tmp_path, backends, short_wav, store_config):
     with make_client(tmp_path, backends, store=store_config) as client:
         assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201
@@ -117,7 +118,7 @@ def test_three_answers_at_once_to_one_challenge_make_one_consent(tmp_path, backe
         assert history["current"] == given["id"] and [r["id"] for r in history["records"]] == [given["id"]]
 
 
-@pytest.mark.slow  # a Whisper pass: the HTTP test above keeps the race in the minute loop
+@pytest.mark.slow  # a Whisper pass: `make test` runs it
 def test_three_answers_that_read_the_challenge_together_make_one_consent(object_store, backends, tmp_path):
     add_voice(object_store)
     overlapping = ReadTogether(object_store)
@@ -141,7 +142,7 @@ def test_three_answers_that_read_the_challenge_together_make_one_consent(object_
     assert VoiceStore(object_store).get("alice").consent.id == given[0].id
 
 
-@pytest.mark.slow  # a Whisper pass: the HTTP test above keeps the race in the minute loop
+@pytest.mark.slow  # a Whisper pass: `make test` runs it
 def test_a_challenge_answered_with_the_wrong_words_is_used_up(tmp_path, backends, short_wav):
     with make_client(tmp_path, backends) as client:
         assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201
