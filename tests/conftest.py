@@ -14,6 +14,7 @@ import pytest
 from deployments import local_cluster
 from speech_service.audio import uploads
 from speech_service.config import SynthesizerSettings, TranscriberSettings
+from speech_service.storage.objects import ObjectStore
 from speech_service.weights.offline import TINY_DIT, prepare
 
 # ~25 s when spoken by espeak-ng at its default rate, with sentence pauses to clip at.
@@ -25,6 +26,25 @@ LONG_TEXT = (
     "to cook dinner and talk about the long journey."
 )
 SHORT_TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+class PassThroughStore(ObjectStore):
+    """An object store passing every call to `inner`: a test overrides the call it counts or holds."""
+
+    def __init__(self, inner: ObjectStore):
+        self.inner = inner
+
+    def get(self, key):
+        return self.inner.get(key)
+
+    def put(self, key, data, **conditions):
+        return self.inner.put(key, data, **conditions)
+
+    def delete(self, key):
+        self.inner.delete(key)
+
+    def list(self, prefix):
+        return self.inner.list(prefix)
 
 
 def espeak(text: str, path: Path, *extra: str) -> Path:

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 
 from speech_service.config import ServiceSettings
 from speech_service.http.app import create_app
-from speech_service.storage.objects import LocalObjectStore, ObjectStore
+from speech_service.storage.objects import LocalObjectStore
 from speech_service.storage.voices import VoiceRecord, VoiceStore, now, sha256
 
-from conftest import SHORT_TEXT, add_voice
+from conftest import SHORT_TEXT, PassThroughStore, add_voice
 from served import served_app
 
 KEYS = [{"name": "app", "key": "sk-app", "scopes": ["speak"]}]
@@ -79,24 +79,14 @@ def test_voices_are_listed_in_open_webuis_shape_and_kept_behind_a_key_unless_pub
         assert httpx.get(f"{url}/v1/voices").status_code == 401  # and the records theirs
 
 
-class CountingReads(ObjectStore):
-    """`objects`, counting the objects read (`get`)."""
+class CountingReads(PassThroughStore):
+    """`inner`, counting the objects read (`get`)."""
 
-    def __init__(self, objects: ObjectStore):
-        self.objects, self.reads = objects, 0
+    reads = 0
 
     def get(self, key):
         self.reads += 1
-        return self.objects.get(key)
-
-    def put(self, key, data, **conditions):
-        return self.objects.put(key, data, **conditions)
-
-    def delete(self, key):
-        self.objects.delete(key)
-
-    def list(self, prefix):
-        return self.objects.list(prefix)
+        return self.inner.get(key)
 
 
 def test_the_public_voice_list_reads_no_voice_record(tmp_path):

@@ -18,30 +18,11 @@ from speech_service.storage.jobs import JobStore
 from speech_service.storage.objects import ObjectStore
 from speech_service.storage.voices import VoiceRecord, VoiceStore, now, sha256
 
-from conftest import SHORT_TEXT, espeak
+from conftest import SHORT_TEXT, PassThroughStore, espeak
 from test_api import assert_error, upload
 
 
-class Wrapped(ObjectStore):
-    """An object store passing every call to `inner`; subclasses step in at one moment."""
-
-    def __init__(self, inner: ObjectStore):
-        self.inner = inner
-
-    def get(self, key):
-        return self.inner.get(key)
-
-    def put(self, key, data, **conditions):
-        return self.inner.put(key, data, **conditions)
-
-    def delete(self, key):
-        self.inner.delete(key)
-
-    def list(self, prefix):
-        return self.inner.list(prefix)
-
-
-class ReadTogether(Wrapped):
+class ReadTogether(PassThroughStore):
     """Until `key` is first written, every read of it waits until three readers have read it: three
     answers that really overlap, each holding the version the others hold before any of them writes."""
 
@@ -62,7 +43,7 @@ class ReadTogether(Wrapped):
         return self.inner.put(key, data, **conditions)
 
 
-class Interrupted(Wrapped):
+class Interrupted(PassThroughStore):
     """Runs `interruption` once, just before or just after (`when`) the first write of a key that
     starts with `prefix`: a delete or a replacement landing at that moment of a consent being given."""
 

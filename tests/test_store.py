@@ -20,6 +20,8 @@ from speech_service.storage.voices import (
     version,
 )
 
+from conftest import PassThroughStore
+
 
 def record(name="alice", wav=b"RIFF-one", text="Hello there."):
     return VoiceRecord(name=name, ref_text=text, ref_text_source="user", duration_s=1.0,
@@ -222,27 +224,19 @@ def test_a_voices_version_follows_its_clip_transcript_and_model():
     assert version(consented) == version(first)  # what a transcript fix is written for did not change
 
 
-class ReplacedBeforeRecordWrite(ObjectStore):
-    """`objects`, where the voice is replaced (by another store on the same objects) just before
+class ReplacedBeforeRecordWrite(PassThroughStore):
+    """`inner`, where the voice is replaced (by another store on the same objects) just before
     the first conditional write of a record: between a writer's read and its write."""
 
-    def __init__(self, objects: ObjectStore, replace):
-        self.objects, self.replace = objects, replace
-
-    def get(self, key):
-        return self.objects.get(key)
+    def __init__(self, inner: ObjectStore, replace):
+        super().__init__(inner)
+        self.replace = replace
 
     def put(self, key, data, *, if_none_match=False, if_match=None):
         if if_match is not None and key.endswith("/voice.json") and self.replace is not None:
             replace, self.replace = self.replace, None
             replace()
-        return self.objects.put(key, data, if_none_match=if_none_match, if_match=if_match)
-
-    def delete(self, key):
-        self.objects.delete(key)
-
-    def list(self, prefix):
-        return self.objects.list(prefix)
+        return self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match)
 
 
 @pytest.mark.parametrize("write", ["patch", "replace"])
