@@ -63,8 +63,13 @@ class Interrupted(PassThroughStore):
         return etag
 
 
-def desk_over(objects: ObjectStore) -> ConsentDesk:
-    return ConsentDesk(VoiceStore(objects), ConsentStore(objects), ConsentSettings(), LimitSettings())
+# The races below are about who takes a challenge, not how well Whisper base hears espeak-ng read a
+# random phrase (one in a full run missed the default bound): any hearing passes.
+ANY_HEARING = {"max_wer": 1.0}
+
+
+def desk_over(objects: ObjectStore, **consent) -> ConsentDesk:
+    return ConsentDesk(VoiceStore(objects), ConsentStore(objects), ConsentSettings(**consent), LimitSettings())
 
 
 def add_voice(objects: ObjectStore, name="alice", clip=b"a clip") -> None:
@@ -77,7 +82,7 @@ def add_voice(objects: ObjectStore, name="alice", clip=b"a clip") -> None:
 
 @pytest.mark.slow  # a voice, three uploads and a Whisper pass; the orderings below stay in the minute loop
 def test_three_answers_at_once_to_one_challenge_make_one_consent(tmp_path, backends, short_wav, store_config):
-    with make_client(tmp_path, backends, store=store_config) as client:
+    with make_client(tmp_path, backends, store=store_config, consent=ANY_HEARING) as client:
         assert upload(client, "alice", short_wav, ref_text=SHORT_TEXT).status_code == 201
         challenge = client.post("/v1/voices/alice/consent/challenge").json()
         recording = espeak(challenge["phrase"], tmp_path / "read.wav").read_bytes()
@@ -103,7 +108,7 @@ def test_three_answers_at_once_to_one_challenge_make_one_consent(tmp_path, backe
 def test_three_answers_that_read_the_challenge_together_make_one_consent(object_store, backends, tmp_path):
     add_voice(object_store)
     overlapping = ReadTogether(object_store)
-    desk = desk_over(overlapping)
+    desk = desk_over(overlapping, **ANY_HEARING)
     challenge = desk.challenge("alice")
     recording = espeak(challenge.phrase, tmp_path / "read.wav").read_bytes()
     overlapping.key = f"consent/challenges/{challenge.id}.json"
