@@ -31,7 +31,7 @@ from speech_service.plans import Segment, SpeechPlan
 from speech_service.schemas import JobError, JobProgress, SpeechRequest
 from speech_service.service.jobs import JobRunner
 from speech_service.service.speech import SpeechService
-from speech_service.storage.audit import AuditStore
+from speech_service.storage.audit import AuditEntry, AuditStore
 from speech_service.storage.job_record import ID_PREFIX
 from speech_service.storage.jobs import JobStore, Superseded
 from speech_service.storage.objects import LocalObjectStore
@@ -667,6 +667,23 @@ async def entries_of(tmp_path, runner, job_id, timeout=5) -> list:
             and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return found
+
+
+def test_noting_the_audit_entry_written_leaves_the_job_a_client_sees_as_it_was(tmp_path):
+    """The runner clears `audit_due` just after the job reads succeeded: bookkeeping, so a client that
+    read the finished job (its `updated_at` included) reads the same job after it (a full run once saw
+    `updated_at` move under test_jobs_outlive_the_app_that_ran_them)."""
+    clock = Clock()
+    store = job_store(LocalObjectStore(tmp_path), clock)
+    job = store.create(request(), owner="app")
+    attempt = store.claim(job.id).attempts
+    entry = AuditEntry(time=clock(), kind="job", key="app", voice="alice", consent_id=None, model="f5-tts",
+                       format="wav", text_sha256="t", output_sha256="o", request_id=job.id)
+    seen = store.succeed(job.id, attempt, b"audio", audit=entry)
+    assert seen.audit_due is not None
+    clock.advance(5)
+    store.audited(job.id)
+    assert store.get(job.id).audit_due is None and store.get(job.id).view() == seen.view()
 
 
 def test_a_success_whose_answer_was_lost_is_audited_once(tmp_path):

@@ -76,14 +76,16 @@ class JobObjects:
             raise _not_found(job_id)
         return record
 
-    def update(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
+    def update(self, job_id: str, change: Callable[[JobRecord], None], touch: bool = True) -> JobRecord:
         """Apply `change` to the current record and write it back only if nobody wrote in between;
-        on a lost race, read again and re-apply. `change` may raise to leave the record alone."""
+        on a lost race, read again and re-apply. `change` may raise to leave the record alone.
+        `touch=False`: a change of our own bookkeeping, which leaves `updated_at` as clients saw it."""
         for attempt in range(100):
             record, etag = self._read(job_id)
             was = record.status
             change(record)
-            record.updated_at = self.now()
+            if touch:
+                record.updated_at = self.now()
             try:
                 self.objects.put(self._key(job_id), record.model_dump_json().encode(), if_match=etag)
             except PreconditionFailed:

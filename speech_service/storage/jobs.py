@@ -155,7 +155,7 @@ class JobStore(JobObjects):
             record.audit_due = None
 
         try:
-            self.update(job_id, written)
+            self.update(job_id, written, touch=False)  # the job a client sees is the same, `updated_at` too
         except (_Unchanged, NotFound):
             pass
 
