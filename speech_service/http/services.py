@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import Request, UploadFile
 
 from speech_service.config import ServiceSettings
+from speech_service.errors import PayloadTooLarge
 from speech_service.http.auth import KeyRing
 from speech_service.models import ModelRegistry
 from speech_service.service.audit import AuditLog
@@ -43,3 +44,12 @@ class Services:
 async def services(request: Request) -> Services:
     """The app's services (a FastAPI dependency; `async`, so it is not run in a thread)."""
     return request.app.state.services
+
+
+async def read_upload(upload: UploadFile, limit: int, field: str = "file") -> bytes:
+    """A form's file, at most `limit` bytes (413 naming the field); the body as a whole is bounded
+    before this by `middleware.BodyLimit`."""
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The {field} is over the {limit} byte limit.", code="upload_too_large", param=field)
+    return data

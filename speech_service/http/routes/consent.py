@@ -9,10 +9,10 @@ from typing import Literal
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi import Path as PathParam
 
-from speech_service.errors import NotFound, PayloadTooLarge
+from speech_service.errors import NotFound
 from speech_service.http.auth import Caller, require
 from speech_service.http.openapi import MODEL_ERRORS, errors_for
-from speech_service.http.services import Services, services
+from speech_service.http.services import Services, read_upload, services
 from speech_service.schemas import VOICE_NAME_PATTERN, ConsentList
 from speech_service.storage.consent import Challenge, ConsentRecord
 
@@ -41,12 +41,7 @@ async def give_consent(
     caller: Caller = Depends(require("admin")),
     s: Services = Depends(services),
 ) -> ConsentRecord:
-    recording = None
-    if file is not None:
-        limit = s.settings.limits.max_upload_bytes
-        recording = await file.read(limit + 1)
-        if len(recording) > limit:
-            raise PayloadTooLarge(f"The upload is over the {limit} byte limit.", code="upload_too_large", param="file")
+    recording = await read_upload(file, s.settings.limits.max_upload_bytes) if file is not None else None
     return await s.consent.give(name, s.backends.transcribe, method=method, given_by=given_by, statement=statement,
                                 challenge_id=challenge_id or None, recording=recording, key=caller.name)
 

@@ -10,10 +10,9 @@ from fastapi import Path as PathParam
 from starlette.convertors import Convertor, register_url_convertor
 
 from speech_service.audio.uploads import sniff_container
-from speech_service.errors import PayloadTooLarge
 from speech_service.http.auth import Caller, authenticated
 from speech_service.http.openapi import errors_for
-from speech_service.http.services import Services, services
+from speech_service.http.services import Services, read_upload, services
 from speech_service.provenance.credentials import EMBEDDED, SIDECAR_MEDIA_TYPE, ContentCredentials, Verification
 from speech_service.schemas import ProvenanceVerification, SpeechProvenance
 from speech_service.storage.provenance import SIDECAR_ID
@@ -54,8 +53,8 @@ async def verify(file: UploadFile = File(..., description="The audio file as rec
                                                                       "when the file carries none inside"),
                  s: Services = Depends(services)) -> ProvenanceVerification:
     limit = s.settings.limits.max_upload_bytes
-    data = await _read(file, limit, "file")
-    sidecar = await _read(manifest, limit, "manifest") if manifest is not None else None
+    data = await read_upload(file, limit)
+    sidecar = await read_upload(manifest, limit, "manifest") if manifest is not None else None
     media_type, verified = await asyncio.to_thread(_inspect, s.speech.marker.credentials, data, sidecar)
     if verified is None:
         inside = "carries none inside" if media_type else "is not wav, mp3 or flac, the formats that carry them inside"
@@ -73,10 +72,3 @@ def _inspect(credentials: ContentCredentials, data: bytes,
     of the uploaded bytes is here, in one worker thread, off the event loop."""
     media_type = EMBEDDED.get(sniff_container(data) or "")
     return media_type, credentials.verify(data, sidecar, media_type)
-
-
-async def _read(upload: UploadFile, limit: int, field: str) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"The {field} is over the {limit} byte limit.", code="upload_too_large", param=field)
-    return data

@@ -11,10 +11,9 @@ from typing import TypeVar
 from fastapi import APIRouter, Depends, File, Form, Header, Response, UploadFile
 from fastapi import Path as PathParam
 
-from speech_service.errors import PayloadTooLarge
 from speech_service.http.auth import require
 from speech_service.http.openapi import MODEL_ERRORS, errors_for
-from speech_service.http.services import Services, services
+from speech_service.http.services import Services, read_upload, services
 from speech_service.schemas import LANGUAGE_PATTERN, VOICE_NAME_PATTERN, VoiceCreated, VoiceList, VoicePatch
 from speech_service.service import voices as voice_service
 from speech_service.service.voices import register_voice
@@ -62,10 +61,7 @@ async def create_voice(
     s: Services = Depends(services),
 ) -> VoiceCreated:
     limits = s.settings.limits
-    data = await file.read(limits.max_upload_bytes + 1)
-    if len(data) > limits.max_upload_bytes:
-        raise PayloadTooLarge(f"The upload is over the {limits.max_upload_bytes} byte limit.",
-                              code="upload_too_large", param="file")
+    data = await read_upload(file, limits.max_upload_bytes)
     created = await register_voice(s.store, s.backends.transcribe, limits, name=name, data=data, ref_text=ref_text,
                                    language=language or None, overwrite=overwrite,
                                    model=s.models.canonical(model) if model else None, if_match=expected)
