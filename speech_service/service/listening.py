@@ -129,15 +129,16 @@ def captions(text: str, words: list[TimedWord]) -> list[Caption]:
     return result
 
 
-def offsets(waves: list[np.ndarray], overlap: int) -> list[float]:
+def offsets(waves: list[np.ndarray], overlap: int, pauses: list[int] | tuple[()] = ()) -> list[float]:
     """Where each wave starts in their join (`audio.seams.join` cross-fades `overlap` samples at
-    each seam), in seconds."""
+    each seam, or puts `pauses[i]` samples of silence after wave i), in seconds."""
     starts, at, previous = [], 0, 0
-    for wave in waves:
+    for i, wave in enumerate(waves):
         at -= min(overlap, previous, len(wave))
         starts.append(at / audio.SAMPLE_RATE)
         at += len(wave)
-        previous = len(wave)
+        pause = pauses[i] if i < len(pauses) else 0
+        at, previous = at + pause, (0 if pause else len(wave))
     return starts
 
 

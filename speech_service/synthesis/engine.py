@@ -1,14 +1,13 @@
 """The synthesis engine: F5-TTS + Vocos through the `f5-tts` package's own loaders, no Ray.
 
-`SynthesisEngine.load(settings)` builds the model the way `f5_tts.api.F5TTS` does. `plan` splits
-text into segments that fit beside the reference clip (as long as fit for a whole response; for a
-stream, the first about one sentence and then growing) and guards that no segment asks the model
-for more text than it has mel frames to fill.
-`synthesize_batch` samples segments of any requests together, one model call per group of equal
-sampling knobs (`sampling.sample_batch`, each item exactly its solo result), and vocodes each;
-`synthesize` is one request's whole speech (the warm-up's; requests go through `SynthesisReplica`).
-`items` first writes numbers and symbols of the text and of the voice's transcript as words
-(`text.spoken`), so the plan and its guard see what the model reads.
+`SynthesisEngine.load(settings)` builds the model the way `f5_tts.api.F5TTS` does. `plan_script`
+writes numbers and symbols of each line and of its voice's transcript as words (`text.spoken`), then
+`plan` splits it into segments that fit beside the reference clip (as long as fit for a whole
+response; for a stream, the first about one sentence and then growing) and guards that no segment
+asks the model for more text than it has mel frames to fill. `synthesize_batch` samples segments of
+any requests and voices together, one model call per group of equal sampling knobs
+(`sampling.sample_batch`, each item exactly its solo result), and vocodes each; `synthesize` is one
+request's whole speech (the warm-up's; requests go through `SynthesisReplica`).
 """
 
 from __future__ import annotations
@@ -36,8 +35,9 @@ from speech_service.plans import Segment, SpeechPlan
 from speech_service.synthesis import f5_modules
 from speech_service.synthesis.clips import Clip, ClipCache
 from speech_service.synthesis.loading import _dtype, load_f5, load_vocos
-from speech_service.text.layout import layout
+from speech_service.text.chinese import reading_tokens
 from speech_service.text.mapped import word_spans
+from speech_service.text.script import Line, Script
 from speech_service.text.segments import normalize_ref_text, split_text
 from speech_service.text.spoken import normalize_for_speech, speak
 from speech_service.weights.source import fetch_weights
@@ -70,10 +70,7 @@ class SynthesisEngine:
                  max_batch_frames: int = 16384, reference_cache_size: int = 64):
         # No engine-wide lock: the DiT keeps its between-step text cache per thread (f5-tts 1.1.22)
         # and `sample_batch` clears it around each call, so calls from several threads are safe.
-        self.model = model
-        self.vocoder = vocoder
-        self.device = device
-        self.model_name = model_name
+        self.model, self.vocoder, self.device, self.model_name = model, vocoder, device, model_name
         self.defaults = defaults or SynthesisOptions()
         self.max_segment_seconds = max_segment_seconds
         self.max_batch_size = max_batch_size
@@ -150,9 +147,7 @@ class SynthesisEngine:
         each fits the frames the model must fill."""
         convert_char_to_pinyin = f5_modules.submodule("utils").convert_char_to_pinyin
         ref_text = normalize_ref_text(ref_text)
-        ref_frames = ref_samples // HOP_LENGTH
-        ref_s = ref_samples / SAMPLE_RATE
-        ref_bytes = len(ref_text.encode())
+        ref_frames, ref_s, ref_bytes = ref_samples // HOP_LENGTH, ref_samples / SAMPLE_RATE, len(ref_text.encode())
         if not text.strip():
             raise BadRequest("The input text is empty.", code="empty_input")
         room_s = max(self.max_segment_seconds - ref_s, 1.0)
@@ -161,7 +156,7 @@ class SynthesisEngine:
         for piece in split_text(text, max_bytes, short_first=streaming):
             local_speed = 0.3 if len(piece.encode()) < 10 else speed  # f5-tts: stretch very short text
             duration = ref_frames + int(ref_frames / ref_bytes * len(piece.encode()) / local_speed)
-            tokens = len(convert_char_to_pinyin([ref_text + piece])[0])
+            tokens = len(reading_tokens(ref_text + piece, convert_char_to_pinyin))
             if tokens > duration:
                 raise Unprocessable(
                     f"The voice's transcript and text need {tokens} text positions but the clip and "
@@ -193,28 +188,44 @@ class SynthesisEngine:
 
     def plan_speech(self, clip: Clip, ref_text: str, text: str, options: SynthesisOptions | None = None, *,
                     streaming: bool = False) -> SpeechPlan:
-        """The one text pipeline: layout read as punctuation, numbers and symbols as words, then
-        segments that fit (`plan`); every knob resolved and one seed for all segments."""
+        """Plain text's plan: its layout read as punctuation, one line in the voice of `clip`."""
+        return self.plan_script([clip], [ref_text], Script.plain(text).lines, options, streaming=streaming)
+
+    def plan_script(self, clips: list[Clip], ref_texts: list[str], lines: tuple[Line, ...],
+                    options: SynthesisOptions | None = None, *, streaming: bool = False) -> SpeechPlan:
+        """The text pipeline's last stages: each line's numbers as words, then segments that fit beside
+        its voice's clip (`plan`), the line's pause after its last; knobs resolved, one seed for all."""
         options = self.resolve(options)
-        spoken = layout(text)
-        if self.normalize_text:  # what the model reads, never what is stored
-            ref_text, spoken = normalize_for_speech(ref_text), speak(spoken)
-        segments = self.plan(clip.samples, ref_text, spoken.text, options.speed, streaming=streaming)
-        spans = word_spans(spoken, [segment.text for segment in segments])
-        segments = [replace(segment, spans=words) for segment, words in zip(segments, spans)]
+        segments: list[Segment] = []
+        for line in lines:
+            clip, ref_text, spoken = clips[line.reference], ref_texts[line.reference], line.text
+            if self.normalize_text:  # what the model reads, never what is stored
+                ref_text, spoken = normalize_for_speech(ref_text), speak(spoken)
+            if not spoken.text.strip():  # markup with nothing to say (a break alone): a longer pause before
+                segments[-1:] = [replace(s, pause_s=s.pause_s + line.pause_s) for s in segments[-1:]]
+                continue
+            speed = options.speed * line.rate
+            planned = self.plan(clip.samples, ref_text, spoken.text, speed, streaming=streaming and not segments)
+            spans = word_spans(spoken, [segment.text for segment in planned])
+            segments.extend(replace(segment, spans=words, reference=line.reference, speed=speed)
+                            for segment, words in zip(planned, spans))
+            segments[-1] = replace(segments[-1], pause_s=line.pause_s)
+        if not segments:
+            raise BadRequest("The input text is empty.", code="empty_input")
         seed = options.seed if options.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         return SpeechPlan(segments, options, seed)
 
-    def plan_items(self, clip: Clip, ref_text: str, plan: SpeechPlan) -> list[BatchItem]:
-        """The plan's segments as batch items."""
-        ref_text = normalize_ref_text(normalize_for_speech(ref_text) if self.normalize_text else ref_text)
-        return [BatchItem(clip, ref_text, segment, plan.options, plan.seed) for segment in plan.segments]
+    def plan_items(self, clips: list[Clip], ref_texts: list[str], plan: SpeechPlan) -> list[BatchItem]:
+        """The plan's segments as batch items, each with its own voice's clip and transcript."""
+        ref_texts = [normalize_ref_text(normalize_for_speech(t) if self.normalize_text else t) for t in ref_texts]
+        return [BatchItem(clips[segment.reference], ref_texts[segment.reference], segment, plan.options, plan.seed)
+                for segment in plan.segments]
 
     def items(self, reference: np.ndarray | Clip, ref_text: str, text: str,
               options: SynthesisOptions | None = None, *, streaming: bool = False) -> list[BatchItem]:
-        """One request as batch items, one per segment; raises the planning errors."""
+        """Plain text as batch items, one per segment; raises the planning errors."""
         clip = self.prepare(reference)
-        return self.plan_items(clip, ref_text, self.plan_speech(clip, ref_text, text, options, streaming=streaming))
+        return self.plan_items([clip], [ref_text], self.plan_speech(clip, ref_text, text, options, streaming=streaming))
 
     # -- synthesis ------------------------------------------------------------------------
     def synthesize_batch(self, items: list[BatchItem]) -> list[np.ndarray]:
@@ -253,7 +264,7 @@ class SynthesisEngine:
             mels = sample_batch(
                 self.model,
                 conds=[item.clip.mel for item in items],
-                texts=[convert_char_to_pinyin([item.ref_text + item.segment.text])[0] for item in items],
+                texts=[reading_tokens(item.ref_text + item.segment.text, convert_char_to_pinyin) for item in items],
                 durations=[item.segment.duration_frames for item in items],
                 seeds=[item.seed for item in items],
                 steps=options.nfe_step,

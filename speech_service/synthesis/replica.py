@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from speech_service.models import ModelRegistry, ModelSpec
 from speech_service.plans import SpeechPlan
 from speech_service.references import Reference
 from speech_service.synthesis.engines import EngineCache, Loader
+from speech_service.text.script import Script
 
 if TYPE_CHECKING:
     from speech_service.coldstart import ColdStartClock
@@ -129,17 +131,21 @@ class SynthesisReplica:
         return engine
 
     # -- requests --------------------------------------------------------------------------
-    def _items(self, reference: Reference, text: str, options: SynthesisOptions, *,
-               streaming: bool) -> list[_Queued] | ServiceError:
-        """The request's segments, or the refusal to answer the caller with (`refusal`)."""
+    def _planned(self, reference: Reference, text: str | Script, options: SynthesisOptions, *,
+                 streaming: bool) -> tuple[SpeechPlan, list[_Queued]] | ServiceError:
+        """The request's plan and its segments as queued items, or the refusal to answer the caller
+        with (`refusal`). `text` is plain text in `reference`'s voice, or a script (its references
+        all of `reference`'s model)."""
         engine = self._engine(reference.model)  # ModelUnavailable is raised: the replica failed at it
+        script = text if isinstance(text, Script) else Script.plain(text, (reference,))
         try:
-            clip = engine.clips.get(reference)  # ReferenceMissing: the caller sends the clip
-            items = engine.items(clip, reference.ref_text, text, SynthesisOptions.model_validate(options),
-                                 streaming=streaming)
+            clips = [engine.clips.get(one) for one in script.references]  # ReferenceMissing: the caller sends them
+            ref_texts = [one.ref_text for one in script.references]
+            plan = engine.plan_script(clips, ref_texts, script.lines, SynthesisOptions.model_validate(options),
+                                      streaming=streaming)
         except ServiceError as exc:
             return refusal(exc)
-        return [(engine, item) for item in items]
+        return plan, [(engine, item) for item in engine.plan_items(clips, ref_texts, plan)]
 
     async def _sample(self, queued: _Queued) -> _Sampled:
         """One segment, sampled together with whatever else is queued."""
@@ -160,53 +166,48 @@ class SynthesisReplica:
                 sampled[i] = (wave, span)
         return sampled
 
-    async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> Speech | ServiceError:
+    async def synthesize(self, reference: Reference, text: str | Script,
+                         options: SynthesisOptions) -> Speech | ServiceError:
         """The whole speech, or the refusal to answer the caller with."""
-        from speech_service.synthesis.engine import cross_fade_samples
-
-        queued = await asyncio.to_thread(self._items, reference, text, options, streaming=False)
-        if isinstance(queued, ServiceError):
-            return queued
+        planned = await asyncio.to_thread(self._planned, reference, text, options, streaming=False)
+        if isinstance(planned, ServiceError):
+            return planned
+        plan, queued = planned
         sampled = await asyncio.gather(*(self._sample(one) for one in queued))
         model_s = sum(end - start for start, end in {span for _, span in sampled})  # each call once
-        return Speech(join([wave for wave, _ in sampled], cross_fade_samples([item for _, item in queued])), model_s)
+        return Speech(join([wave for wave, _ in sampled], plan.cross_fade_samples, plan.pause_samples), model_s)
 
-    def plan(self, reference: Reference, text: str, options: SynthesisOptions,
+    def plan(self, reference: Reference, text: str | Script, options: SynthesisOptions,
              streaming: bool = False) -> SpeechPlan | ServiceError:
         """The plan of a whole response (what a job speaks), or of a stream; or the refusal."""
-        engine = self._engine(reference.model)
-        try:
-            clip = engine.clips.get(reference)
-            return engine.plan_speech(clip, reference.ref_text, text, SynthesisOptions.model_validate(options),
-                                      streaming=streaming)
-        except ServiceError as exc:
-            return refusal(exc)
+        planned = self._planned(reference, text, options, streaming=streaming)
+        return planned if isinstance(planned, ServiceError) else planned[0]
 
     async def synthesize_segment(self, reference: Reference, plan: SpeechPlan, index: int) -> Speech | ServiceError:
-        """Segment `index` of `plan` alone: what the whole response has there (batched items equal
-        their solo results), not yet cross-faded."""
+        """Segment `index` of `plan` alone, in `reference`'s voice (the one its segment names): what
+        the whole response has there (batched items equal their solo results), not yet joined."""
         engine = await asyncio.to_thread(self._engine, reference.model)
         try:
             clip = await asyncio.to_thread(engine.clips.get, reference)
         except ServiceError as exc:
             return refusal(exc)
-        item = engine.plan_items(clip, reference.ref_text, plan)[index]
+        segment = replace(plan.segments[index], reference=0)
+        item = engine.plan_items([clip], [reference.ref_text], replace(plan, segments=[segment]))[0]
         wave, (start, end) = await self._sample((engine, item))
         return Speech(wave, end - start)
 
-    async def synthesize_stream(self, reference: Reference, text: str,
+    async def synthesize_stream(self, reference: Reference, text: str | Script,
                                 options: SynthesisOptions) -> AsyncIterator[np.ndarray | ServiceError]:
         """The speech in pieces as segments are made; a refusal comes as the first and only piece."""
-        from speech_service.synthesis.engine import cross_fade_samples
-
-        queued = await asyncio.to_thread(self._items, reference, text, options, streaming=True)
-        if isinstance(queued, ServiceError):
-            yield queued
+        planned = await asyncio.to_thread(self._planned, reference, text, options, streaming=True)
+        if isinstance(planned, ServiceError):
+            yield planned
             return
-        seams = CrossFade(cross_fade_samples([item for _, item in queued]))
-        for one in queued:
+        plan, queued = planned
+        seams = CrossFade(plan.cross_fade_samples)
+        for one, pause in zip(queued, plan.pause_samples):
             wave, _ = await self._sample(one)
-            if (piece := seams.push(wave)) is not None:
+            if (piece := seams.push(wave, pause)) is not None:
                 yield piece
         if (piece := seams.finish()) is not None:
             yield piece

@@ -135,3 +135,41 @@ def speak_chinese(text: MappedText) -> MappedText:
     for pattern, rule in _RULES:
         text = text.sub(pattern, rule)
     return text
+
+
+# A pinyin reading a lexicon or SSML <phoneme> puts in place of a character: the syllable's letters
+# (ü as v) between private-use marks, its tone (1-5) as the closing mark, so no digit is left for the
+# number rules to read; the engine makes it one model token, as f5-tts's own pinyin would be.
+_READING_OPEN, _TONES = "\ue000", "\ue001\ue002\ue003\ue004\ue005"
+READING = re.compile(f"{_READING_OPEN}([a-z]{{1,6}})([{_TONES}])")
+PINYIN = re.compile(r"([a-zü]{1,6})([1-5])")  # one syllable with its tone number, as written by a caller
+
+
+def reading(syllable: str) -> str:
+    """The text that makes the model read `syllable` ("hang2"; `PINYIN`) for one character."""
+    m = PINYIN.fullmatch(syllable.strip().lower())
+    if m is None:
+        raise ValueError(f"{syllable!r} is not one pinyin syllable with its tone number (1-5), e.g. hang2")
+    return f"{_READING_OPEN}{m[1].replace('ü', 'v')}{_TONES[int(m[2]) - 1]}"
+
+
+def shown_readings(text: str) -> str:
+    """`text` with each reading written as {hang2}: what a dry run shows."""
+    return READING.sub(lambda m: f"{{{m[1]}{_TONES.index(m[2]) + 1}}}", text)
+
+
+def reading_tokens(text: str, convert: Callable[[list[str]], list[list[str]]]) -> list[str]:
+    """f5-tts's text tokens of `text` (`convert`: its `convert_char_to_pinyin`), each reading one
+    pinyin token in place of the character it replaced."""
+    tokens: list[str] = []
+    done = 0
+    for m in READING.finditer(text):
+        if m.start() > done:
+            tokens.extend(convert([text[done:m.start()]])[0])
+        if tokens and tokens[-1] != " ":
+            tokens.append(" ")
+        tokens.append(f"{m[1]}{_TONES.index(m[2]) + 1}")
+        done = m.end()
+    if done < len(text) or not tokens:
+        tokens.extend(convert([text[done:]])[0])
+    return tokens
