@@ -1,9 +1,6 @@
-"""All configuration in one typed place.
-
-`ServiceSettings` is the `args` block of the application in `config/serve.yaml` (read by the app
-builder). `SynthesizerSettings` and `TranscriberSettings` are the `user_config` of those deployments,
-so operators can change them without a redeploy.
-"""
+"""All configuration in one typed place. `ServiceSettings` is the `args` block of the application in
+`config/serve.yaml` (read by the app builder). `SynthesizerSettings` and `TranscriberSettings` are the
+`user_config` of those deployments, so operators can change them without a redeploy."""
 
 from __future__ import annotations
 
@@ -48,13 +45,12 @@ class SynthesizerSettings(Strict):
     max_segment_seconds: float = Field(22.0, gt=1.0, le=60.0)
     # torch threads; None = the CPUs Ray gave the replica, rounded up (see speech_service.devices).
     cpu_threads: int | None = Field(None, ge=1, le=256)
-    # Batching (continuous): a free model starts on the segments queued for it, up to
-    # `max_batch_size`; segments arriving while it runs queue for its next call, so concurrent
-    # requests (and the segments of one long request) that share sampling knobs run as one model
-    # call. `batch_wait_timeout_s` is how long an idle model waits for company before starting (0:
-    # it starts at once; a busy model never waits). `max_batch_frames` bounds the padded frames
-    # (items x longest) of one model call, which is what GPU memory grows with (more so with the
-    # attention mask batches need).
+    # Batching (continuous): a free model starts on the segments queued for it, up to `max_batch_size`; segments
+    # arriving while it runs queue for its next call, so concurrent requests (and the segments of one long request)
+    # that share sampling knobs run as one model call. `batch_wait_timeout_s` is how long an idle model waits for
+    # company before starting (0: it starts at once; a busy model never waits). `max_batch_frames` bounds the padded
+    # frames (items x longest) of one model call, which is what GPU memory grows with (more so with the attention
+    # mask batches need).
     max_batch_size: int = Field(8, ge=1, le=64)
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
     max_batch_frames: int = Field(16384, ge=1024)
@@ -128,6 +124,11 @@ class LimitSettings(Strict):
     # Callers without a key (public catalog, 401s) per client address and Ingress replica; behind
     # Serve's HAProxy all have HAProxy's address and share it. Open mode (no keys) has no limits.
     anonymous_requests_per_minute: float = Field(600.0, gt=0)
+    # A pronunciation lexicon (docs/ARCHITECTURE.md, "Lexicons"): its rules, their characters, its JSON or PLS bytes.
+    max_lexicon_rules: int = Field(5000, ge=1, le=100_000)
+    max_grapheme_chars: int = Field(50, ge=1, le=1000)
+    max_alias_chars: int = Field(200, ge=1, le=2000)
+    max_lexicon_bytes: int = Field(512 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     @model_validator(mode="after")
     def _json_fits_the_input(self) -> LimitSettings:
@@ -275,9 +276,8 @@ class ServiceSettings(Strict):
     models: list[ModelSpec] = Field(default_factory=list)
     default_model: str | None = None
     # Names that mean "the voice's model, else the default" (OpenAI clients send e.g. "tts-1").
-    accepted_models: list[str] = Field(
-        default_factory=lambda: ["f5-tts", "F5TTS_v1_Base", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
-    )
+    accepted_models: list[str] = Field(default_factory=lambda: ["f5-tts", "F5TTS_v1_Base", "tts-1", "tts-1-hd",
+                                                                "gpt-4o-mini-tts"])
 
     def keys(self) -> list[ApiKey]:
         """Every key as an `ApiKey`; a plain string is the admin key `key-<position>`."""
