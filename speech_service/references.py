@@ -22,6 +22,7 @@ class Reference:
     # The registry name of the model that speaks it (`models.ModelRegistry.resolve`): a replica
     # prepares the clip, and Serve routes the call, per model.
     model: str = "F5TTS_v1_Base"
+    style: str | None = None  # the voice's take it names (None: the voice's own clip)
 
     def named(self) -> Reference:
         """This reference without the clip's bytes."""

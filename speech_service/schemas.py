@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -38,8 +38,11 @@ class SpeechRequest(SynthesisOptions):
     stream: bool = False
     # OpenAI's: "sse" streams events with base64 audio, "audio" (the default) the audio itself.
     stream_format: Literal["audio", "sse"] | None = None
-    # Sent by some OpenAI clients; accepted and ignored.
-    instructions: str | None = None
+    instructions: str | None = Field(None, description="OpenAI's; naming a style of the voice picks that take")
+    style: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$", description="A take of the voice "
+                              "(POST /v1/voices/{name}/styles); unset: one `instructions` names, else its own clip")
+    lexicons: list[Annotated[str, Field(pattern=VOICE_NAME_PATTERN)]] = Field(
+        [], max_length=8, description="Pronunciation lexicons, applied before the voice's own")
     timestamps: Literal["word"] | None = Field(None, description=(
         '"word": word timings heard in the audio made, on the caller\'s own text (a whole response '
         'comes as JSON with the audio; a stream with `stream_format: "sse"` interleaves '
@@ -92,6 +95,7 @@ class Caption(BaseModel):
     text_start: int = Field(..., description="offset in `input`, in characters")
     text_end: int
     interpolated: bool = Field(False, description="not heard in the audio: its time is estimated from its neighbours")
+    speaker: str | None = Field(None, description="in a dialogue, the voice that says it")
 
 
 class SegmentQuality(BaseModel):
@@ -147,17 +151,22 @@ class VoiceList(BaseModel):
 
 
 class VoicePatch(BaseModel):
-    """A correction of the transcript, and/or the model the voice is spoken with (null: the default)."""
+    """A correction of the transcript, the model the voice is spoken with (null: the default) and/or
+    the lexicons it is spoken with (null or []: none), in any combination."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     ref_text: str | None = None
     model: str | None = None
+    lexicons: list[Annotated[str, Field(pattern=VOICE_NAME_PATTERN)]] | None = Field(
+        None, max_length=16, description="Names of pronunciation lexicons, applied in this order")
 
     @model_validator(mode="after")
     def _changes_something(self) -> VoicePatch:
         if not self.model_fields_set:
-            raise ValueError("send ref_text, model or both")
+            raise ValueError("send ref_text, model, lexicons or any of them together")
+        if self.lexicons and len(set(self.lexicons)) < len(self.lexicons):
+            raise ValueError("lexicons names a lexicon twice")
         return self
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
 
@@ -14,13 +15,13 @@ from speech_service.audio import encoding, seams
 from speech_service.config import JobSettings
 from speech_service.errors import NotFound, Overloaded, ServiceError, unwrap
 from speech_service.plans import SpeechPlan
-from speech_service.references import Reference
 from speech_service.schemas import JobError, JobProgress, SpeechRequest
 from speech_service.service import audit, marking
 from speech_service.service.listening import HeardSegment
 from speech_service.service.speech import SpeechService
 from speech_service.storage.jobs import JobRecord, JobStore, Superseded
 from speech_service.storage.voices import sha256
+from speech_service.text.script import Script
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,15 +49,16 @@ class JobRunner:
         self._expiry: dict[str, datetime] = {}
         # The plan and the audio of the segments finished so far, per job this process runs: a retry
         # after a failed Synthesizer call resumes after them (same plan and seed, so the same audio).
-        # They hold while the voice reads as it did for them (`Reference.named()`: clip, transcript,
-        # model, language, consent): a transcript fixed between attempts starts the job again.
-        self._segments: dict[str, tuple[Reference, SpeechPlan, list[HeardSegment]]] = {}
+        # They hold while the script reads as it did for them (its lines after the lexicons, and each
+        # voice's clip, transcript, model, language, consent): a transcript fixed between attempts
+        # starts the job again.
+        self._segments: dict[str, tuple[Script, SpeechPlan, list[HeardSegment]]] = {}
 
     async def submit(self, body: SpeechRequest, owner: str | None = None, max_active: int | None = None) -> JobRecord:
         """Check the request as `/v1/audio/speech` would (a bad one is an error now, not a failed job
         later), store the job and start it; 429 when `owner` has `max_active` jobs queued or running."""
         self.speech.check(body)
-        await self.speech.reference(body.voice, body.model)  # exists, with the consent the service requires
+        await self.speech.director.script(body)  # its voices exist with the consent required, its markup reads
         record = await asyncio.to_thread(self.store.create, body, owner, max_active)
         self._start(record.id)
         return record
@@ -184,30 +186,30 @@ class JobRunner:
         """The whole response's plan, its segments made one call each (each call a check for
         cancellation and a progress report), joined as the whole response joins them."""
         body, attempt = record.request, record.attempts
-        # Transcript and clip read together once per attempt, so every segment speaks one version
-        # of the voice; the clip goes to a replica only when it lacks it (`SpeechService.send`).
-        reference = await self.speech.reference_with_clip(body.voice, body.model)
-        voice = reference.named()
+        # The script and its clips read once per attempt, so every segment speaks one version of each
+        # voice; the clips go to a replica only when it lacks them (`SpeechService.send`).
+        script = await self.speech.director.with_clips(await self.speech.director.script(body))
+        voice = replace(script, references=tuple(reference.named() for reference in script.references))
         made_for, plan, made = self._segments.get(record.id) or (voice, None, [])
-        if made_for != voice or plan is None:  # the voice changed since (clip, transcript, ...): start again
+        if made_for != voice or plan is None:  # a voice changed since (clip, transcript, ...): start again
             plan = await self._call(lambda: self.speech.send(
-                reference, lambda ref: self.speech.backends.plan(ref, body.input, body.options())))
+                script, lambda s: self.speech.backends.plan(s.references[0], s.sent(), body.options())))
             made = []
         self._segments[record.id] = (voice, plan, made)
         total = len(plan.segments)
         await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
             segments_done=len(made), segments_total=total, audio_seconds=_seconds(made)))
         listened = self.speech.listened
-        make = listened.listener(body, reference).make
+        make = listened.listener(body, script).make
         for index in range(len(made), total):
             made.append(await self._call(lambda i=index: make(plan, i)))
             # Also the check between segments: a cancelled job stops here.
             await asyncio.to_thread(self.store.renew, record.id, attempt, JobProgress(
                 segments_done=index + 1, segments_total=total, audio_seconds=_seconds(made)))
-        found = listened.found(body, made, plan, listened.check_for(body))  # QualityCheckFailed under `require`
-        speech = seams.join([s.wave for s in made], plan.cross_fade_samples)
+        found = listened.found(body, made, plan, listened.check_for(body), script)  # QualityCheckFailed: `require`
+        speech = seams.join([s.wave for s in made], plan.cross_fade_samples, plan.pause_samples)
         data = await asyncio.to_thread(encoding.encode, speech, body.response_format)
-        facts = marking.facts(body, reference, record.id, record.owner)
+        facts = marking.facts(body, script.references[0], record.id, record.owner)
         marked = await asyncio.to_thread(self.speech.marker.whole, data, body.response_format, facts, record.id)
         # The audit entry lands with the `succeeded` record, then goes to the trail: once per job.
         entry = audit.entry(facts, "job", body.response_format, await asyncio.to_thread(sha256, marked.data))

@@ -24,7 +24,6 @@ from speech_service.batching import ContinuousBatcher
 from speech_service.config import QualityCheck
 from speech_service.errors import QualityCheckFailed
 from speech_service.plans import SpeechPlan
-from speech_service.references import Reference
 from speech_service.schemas import (
     Caption,
     QualityReport,
@@ -34,6 +33,7 @@ from speech_service.schemas import (
     SpeechTimestamps,
 )
 from speech_service.service.listening import HeardSegment, SegmentListener, captions, offsets, placed, report, warning
+from speech_service.text.script import Script
 from speech_service.transcription.heard import HeardWord
 
 if TYPE_CHECKING:
@@ -82,40 +82,43 @@ class ListenedSpeech:
     def wanted(self, body: SpeechRequest) -> bool:
         return body.timestamps is not None or self.check_for(body) is not None
 
-    def listener(self, body: SpeechRequest, reference: Reference) -> SegmentListener:
-        """Makes and hears the segments of `body`'s plans in `reference`'s voice."""
+    def listener(self, body: SpeechRequest, script: Script) -> SegmentListener:
+        """Makes and hears the segments of `body`'s plans, each in the voice its segment names."""
         backends, send = self.speech.backends, self.speech.send
 
         async def synthesize(plan: SpeechPlan, index: int) -> Speech:
-            return await send(reference, lambda ref: backends.synthesize_segment(ref, plan, index))
+            voice = plan.segments[index].reference
+            return await send(script, lambda s: backends.synthesize_segment(s.references[voice], plan, index))
 
-        async def listen(wave: np.ndarray) -> list[HeardWord]:
+        async def listen(wave: np.ndarray, language: str | None) -> list[HeardWord]:
             started = time.monotonic()
-            heard = await self._listening.submit((wave, reference.language))
+            heard = await self._listening.submit((wave, language))
             metrics.record_listen(time.monotonic() - started)
             return heard
 
-        return SegmentListener(synthesize, listen, self.check_for(body), body.timestamps is not None)
+        return SegmentListener(synthesize, listen, self.check_for(body), body.timestamps is not None,
+                               [reference.language for reference in script.references])
 
-    async def _open(self, body: SpeechRequest, reference: Reference,
+    async def _open(self, body: SpeechRequest, script: Script,
                     streaming: bool) -> tuple[SegmentListener, SpeechPlan]:
         plan = await self.speech.send(
-            reference, lambda ref: self.speech.backends.plan(ref, body.input, body.options(), streaming))
-        return self.listener(body, reference), plan
+            script, lambda s: self.speech.backends.plan(s.references[0], s.sent(), body.options(), streaming))
+        return self.listener(body, script), plan
 
-    async def whole(self, body: SpeechRequest, reference: Reference) -> tuple[Speech, Listened]:
+    async def whole(self, body: SpeechRequest, script: Script) -> tuple[Speech, Listened]:
         """The whole speech and what listening found; raises `QualityCheckFailed` under `require`."""
-        listener, plan = await self._open(body, reference, streaming=False)
+        listener, plan = await self._open(body, script, streaming=False)
         made = await asyncio.gather(*(listener.make(plan, i) for i in range(len(plan.segments))))
-        return (Speech(seams.join([s.wave for s in made], plan.cross_fade_samples), sum(s.model_s for s in made)),
-                self.found(body, made, plan, listener.check))
+        wave = seams.join([s.wave for s in made], plan.cross_fade_samples, plan.pause_samples)
+        return Speech(wave, sum(s.model_s for s in made)), self.found(body, made, plan, listener.check, script)
 
     def found(self, body: SpeechRequest, made: list[HeardSegment], plan: SpeechPlan,
-              check: QualityCheck | None) -> Listened:
+              check: QualityCheck | None, script: Script) -> Listened:
         listened = Listened()
         if body.timestamps is not None:
-            starts = offsets([s.wave for s in made], plan.cross_fade_samples)
-            listened.words = captions(body.input, [w for s, at in zip(made, starts) for w in placed(s, at)])
+            starts = offsets([s.wave for s in made], plan.cross_fade_samples, plan.pause_samples)
+            listened.words = captions(body.input, [w for s, at in zip(made, starts)
+                                                   for w in placed(s, at, _speaker(script, plan, s.index))])
         if check is not None:
             listened.quality = report(made, check)
             failed = [q for q in listened.quality.segments if not q.passed]
@@ -124,11 +127,11 @@ class ListenedSpeech:
             listened.warnings = [warning(q, check) for q in failed]
         return listened
 
-    async def stream(self, body: SpeechRequest, reference: Reference) -> AsyncIterator[ListenedPiece]:
+    async def stream(self, body: SpeechRequest, script: Script) -> AsyncIterator[ListenedPiece]:
         """The speech in pieces, each segment's events after its audio; the next segment is made
         while the one before is heard. Under `require`, a failed segment ends the stream with
         `QualityCheckFailed` before its audio."""
-        listener, plan = await self._open(body, reference, streaming=True)
+        listener, plan = await self._open(body, script, streaming=True)
         tasks: list[asyncio.Task[HeardSegment]] = []
         done: list[HeardSegment] = []
         fade = seams.CrossFade(plan.cross_fade_samples)
@@ -138,7 +141,8 @@ class ListenedSpeech:
                     tasks.append(asyncio.ensure_future(listener.make(plan, len(tasks))))
                 segment = await tasks[index]
                 done.append(segment)
-                yield ListenedPiece(fade.push(segment.wave), self._events(body, segment, done, plan, listener.check))
+                yield ListenedPiece(fade.push(segment.wave, plan.pause_samples[index]),
+                                    self._events(body, segment, done, plan, listener.check, script))
             if (tail := fade.finish()) is not None:
                 yield ListenedPiece(tail, [])
         finally:
@@ -146,7 +150,7 @@ class ListenedSpeech:
                 task.cancel()
 
     def _events(self, body: SpeechRequest, segment: HeardSegment, done: list[HeardSegment], plan: SpeechPlan,
-                check: QualityCheck | None) -> list[BaseModel]:
+                check: QualityCheck | None, script: Script) -> list[BaseModel]:
         events: list[BaseModel] = []
         if check is not None and segment.quality is not None:
             if not segment.quality.passed and check.require:
@@ -154,9 +158,15 @@ class ListenedSpeech:
             events.append(SpeechQualityEvent(segment=segment.quality, warning=None if segment.quality.passed
                                              else warning(segment.quality, check)))
         if body.timestamps is not None:
-            at = offsets([s.wave for s in done], plan.cross_fade_samples)[-1]
-            events.append(SpeechTimestamps(words=captions(body.input, placed(segment, at))))
+            at = offsets([s.wave for s in done], plan.cross_fade_samples, plan.pause_samples)[-1]
+            speaker = _speaker(script, plan, segment.index)
+            events.append(SpeechTimestamps(words=captions(body.input, placed(segment, at, speaker))))
         return events
+
+
+def _speaker(script: Script, plan: SpeechPlan, index: int) -> str | None:
+    """Who says segment `index`, when the script has more than one speaker."""
+    return script.references[plan.segments[index].reference].voice if script.speakers > 1 else None
 
 
 def _failed(quality: SegmentQuality, check: QualityCheck) -> QualityCheckFailed:

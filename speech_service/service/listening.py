@@ -39,6 +39,7 @@ class TimedWord:
     end: float
     heard: bool
     span: tuple[int, int]  # the caller's characters it stands for
+    speaker: str | None = None  # in a dialogue, the voice that says it
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def captions(text: str, words: list[TimedWord]) -> list[Caption]:
     for group in groups:
         start, end = min(w.span[0] for w in group), max(w.span[1] for w in group)
         result.append(Caption(text=text[start:end], start=round(group[0].start, 3), end=round(group[-1].end, 3),
-                              text_start=start, text_end=end,
+                              text_start=start, text_end=end, speaker=group[0].speaker,
                               interpolated=not (group[0].heard and group[-1].heard)))
     return result
 
@@ -142,9 +143,9 @@ def offsets(waves: list[np.ndarray], overlap: int, pauses: list[int] | tuple[()]
     return starts
 
 
-def placed(segment: HeardSegment, offset: float) -> list[TimedWord]:
-    """The segment's words on the joined audio's clock."""
-    return [replace(w, start=w.start + offset, end=w.end + offset) for w in segment.words]
+def placed(segment: HeardSegment, offset: float, speaker: str | None = None) -> list[TimedWord]:
+    """The segment's words on the joined audio's clock (said by `speaker`, in a dialogue)."""
+    return [replace(w, start=w.start + offset, end=w.end + offset, speaker=speaker) for w in segment.words]
 
 
 def report(segments: list[HeardSegment], check: QualityCheck) -> QualityReport:
@@ -163,9 +164,10 @@ class SegmentListener:
     timestamps, it only makes the segment."""
 
     def __init__(self, synthesize: Callable[[SpeechPlan, int], Awaitable[Speech]],
-                 listen: Callable[[np.ndarray], Awaitable[list[HeardWord]]], check: QualityCheck | None,
-                 timestamps: bool):
+                 listen: Callable[[np.ndarray, str | None], Awaitable[list[HeardWord]]], check: QualityCheck | None,
+                 timestamps: bool, languages: list[str | None]):
         self.synthesize, self.listen, self.check, self.timestamps = synthesize, listen, check, timestamps
+        self.languages = languages  # of each of the script's references: what its speech is heard as
 
     async def make(self, plan: SpeechPlan, index: int) -> HeardSegment:
         segment = plan.segments[index]
@@ -178,7 +180,7 @@ class SegmentListener:
             model_s += speech.model_s
             if self.check is None and not self.timestamps:  # nothing to hear it for
                 return HeardSegment(index, speech.wave, [], None, model_s)
-            heard = await self.listen(speech.wave)
+            heard = await self.listen(speech.wave, self.languages[segment.reference])
             words, wer = time_words(segment, heard, len(speech.wave) / audio.SAMPLE_RATE)
             if best is None or wer < best[0]:
                 best = (wer, HeardSegment(index, speech.wave, words, None, 0.0))

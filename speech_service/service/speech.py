@@ -33,11 +33,14 @@ from speech_service.schemas import (
 )
 from speech_service.service import marking
 from speech_service.service.audit import AuditLog
-from speech_service.service.consent import check_consent
+from speech_service.service.direction import Director
+from speech_service.service.dry_run import DryRun, dry_run
+from speech_service.service.lexicons import LexiconService
 from speech_service.service.listened import Listened, ListenedSpeech
 from speech_service.storage.audit import AuditStore
 from speech_service.storage.provenance import ProvenanceStore
-from speech_service.storage.voices import VoiceRecord, VoiceStore
+from speech_service.storage.voices import VoiceStore
+from speech_service.text.script import Script
 from speech_service.transcription.heard import HeardWord
 
 T = TypeVar("T")
@@ -51,19 +54,21 @@ _INLINE_ENCODE_SAMPLES = 30 * audio.SAMPLE_RATE
 class Backends(Protocol):
     """The model side of the service, as the API sees it."""
 
-    async def synthesize(self, reference: Reference, text: str, options: SynthesisOptions) -> audio.Speech:
-        """The whole speech; `options` are the request's sampling overrides. Raises
-        `ReferenceMissing` when `reference` comes without its clip and the model side lacks it."""
+    async def synthesize(self, reference: Reference, text: str | Script, options: SynthesisOptions) -> audio.Speech:
+        """The whole speech of plain text in `reference`'s voice, or of a script (its references
+        `reference`'s model); `options` are the request's sampling overrides. Raises
+        `ReferenceMissing` when a reference comes without its clip and the model side lacks it."""
 
-    def stream(self, reference: Reference, text: str, options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
+    def stream(self, reference: Reference, text: str | Script, options: SynthesisOptions) -> AsyncIterator[np.ndarray]:
         """The same speech as `synthesize`, one piece per text segment as each is ready."""
 
-    async def plan(self, reference: Reference, text: str, options: SynthesisOptions,
+    async def plan(self, reference: Reference, text: str | Script, options: SynthesisOptions,
                    streaming: bool = False) -> SpeechPlan:
         """The plan `synthesize` (or with `streaming`, `stream`) would follow: its segments, knobs, seed."""
 
     async def synthesize_segment(self, reference: Reference, plan: SpeechPlan, index: int) -> audio.Speech:
-        """Segment `index` of `plan`, as `synthesize` has it before the cross-fades."""
+        """Segment `index` of `plan` in `reference`'s voice (its segment's), as `synthesize` has it
+        before the seams."""
 
     async def transcribe(self, audio: np.ndarray, language: str | None) -> str: ...
 
@@ -107,6 +112,7 @@ class SpeechService:
         self.store = store
         self.backends = backends
         self.models = ModelRegistry.of(settings)
+        self.director = Director(settings, store, self.models, LexiconService(store.objects, settings.limits))
         self.listened = ListenedSpeech(self)
         self.audit = AuditLog(AuditStore(store.objects), settings.audit)
         self.marker = marking.SpeechMarker(ContentCredentials(settings.provenance), ProvenanceStore(
@@ -130,32 +136,24 @@ class SpeechService:
                              "audio bytes has no room for them), or ask for the whole response.",
                              code="timestamps_need_events", param="timestamps")
 
-    async def reference(self, voice: str, model: str) -> Reference:
-        """The voice's transcript and its clip's sha256, from one record (the clip is not read), to
-        be spoken with `model` as the request names it (`ModelRegistry.resolve`). A voice without the
-        consent the service requires is a 403 here, before any model call."""
-        return self._reference(model, await asyncio.to_thread(self.store.get, voice))
-
-    async def reference_with_clip(self, voice: str, model: str) -> Reference:
-        return self._reference(model, *await asyncio.to_thread(self.store.reference, voice))
-
-    def _reference(self, model: str, record: VoiceRecord, wav: bytes | None = None) -> Reference:
-        check_consent(record, self.settings.require_consent)
-        return Reference(record.name, record.sha256, record.ref_text, wav, record.language,
-                         record.consent.id if record.consent else None,
-                         self.models.resolve(model, record.name, record.model))
-
-    async def send(self, reference: Reference, call: Callable[[Reference], Awaitable[T]]) -> T:
-        """`call(reference)` with the clip named only; sent again with the clip when the replica
-        lacks it (once per voice and replica). A reference that came without its clip takes the
-        voice's current record and clip then, both together."""
+    async def send(self, script: Script, call: Callable[[Script], Awaitable[T]]) -> T:
+        """`call(script)` with its clips named only; sent again with the clips when the replica
+        lacks one (once per voice and replica). A script that came without its clips takes the
+        voices' current records and clips then (`Director.with_clips`)."""
         try:
-            return await call(reference.named())
+            return await call(replace(script, references=tuple(r.named() for r in script.references)))
         except ReferenceMissing:
-            if reference.wav is None:  # the model is kept: a retry never changes what speaks
-                reference = replace(await self.reference_with_clip(reference.voice, reference.model),
-                                    model=reference.model)
-            return await call(reference)
+            if any(reference.wav is None for reference in script.references):
+                script = await self.director.with_clips(script)
+            return await call(script)
+
+    async def dry_run(self, body: SpeechRequest) -> DryRun:
+        """What the model would be asked to read, segment by segment, and nothing synthesized."""
+        self.check(body)
+        script = await self.director.script(body)
+        options = body.options()
+        plan = await self.send(script, lambda s: self.backends.plan(s.references[0], s.sent(), options, body.stream))
+        return dry_run(body.input, script, plan)
 
     async def synthesize(self, body: SpeechRequest, key: str | None = None) -> EncodedSpeech:
         """The whole speech, encoded in the requested format, with its Content Credentials;
@@ -163,14 +161,14 @@ class SpeechService:
         started = time.monotonic()
         self.check(body)
         options, listened = body.options(), None
-        reference = await self.reference(body.voice, body.model)
+        script = await self.director.script(body)
         # A sidecar's id is claimed in the store while the speech is made.
         reserved = self.marker.reserve(current_request_id(), body.response_format)
         try:
             if self.listened.wanted(body):
-                speech, listened = await self.listened.whole(body, reference)
+                speech, listened = await self.listened.whole(body, script)
             else:
-                speech = await self.send(reference, lambda ref: self.backends.synthesize(ref, body.input, options))
+                speech = await self.send(script, lambda s: self.backends.synthesize(s.references[0], s.sent(), options))
             metrics.record_first_audio(started, stream=False)
             wave = speech.wave
             metrics.record_speech(len(wave) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
@@ -178,7 +176,7 @@ class SpeechService:
                 data = encoding.encode(wave, body.response_format)  # cheaper than the hop to a thread
             else:
                 data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
-            facts = marking.facts(body, reference, current_request_id(), key)
+            facts = marking.facts(body, script.references[0], current_request_id(), key)
             marked = await self.marker.response(data, body.response_format, facts, reserved)
         except BaseException:
             await asyncio.shield(self.marker.give_back(reserved))  # before the error goes out
@@ -190,9 +188,10 @@ class SpeechService:
         """Encoded audio as segments are ready, and the headers that say where its sidecar manifest
         will be. The first piece is awaited before this returns, so errors surface here (and keep
         their HTTP status) rather than inside a started response."""
-        encoded, _, reference, reserved = await self._open_stream(body)
+        encoded, _, script, reserved = await self._open_stream(body)
         encoded, sidecar_id = await self.marker.stream(
-            encoded, marking.facts(body, reference, current_request_id(), key), body.response_format, reserved)
+            encoded, marking.facts(body, script.references[0], current_request_id(), key), body.response_format,
+            reserved)
         return encoded, marking.sidecar_headers(sidecar_id)
 
     async def stream_events(self, body: SpeechRequest, key: str | None = None) -> tuple[AsyncIterator[bytes], Headers]:
@@ -201,43 +200,44 @@ class SpeechService:
         the mel frames made (F5 reads characters and writes frames); or, when the stream broke off,
         an `error` event instead of `speech.audio.done`. The sidecar manifest binds the audio the
         deltas carry, decoded and joined."""
-        encoded, pieces, reference, reserved = await self._open_stream(body)
+        encoded, pieces, script, reserved = await self._open_stream(body)
         encoded, sidecar_id = await self.marker.stream(
-            encoded, marking.facts(body, reference, current_request_id(), key), body.response_format, reserved)
+            encoded, marking.facts(body, script.references[0], current_request_id(), key), body.response_format,
+            reserved)
         return _events(encoded, pieces, len(body.input)), marking.sidecar_headers(sidecar_id)
 
-    async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces, Reference,
+    async def _open_stream(self, body: SpeechRequest) -> tuple[AsyncIterator[bytes], _SpokenPieces, Script,
                                                                asyncio.Future[str]]:
         """The encoded stream, its first piece made, and its sidecar's id being reserved."""
         started = time.monotonic()
         self.check(body)
-        reference = await self.reference(body.voice, body.model)
+        script = await self.director.script(body)
         reserved = self.marker.reserve(current_request_id())  # while the first piece is made
         encoder = encoding.StreamEncoder(body.response_format)
         encoder.start()  # ffmpeg starts while the first segment is made
         try:
             pieces = _SpokenPieces(started)
             fill = self._listened_pieces if self.listened.wanted(body) else self._model_pieces
-            await fill(body, reference, pieces)
+            await fill(body, script, pieces)
         except BaseException:
             await asyncio.shield(self.marker.give_back(reserved))  # before the error goes out
             await encoder.close()
             raise
         metrics.record_first_audio(started, stream=True)
-        return encoder.encode(pieces), pieces, reference, reserved
+        return encoder.encode(pieces), pieces, script, reserved
 
-    async def _model_pieces(self, body: SpeechRequest, reference: Reference, pieces: _SpokenPieces) -> None:
+    async def _model_pieces(self, body: SpeechRequest, script: Script, pieces: _SpokenPieces) -> None:
         """The Synthesizer's own stream, its first piece made."""
-        async def first_piece(reference: Reference) -> tuple[AsyncIterator[np.ndarray], np.ndarray]:
-            stream = self.backends.stream(reference, body.input, body.options())
+        async def first_piece(script: Script) -> tuple[AsyncIterator[np.ndarray], np.ndarray]:
+            stream = self.backends.stream(script.references[0], script.sent(), body.options())
             return stream, await anext(stream)
 
-        pieces.rest, pieces.first = await self.send(reference, first_piece)
+        pieces.rest, pieces.first = await self.send(script, first_piece)
 
-    async def _listened_pieces(self, body: SpeechRequest, reference: Reference, pieces: _SpokenPieces) -> None:
+    async def _listened_pieces(self, body: SpeechRequest, script: Script, pieces: _SpokenPieces) -> None:
         """Segments made and heard here (`ListenedSpeech.stream`), the first made; each segment's
         events are queued as its audio goes to the encoder."""
-        listened = self.listened.stream(body, reference)
+        listened = self.listened.stream(body, script)
         first = await anext(listened)
         pieces.first = first.wave
         pieces.events.extend(first.events)

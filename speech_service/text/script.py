@@ -30,11 +30,18 @@ class Script:
     lines: tuple[Line, ...]
     # The voices (and takes) its lines name, the request's own first; a line's `reference` indexes it.
     references: tuple[Reference, ...] = ()
+    # The caller's input when the script is only its plain reading (one line in the request's voice,
+    # nothing directed): sent as that text, so plain requests reach the Synthesizer as they always did.
+    plain_input: str | None = None
 
     @classmethod
     def plain(cls, text: str, references: tuple[Reference, ...] = ()) -> Script:
         """Plain text: its layout read as punctuation (`text.layout`), one line in the request's voice."""
         return cls((Line(layout(text)),), references)
+
+    def sent(self) -> str | Script:
+        """What the Synthesizer is given: the plain input, else this script."""
+        return self.plain_input if self.plain_input is not None else self
 
     @property
     def speakers(self) -> int:

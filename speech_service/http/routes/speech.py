@@ -12,6 +12,7 @@ from speech_service.http.auth import Caller, require
 from speech_service.http.openapi import MODEL_ERRORS, SPEECH_EVENT_SCHEMA, TIMESTAMPS_SCHEMA, errors_for
 from speech_service.http.services import Services, services
 from speech_service.schemas import SpeechRequest, SpeechWithTimestamps
+from speech_service.service.dry_run import DryRun
 
 router = APIRouter(prefix="/v1/audio", tags=["speech"])
 
@@ -59,3 +60,13 @@ async def speech(body: SpeechRequest, caller: Caller = Depends(require("speak"))
         audio=base64.b64encode(spoken.data).decode(), response_format=body.response_format,
         duration=round(spoken.duration_s, 3), words=listened.words, quality=listened.quality,
         warnings=listened.warnings).model_dump(), headers=spoken.headers())
+
+
+@router.post("/speech/dry-run", response_model=DryRun,
+             responses=errors_for(400, 403, 404, 413, 422, *MODEL_ERRORS))
+async def speech_dry_run(body: SpeechRequest, caller: Caller = Depends(require("speak")),
+                         s: Services = Depends(services)) -> DryRun:
+    """What `POST /v1/audio/speech` with this body would ask the model to read, segment by segment
+    (speaker, style, speed, pauses, the text after markup, lexicons and numbers, each word's place in
+    `input`), without synthesis. It plans on the Synthesizer, as the speech would."""
+    return await s.speech.dry_run(body)
