@@ -31,6 +31,7 @@ from f5voice.commands import (
     voices_show,
 )
 from f5voice.consent import add_consent_commands
+from f5voice.lexicons import add_lexicon_commands
 from f5voice.output import FORMATS, say
 
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit 0 for intact credentials of a signer this service does not trust")
     verify.set_defaults(run=verify_command)
     add_jobs_commands(commands, common)
+    add_lexicon_commands(commands, common)
     return parser
 
 

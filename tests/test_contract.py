@@ -57,6 +57,13 @@ include-path = "/v1/voices/{name}/consent"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "413", "422", "5xx"]
 
+# A schema-valid lexicon may still hold a rule the model cannot read (pinyin for other characters than
+# the grapheme's, an alias and pinyin both), a fuzzed file is no PLS document, the name may be taken
+# (409) or absent (404), and a fuzzed If-Match names no version of it (412).
+[[operations]]
+include-path-regex = "^/v1/lexicons"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "412", "413", "5xx"]
+
 # DELETE of a queued or running job cancels it (200 with the job), and the cancelled record stays
 # readable until it expires, as documented; only a finished job is removed (204).
 [[operations]]

@@ -17,7 +17,7 @@ from speech_service.http.auth import KeyGate, authenticated
 from speech_service.http.errors import UnknownPath, install_error_handlers
 from speech_service.http.middleware import BodyLimit, RequestCounter, RequestIdMiddleware
 from speech_service.http.openapi import document, errors_for
-from speech_service.http.routes import audit, catalog, consent, jobs, provenance, speech, system, voices
+from speech_service.http.routes import audit, catalog, consent, jobs, lexicons, provenance, speech, system, voices
 from speech_service.http.services import Services
 from speech_service.service.speech import Backends
 from speech_service.storage.voices import VoiceStore, open_store
@@ -44,17 +44,19 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     app.mount("/web", StaticFiles(directory=system.WEB), name="web")  # public: the page's API calls carry the key
     app.include_router(system.router)
     app.include_router(catalog.router)  # its own key check: `public_catalog` may open two of its lists
-    for resource in (voices, consent, speech, jobs, provenance, audit):
+    for resource in (voices, lexicons, consent, speech, jobs, provenance, audit):
         app.include_router(resource.router, dependencies=[Depends(authenticated)], responses=errors_for(401))
     app.router.routes.append(UnknownPath(app.router))  # last: a 404 that Serve's access log names by its path
     # Outermost last: request ids first, so every answer (429s and 413s included) carries one; the key
     # before the body (a caller without one cannot make us read it), the body counted as it arrives.
     limits = settings.limits
     upload = limits.max_upload_bytes
-    app.add_middleware(BodyLimit, routers=(voices.router, consent.router, provenance.router),
+    app.add_middleware(BodyLimit, routers=(voices.router, lexicons.router, consent.router, provenance.router),
                        default=limits.max_json_bytes,
                        limits={voices.create_voice: upload, consent.give_consent: upload,
-                               provenance.verify: 2 * upload})  # a file and its sidecar manifest
+                               provenance.verify: 2 * upload,  # a file and its sidecar manifest
+                               lexicons.create_lexicon: limits.max_lexicon_bytes,
+                               lexicons.replace_lexicon: limits.max_lexicon_bytes})
     app.add_middleware(KeyGate, keys=services.keys, anonymous_per_minute=limits.anonymous_requests_per_minute,
                        public=catalog.PUBLIC_PATHS if settings.public_catalog else frozenset())
     app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
