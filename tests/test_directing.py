@@ -121,7 +121,9 @@ def test_a_three_speaker_dialogue_is_one_file_whose_words_carry_their_speakers(c
         assert time.monotonic() < deadline
         time.sleep(0.2)
     from_job = wave_of(client.get(f"/v1/jobs/{job['id']}/audio"))
+    calls = backends.engine.batch_sizes.copy()
     whole = say(client, DIALOGUE)  # its segments sampled in one call, the job's one at a time
+    assert backends.engine.batch_sizes - calls == {3: 1}  # three voices, one model call
     assert len(from_job) == len(whole)
     np.testing.assert_allclose(from_job, whole, atol=2 / 32768)  # a batched item is its solo result, to a bit
 
@@ -195,3 +197,27 @@ def test_a_pinyin_rule_changes_one_character_of_a_polyphone(client):
     assert "银行" in plain and "{yin2}{hang2}" in read
     ssml = dry_run(client, '<speak>我去<phoneme alphabet="x-pinyin" ph="hang2">行</phoneme>。</speak>')
     assert "{hang2}" in ssml["segments"][0]["text"]
+
+
+LAUGHS = ('<?xml version="1.0"?><!DOCTYPE speak [<!ENTITY a "ha"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+          '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">'
+          '<!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;"><!ENTITY f "&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;">'
+          '<!ENTITY g "&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;"><!ENTITY h "&g;&g;&g;&g;&g;&g;&g;&g;&g;&g;">]>'
+          '<speak>&h;</speak>')
+
+
+@pytest.mark.parametrize("document, code, named", [
+    (LAUGHS, "invalid_ssml", "DOCTYPE"),
+    ('<!DOCTYPE speak [<!ENTITY x SYSTEM "file:///etc/passwd">]><speak>&x;</speak>', "invalid_ssml", "DOCTYPE"),
+    ("<speak>Hello <s>there</speak>", "invalid_ssml", "line 1"),
+    ('<speak>Hello <audio src="http://example.com/a.mp3"/></speak>', "unsupported_ssml", "audio"),
+    ('<speak><prosody pitch="+2st">Hi</prosody></speak>', "unsupported_ssml", "pitch"),
+])
+def test_hostile_or_unsupported_markup_is_a_400_before_any_model_call(client, backends, document, code, named):
+    before = backends.syntheses
+    for path in ("/v1/audio/speech", "/v1/audio/speech/dry-run", "/v1/jobs"):
+        r = client.post(path, json={"voice": "alice", "input": document, **SEED})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == code and error["param"] == "input" and named.lower() in error["message"].lower()
+    assert backends.syntheses == before
