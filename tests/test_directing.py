@@ -150,6 +150,10 @@ def test_a_style_is_chosen_by_name_or_by_instructions_and_an_unknown_one_names_t
     assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_style"
     assert "default" in r.json()["error"]["message"] and "whisper" in r.json()["error"]["message"]
     assert take["sha256"] != client.get("/v1/voices/alice").json()["sha256"]
+    deadline = time.monotonic() + 10  # the audit trail says which take spoke (written by a thread)
+    while not any(e["speakers"] == ["alice:whisper"] for e in client.get("/v1/audit").json()["entries"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
 
 
 def add_lexicon(client, name: str, *rules: dict) -> None:

@@ -63,6 +63,9 @@ class SpeechFacts:
     key: str | None  # the API key's name; None when the service has no keys
     model: str  # the model name the request asked for
     consent_id: str | None = None
+    # Who spoke, when more than the voice's own clip did: "voice" or "voice:style" per voice and take
+    # (a dialogue, a style); left out of the assertion when empty.
+    speakers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class ContentCredentials:
                 {"label": "c2pa.actions.v2", "data": {"actions": [{
                     "action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
                     "softwareAgent": {"name": "F5-TTS", "version": facts.model}}]}},
-                {"label": ASSERTION, "data": asdict(facts)},
+                {"label": ASSERTION, "data": {k: v for k, v in asdict(facts).items() if k != "speakers" or v}},
             ],
         }
 

@@ -23,7 +23,8 @@ def entry(facts: SpeechFacts, kind: str, fmt: str, output_sha256: str, complete:
     """The entry of one speech made, timed now."""
     return AuditEntry(time=datetime.now(timezone.utc), kind=kind, key=facts.key, voice=facts.voice,
                       consent_id=facts.consent_id, model=facts.model, format=fmt, text_sha256=facts.text_sha256,
-                      output_sha256=output_sha256, request_id=facts.request_id, complete=complete)
+                      output_sha256=output_sha256, request_id=facts.request_id, complete=complete,
+                      speakers=list(facts.speakers))
 
 
 class AuditLog:

@@ -209,7 +209,7 @@ class JobRunner:
         found = listened.found(body, made, plan, listened.check_for(body), script)  # QualityCheckFailed: `require`
         speech = seams.join([s.wave for s in made], plan.cross_fade_samples, plan.pause_samples)
         data = await asyncio.to_thread(encoding.encode, speech, body.response_format)
-        facts = marking.facts(body, script.references[0], record.id, record.owner)
+        facts = marking.facts(body, script, record.id, record.owner)
         marked = await asyncio.to_thread(self.speech.marker.whole, data, body.response_format, facts, record.id)
         # The audit entry lands with the `succeeded` record, then goes to the trail: once per job.
         entry = audit.entry(facts, "job", body.response_format, await asyncio.to_thread(sha256, marked.data))

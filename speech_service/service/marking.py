@@ -17,11 +17,11 @@ from typing import Any
 
 from speech_service.errors import NotFound
 from speech_service.provenance.credentials import EMBEDDED, ContentCredentials, SpeechFacts
-from speech_service.references import Reference
 from speech_service.schemas import SpeechRequest
 from speech_service.service.audit import AuditLog
 from speech_service.storage.provenance import ProvenanceStore
 from speech_service.storage.voices import sha256
+from speech_service.text.script import Script
 
 logger = logging.getLogger(__name__)
 SIDECAR_HEADER = "X-Content-Credentials"
@@ -42,9 +42,14 @@ def sidecar_headers(sidecar_id: str) -> dict[str, str]:
     return {SIDECAR_HEADER: url, "Link": f'<{url}>; rel="c2pa-manifest"'}
 
 
-def facts(body: SpeechRequest, reference: Reference, request_id: str, key: str | None) -> SpeechFacts:
+def facts(body: SpeechRequest, script: Script, request_id: str, key: str | None) -> SpeechFacts:
+    """What the speech's credentials and audit entry say of it; `speakers` when other voices or takes
+    than the voice's own clip spoke."""
+    speakers = tuple(f"{r.voice}:{r.style}" if r.style else r.voice for r in script.references)
+    directed = len(speakers) > 1 or script.references[0].style is not None
     return SpeechFacts(voice=body.voice, text_sha256=sha256(body.input.encode()), request_id=request_id, key=key,
-                       model=body.model, consent_id=reference.consent_id)
+                       model=body.model, consent_id=script.references[0].consent_id,
+                       speakers=speakers if directed else ())
 
 
 class SpeechMarker:

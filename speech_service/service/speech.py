@@ -176,7 +176,7 @@ class SpeechService:
                 data = encoding.encode(wave, body.response_format)  # cheaper than the hop to a thread
             else:
                 data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
-            facts = marking.facts(body, script.references[0], current_request_id(), key)
+            facts = marking.facts(body, script, current_request_id(), key)
             marked = await self.marker.response(data, body.response_format, facts, reserved)
         except BaseException:
             await asyncio.shield(self.marker.give_back(reserved))  # before the error goes out
@@ -190,7 +190,7 @@ class SpeechService:
         their HTTP status) rather than inside a started response."""
         encoded, _, script, reserved = await self._open_stream(body)
         encoded, sidecar_id = await self.marker.stream(
-            encoded, marking.facts(body, script.references[0], current_request_id(), key), body.response_format,
+            encoded, marking.facts(body, script, current_request_id(), key), body.response_format,
             reserved)
         return encoded, marking.sidecar_headers(sidecar_id)
 
@@ -202,7 +202,7 @@ class SpeechService:
         deltas carry, decoded and joined."""
         encoded, pieces, script, reserved = await self._open_stream(body)
         encoded, sidecar_id = await self.marker.stream(
-            encoded, marking.facts(body, script.references[0], current_request_id(), key), body.response_format,
+            encoded, marking.facts(body, script, current_request_id(), key), body.response_format,
             reserved)
         return _events(encoded, pieces, len(body.input)), marking.sidecar_headers(sidecar_id)
 

@@ -34,6 +34,7 @@ class AuditEntry(BaseModel):
     output_sha256: str  # of the bytes sent (a stream: all of them; events: the audio they carry)
     request_id: str  # a job's: its id
     complete: bool = True  # False: a stream that broke off or whose client left
+    speakers: list[str] = []  # "voice" or "voice:style" of each voice and take, when not only the voice's own clip
 
 
 class AuditStore:
