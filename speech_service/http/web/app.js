@@ -6,8 +6,8 @@ const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "f5voice.apiKey";
 let apiKey = localStorage.getItem(KEY_STORAGE) || "";
 let canManageVoices = true;  // an admin key (or no keys); a `speak` key may only speak and list
-let recordedClip = null;   // a Blob from the microphone, used instead of the file input when set
-let recorder = null;
+const recordings = {};     // file input id -> a Blob from the microphone, used instead of that input's file
+let recorder = null;       // the MediaRecorder running, for the file input named by recorder.forInput
 let audioUrl = null;       // object URL behind the player and the download link
 let shownVersion = null;   // { name, etag } of the voice the panel shows: its writes send it as If-Match
 
@@ -90,7 +90,8 @@ function showKeyForm() {
 async function loadScopes() {
   const { scopes } = await (await api("GET", "/v1/me")).json();
   canManageVoices = scopes.includes("admin");
-  for (const id of ["create-form", "delete-voice", "save-text", "reference-audio", "consent-form"]) {
+  for (const id of ["create-form", "delete-voice", "save-text", "reference-audio", "consent-form", "style-form",
+    "save-lexicons", "rule-form", "lexicon-import-form"]) {
     $(id).hidden = !canManageVoices;
   }
   $("detail-ref-text").readOnly = !canManageVoices;
@@ -131,6 +132,7 @@ async function againstShownVersion(write) {
 async function showVoice(voice, warnings = [], etag = null) {
   $("voice-detail").hidden = !voice;
   shownVersion = voice ? { name: voice.name, etag } : null;
+  showDirection(voice);  // its styles and lexicons (directing.js)
   if (!voice) return;
   $("detail-name").textContent = voice.name;
   const clip = `${voice.duration_s.toFixed(1)} s`;
@@ -156,17 +158,19 @@ async function showVoice(voice, warnings = [], etag = null) {
   player.src = URL.createObjectURL(wav);
 }
 
+// The clip a form sends: the recording made for `inputId`, else the file chosen in it.
+function chosenClip(inputId) {
+  const recorded = recordings[inputId];
+  if (recorded) return [recorded, `recording.${recorded.type.includes("ogg") ? "ogg" : "webm"}`];
+  const file = $(inputId).files[0];
+  if (file) return [file, file.name];
+  throw new Error("Choose an audio file or record one first.");
+}
+
 async function createVoice() {
   const form = new FormData();
   form.append("name", $("new-name").value.trim());
-  const file = $("new-file").files[0];
-  if (recordedClip) {
-    form.append("file", recordedClip, `recording.${recordedClip.type.includes("ogg") ? "ogg" : "webm"}`);
-  } else if (file) {
-    form.append("file", file);
-  } else {
-    throw new Error("Choose an audio file or record one first.");
-  }
+  form.append("file", ...chosenClip("new-file"));
   const refText = $("new-ref-text").value.trim();
   if (refText) form.append("ref_text", refText);
   const language = $("new-language").value.trim();
@@ -177,8 +181,7 @@ async function createVoice() {
   const response = await againstShownVersion(() => api("POST", "/v1/voices", { form, headers }));
   const voice = await response.json();
   $("create-form").reset();
-  recordedClip = null;
-  $("record-state").textContent = "";
+  forgetRecording("new-file", "record-state");
   await loadVoices(voice.name);
   await showVoice(voice, voice.warnings || [], response.headers.get("ETag"));
 }
@@ -209,8 +212,15 @@ async function deleteVoice() {
   await loadVoices();
 }
 
-async function toggleRecording() {
+function forgetRecording(inputId, stateId) {
+  delete recordings[inputId];
+  $(stateId).textContent = "";
+}
+
+// Records from the microphone for the file input `inputId`, or stops the recording it started.
+async function toggleRecording(inputId, buttonId, stateId) {
   if (recorder) {
+    if (recorder.forInput !== inputId) throw new Error("Stop the other recording first.");
     recorder.stop();
     return;
   }
@@ -221,18 +231,19 @@ async function toggleRecording() {
   const chunks = [];
   const started = Date.now();
   recorder = new MediaRecorder(stream);
+  recorder.forInput = inputId;
   recorder.ondataavailable = (e) => chunks.push(e.data);
   recorder.onstop = () => {
     stream.getTracks().forEach((t) => t.stop());
-    recordedClip = new Blob(chunks, { type: recorder.mimeType });
+    recordings[inputId] = new Blob(chunks, { type: recorder.mimeType });
     recorder = null;
-    $("new-file").value = "";
-    $("record").textContent = "● Record again";
-    $("record-state").textContent = `Recorded ${((Date.now() - started) / 1000).toFixed(1)} s.`;
+    $(inputId).value = "";
+    $(buttonId).textContent = "● Record again";
+    $(stateId).textContent = `Recorded ${((Date.now() - started) / 1000).toFixed(1)} s.`;
   };
   recorder.start();
-  $("record").textContent = "■ Stop";
-  $("record-state").textContent = "Recording…";
+  $(buttonId).textContent = "■ Stop";
+  $(stateId).textContent = "Recording…";
 }
 
 // ---- speech ----
@@ -246,7 +257,7 @@ function speechBody(stream) {
   };
   if ($("seed").value !== "") body.seed = Number($("seed").value);
   if (stream) body.stream = true;
-  return body;
+  return directedBody(body);  // style, lexicons, SSML (directing.js)
 }
 
 function setAudio(blob, format) {
@@ -295,13 +306,27 @@ async function playWhileStreaming(response, player) {
 let sidecarUrl = null;  // the last speech response's sidecar manifest, when it named one
 const MEDIA_TYPES = { mp3: "audio/mpeg", opus: "audio/ogg", aac: "audio/aac", flac: "audio/flac", wav: "audio/wav" };
 
-// The caller's own text, each captioned word a span the player highlights while it is spoken.
+// The caller's own text, each captioned word a span the player highlights while it is spoken; in
+// SSML the markup between words is left out, and in a dialogue each turn starts with its speaker.
 function showCaptions(input, words) {
   const box = $("captions");
   box.replaceChildren();
+  const between = (from, to) => {
+    const gap = input.slice(from, to);
+    return isSpeakDocument(input) ? gap.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ") : gap;
+  };
   let at = 0;
+  let speaker = null;
   for (const word of words) {
-    box.append(document.createTextNode(input.slice(at, word.text_start)));
+    box.append(document.createTextNode(between(at, word.text_start)));
+    if (word.speaker && word.speaker !== speaker) {
+      if (speaker) box.append(document.createElement("br"));
+      const label = document.createElement("span");
+      label.className = "speaker";
+      label.textContent = word.speaker;
+      box.append(label, " ");
+      speaker = word.speaker;
+    }
     const span = document.createElement("span");
     span.className = word.interpolated ? "word guessed" : "word";
     span.textContent = word.text;
@@ -311,7 +336,7 @@ function showCaptions(input, words) {
     box.append(span);
     at = word.text_end;
   }
-  box.append(document.createTextNode(input.slice(at)));
+  box.append(document.createTextNode(between(at, input.length)));
   box.hidden = false;
 }
 
@@ -465,13 +490,19 @@ async function detectJobs() {
 
 // ---- wiring ----
 
+async function loadAll() {
+  await loadScopes();
+  await loadLexicons();  // before the voice, whose panel shows them
+  await loadVoices();
+}
+
 function start() {
   if (apiKey) showKeyForm();
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     apiKey = $("api-key").value.trim();
     localStorage.setItem(KEY_STORAGE, apiKey);
-    act(null, async () => { await loadScopes(); await loadVoices(); });
+    act(null, loadAll);
   });
   $("forget-key").addEventListener("click", () => {
     apiKey = "";
@@ -483,11 +514,8 @@ function start() {
     e.preventDefault();
     act($("create"), createVoice);
   });
-  $("new-file").addEventListener("change", () => {
-    recordedClip = null;
-    $("record-state").textContent = "";
-  });
-  $("record").addEventListener("click", () => act(null, toggleRecording));
+  $("new-file").addEventListener("change", () => forgetRecording("new-file", "record-state"));
+  $("record").addEventListener("click", () => act(null, () => toggleRecording("new-file", "record", "record-state")));
   $("voice").addEventListener("change", () => act(null, () => loadVoices($("voice").value)));
   $("save-text").addEventListener("click", () => act($("save-text"), saveTranscript));
   $("delete-voice").addEventListener("click", () => act($("delete-voice"), deleteVoice));
@@ -502,7 +530,8 @@ function start() {
   $("submit-job").addEventListener("click", () => act($("submit-job"), runJob));
   $("player").addEventListener("timeupdate", highlightCaption);
   detectJobs();
-  act(null, async () => { await loadScopes(); await loadVoices(); }).then(() => {
+  startDirecting();
+  act(null, loadAll).then(() => {
     if (!$("error").hidden && $("error-code").textContent.includes("api_key")) {
       $("service-state").textContent = "This service needs an API key.";
     }
