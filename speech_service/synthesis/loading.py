@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from importlib.resources import files
 from pathlib import Path
 
@@ -23,12 +24,17 @@ def load_f5(backbone: type, arch: dict, mel_spec: dict, checkpoint: Path, vocab:
             device: str, dtype: torch.dtype):
     """The CFM model as `f5_tts.infer.utils_infer.load_model` + `load_checkpoint` build it (f5-tts 1.1),
     with the package's own classes and key handling, but built on `device` and with the weights
-    read straight onto it (no copy through host memory first)."""
+    read straight onto it (no copy through host memory first). With `attn_mask_enabled`, its
+    attention takes the padding mask as one that broadcasts (`sampling.mask_padding`)."""
+    from speech_service.synthesis.sampling import mask_padding
+
     utils = f5_modules.submodule("utils")
     cfm = f5_modules.submodule("cfm")
     vocab_char_map, vocab_size = utils.get_tokenizer(
         vocab or str(files("f5_tts").joinpath("infer/examples/vocab.txt")), "custom")
-    with torch.device(device):
+    with torch.device(device), warnings.catch_warnings():
+        # f5-tts warns that the mask costs much GPU memory; `mask_padding` below is why it does not
+        warnings.filterwarnings("ignore", message="attn_mask_enabled=True", category=UserWarning)
         model = cfm.CFM(
             transformer=backbone(**arch, text_num_embeds=vocab_size, mel_dim=mel_spec["n_mel_channels"]),
             mel_spec_kwargs=mel_spec,
@@ -51,6 +57,7 @@ def load_f5(backbone: type, arch: dict, mel_spec: dict, checkpoint: Path, vocab:
     else:
         weights = state if safetensors else state["model_state_dict"]
     model.load_state_dict(weights)
+    mask_padding(model)
     return model.eval()
 
 

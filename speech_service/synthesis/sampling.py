@@ -10,7 +10,10 @@ change: item i's noise comes from a generator seeded with `seeds[i]`, which draw
 
 Two leaks between items that `sample` has for a padded batch are closed here:
 * attention: the DiT must be built with `attn_mask_enabled=True` (the F5TTS_v1_Base config ships
-  False), or a shorter item attends to the padding of the longer ones;
+  False), or a shorter item attends to the padding of the longer ones. f5-tts's attention then
+  expands the padding mask to batch x heads x frames x frames, which the attention kernels turn into
+  a float tensor of that size (8 items of 2000 frames with guidance: 4 GB at each layer), so
+  `mask_padding` gives the model's attention layers `PaddingMaskAttention`, whose mask broadcasts;
 * text features: the text encoder's ConvNeXt-V2 blocks apply GRN, a norm over the whole sequence,
   and in a batch that sequence includes the padding (relative error 1e-3 on the tiny model). So each
   item's text features are computed alone, exactly as in a solo call, and handed to the DiT through
@@ -27,6 +30,7 @@ from torchdiffeq import odeint
 from speech_service.synthesis import f5_modules
 
 _utils = f5_modules.submodule("utils")  # without the package's training stack (see f5_modules)
+_modules = f5_modules.submodule("modules")
 get_epss_timesteps, lens_to_mask = _utils.get_epss_timesteps, _utils.lens_to_mask
 list_str_to_idx, list_str_to_tensor = _utils.list_str_to_idx, _utils.list_str_to_tensor
 
@@ -96,3 +100,51 @@ def _text_features(transformer, text: torch.Tensor, duration: torch.Tensor, max_
         features = transformer.text_embed(tokens, seq_len=dur, drop_text=drop_text)
         rows.append(F.pad(features, (0, 0, 0, max_duration - dur)))
     return torch.cat(rows, dim=0)
+
+
+class PaddingMaskAttention(_modules.AttnProcessor):
+    """f5-tts's `AttnProcessor` (torch backend) with the padding mask handed to the attention as
+    batch x 1 x 1 x keys, which broadcasts over heads and queries, instead of expanded to
+    batch x heads x queries x keys. Keys that are padding get no weight either way; without a mask
+    (a solo call) it is f5-tts's own code."""
+
+    def __call__(self, attn, x: torch.Tensor, mask: torch.Tensor | None = None, rope=None) -> torch.Tensor:
+        if mask is None or not self.attn_mask_enabled or self.attn_backend != "torch":
+            return super().__call__(attn, x, mask=mask, rope=rope)
+        batch = x.shape[0]
+        query, key, value = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+        head_dim = key.shape[-1] // attn.heads
+        query, key, value = (t.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
+        if attn.q_norm is not None:
+            query = attn.q_norm(query)
+        if attn.k_norm is not None:
+            key = attn.k_norm(key)
+        if rope is not None:
+            query, key = self._rotate(query, key, rope)
+        x = F.scaled_dot_product_attention(query, key, value, attn_mask=mask[:, None, None, :], dropout_p=0.0,
+                                           is_causal=False)
+        x = x.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        x = attn.to_out[1](attn.to_out[0](x))
+        return x.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+    def _rotate(self, query: torch.Tensor, key: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary position embedding as f5-tts applies it (to the first `pe_attn_head` heads, or all)."""
+        freqs, xpos_scale = rope
+        q_scale, k_scale = (xpos_scale, xpos_scale**-1.0) if xpos_scale is not None else (1.0, 1.0)
+        rotate = _modules.apply_rotary_pos_emb
+        if self.pe_attn_head is None:
+            return rotate(query, freqs, q_scale), rotate(key, freqs, k_scale)
+        pn = self.pe_attn_head
+        query[:, :pn, :, :] = rotate(query[:, :pn, :, :], freqs, q_scale)
+        key[:, :pn, :, :] = rotate(key[:, :pn, :, :], freqs, k_scale)
+        return query, key
+
+
+def mask_padding(model: torch.nn.Module) -> None:
+    """Give every attention layer of `model` built with f5-tts's `AttnProcessor` and a padding mask
+    the broadcasting `PaddingMaskAttention` (same settings, same results, no quadratic mask)."""
+    for module in model.modules():
+        processor = getattr(module, "processor", None)
+        if type(processor) is _modules.AttnProcessor and processor.attn_mask_enabled:
+            module.processor = PaddingMaskAttention.__new__(PaddingMaskAttention)  # no __init__: its
+            module.processor.__dict__.update(processor.__dict__)  # warning is about the expanded mask
