@@ -107,6 +107,7 @@ class LimitSettings(Strict):
     min_reference_seconds: float = 0.3
     max_reference_seconds: float = 600.0
     max_clip_seconds: float = 12.0
+    max_styles_per_voice: int = Field(16, ge=0, le=256)  # takes a voice may hold besides its own clip
     # Wall-clock bound on decoding one upload; past it ffmpeg is stopped and the upload refused (422).
     decode_timeout_s: float = Field(30.0, gt=0, le=600)
     max_input_chars: int = Field(4096, gt=0)
@@ -116,8 +117,7 @@ class LimitSettings(Strict):
     # How long a request may wait for the Synthesizer or Transcriber (for a stream: for its first
     # audio) before it is answered 504 `request_timeout`. Includes a cold start from zero replicas.
     request_timeout_s: float = Field(300.0, gt=0)
-    # How long a request waits for a model replica that no node can host before it is answered
-    # 503 `capacity_unavailable` (an autoscaler may add a fitting node within this time).
+    # How long a request waits for a replica no node can host (a node may be added) before 503 `capacity_unavailable`.
     capacity_wait_s: float = Field(30.0, gt=0)
     # `Retry-After` of our 503s when Serve's backpressure_config does not give one.
     retry_after_s: float = Field(5.0, ge=1)

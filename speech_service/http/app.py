@@ -53,7 +53,7 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     upload = limits.max_upload_bytes
     app.add_middleware(BodyLimit, routers=(voices.router, lexicons.router, consent.router, provenance.router),
                        default=limits.max_json_bytes,
-                       limits={voices.create_voice: upload, consent.give_consent: upload,
+                       limits={voices.create_voice: upload, voices.add_style: upload, consent.give_consent: upload,
                                provenance.verify: 2 * upload,  # a file and its sidecar manifest
                                lexicons.create_lexicon: limits.max_lexicon_bytes,
                                lexicons.replace_lexicon: limits.max_lexicon_bytes})

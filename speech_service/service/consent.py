@@ -76,12 +76,12 @@ class ConsentDesk:
         elif challenge_id or recording:
             raise BadRequest("An attested consent takes no challenge_id or recording; send method=spoken.",
                              code="unexpected_recording", param="method")
-        await asyncio.to_thread(self._store_and_name, record)
+        await asyncio.to_thread(self._store_and_name, record, current.clips())
         if challenge_id:
             await asyncio.to_thread(self.consents.forget, challenge_id)
         return record
 
-    def _store_and_name(self, record: ConsentRecord) -> None:
+    def _store_and_name(self, record: ConsentRecord, clips: dict[str, str]) -> None:
         """The record first, then the voice's record naming it (a conditional write): a voice never
         names a record that is not there. A record its voice does not name once the naming has
         failed (the voice was deleted or its clip replaced meanwhile) is removed here, since a
@@ -90,7 +90,7 @@ class ConsentDesk:
         finds (docs/ARCHITECTURE.md, "Consent")."""
         self.consents.put(record)
         try:
-            self.voices.update(record.voice, lambda current: self._naming(current, record))
+            self.voices.update(record.voice, lambda current: self._naming(current, record, clips))
         except Exception:
             if not self._named(record):
                 self.consents.discard(record)
@@ -125,8 +125,8 @@ class ConsentDesk:
                                          "recording_sha256": sha256(recording), "note": NO_SPEAKER_MODEL})
 
     @staticmethod
-    def _naming(current: VoiceRecord, consent: ConsentRecord) -> VoiceRecord:
-        if current.sha256 != consent.voice_sha256:
+    def _naming(current: VoiceRecord, consent: ConsentRecord, clips: dict[str, str]) -> VoiceRecord:
+        if current.sha256 != consent.voice_sha256 or current.clips() != clips:  # a clip or take replaced or added
             raise Conflict(f"Voice '{current.name}' was replaced while its consent was given; give it again "
                            "for the new clip.", code="voice_changing")
         return current.model_copy(update={"consent": VoiceConsent(id=consent.id, method=consent.method,

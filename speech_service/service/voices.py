@@ -1,7 +1,9 @@
 """Voice registration: the one place where a reference clip and its transcript are paired.
 
-The rules of DESIGN.md live here: the clip is prepared and transcribed once, at upload; a supplied
-transcript is kept only when the clip was not shortened, otherwise the clip itself is transcribed.
+The rules of docs/ARCHITECTURE.md ("The invariant the product exists for") live here, for a voice's
+own clip and each of its takes (styles) alike (`prepared_take`): the clip is prepared and
+transcribed once, at upload; a supplied transcript is kept only when the clip was not shortened,
+otherwise the clip itself is transcribed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from speech_service.models import ModelRegistry
 from speech_service.schemas import VoiceCreated, VoicePatch
 from speech_service.storage.consent import ConsentStore
 from speech_service.storage.jobs import JobStore
+from speech_service.storage.voice_record import Take, check_room, check_style
 from speech_service.storage.voices import VoiceRecord, VoiceStore, check_name, check_version, now, sha256
 
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")  # ISO 639 codes, as Whisper names languages
@@ -55,17 +58,50 @@ async def register_voice(store: VoiceStore, transcribe: Transcribe, limits: Limi
     `if_match`: replace only a version it names (checked here, before the clip is transcribed, and
     again by the store's write)."""
     check_name(name)
-    if language is not None and not LANGUAGE_RE.fullmatch(language):
-        raise BadRequest(f"language must be an ISO 639 code such as 'en', not '{language}'.",
-                         code="invalid_language", param="language")
+    check_language(language)
     if not overwrite or if_match is not None:
         current = await asyncio.to_thread(_current, store, name)  # S3 may be slow: off the event loop
         if current is not None and not overwrite:
             raise Conflict(f"Voice '{name}' already exists; send overwrite=true to replace it.",
                            code="voice_exists")
         check_version(name, current, if_match)
-    ref = await asyncio.to_thread(_prepare, data, limits)
+    take, wav, warnings = await prepared_take(transcribe, limits, data, ref_text, language)
+    record = VoiceRecord(name=name, model=model, **take.model_dump())
+    await asyncio.to_thread(store.put, record, wav, overwrite=overwrite, if_match=if_match)
+    return VoiceCreated(**record.model_dump(), warnings=warnings)
 
+
+async def add_style(store: VoiceStore, transcribe: Transcribe, limits: LimitSettings, *, name: str, style: str,
+                    data: bytes, ref_text: str | None, language: str | None, overwrite: bool,
+                    if_match: Collection[str] | None = None) -> VoiceCreated:
+    """A take of voice `name` stored as `style`, under the same rules as the voice's own clip; its
+    language is the voice's unless given. What would refuse it (no such voice, the style there
+    without `overwrite`, too many styles, `if_match`) is checked before the clip is transcribed,
+    and again by the store's write."""
+    check_name(name)
+    check_style(style)
+    check_language(language)
+    current = await asyncio.to_thread(store.get, name)
+    check_version(name, current, if_match)
+    check_room(current, style, overwrite=overwrite, max_styles=limits.max_styles_per_voice)
+    take, wav, warnings = await prepared_take(transcribe, limits, data, ref_text, language or current.language)
+    record = await asyncio.to_thread(store.put_take, name, style, take, wav, overwrite=overwrite,
+                                     max_styles=limits.max_styles_per_voice, if_match=if_match)
+    return VoiceCreated(**record.model_dump(), warnings=warnings)
+
+
+def check_language(language: str | None) -> None:
+    if language is not None and not LANGUAGE_RE.fullmatch(language):
+        raise BadRequest(f"language must be an ISO 639 code such as 'en', not '{language}'.",
+                         code="invalid_language", param="language")
+
+
+async def prepared_take(transcribe: Transcribe, limits: LimitSettings, data: bytes, ref_text: str | None,
+                        language: str | None) -> tuple[Take, bytes, list[str]]:
+    """An upload as a take: the clip prepared once, and the transcript of exactly that clip (the
+    supplied one only when the clip was not shortened, else the clip transcribed, once); its WAV
+    bytes, and the warnings the caller is shown."""
+    ref = await asyncio.to_thread(_prepare, data, limits)
     warnings: list[str] = []
     supplied = (ref_text or "").strip()
     if supplied and not ref.clipped:
@@ -80,15 +116,11 @@ async def register_voice(store: VoiceStore, transcribe: Transcribe, limits: Limi
         if not text:
             raise Unprocessable("No speech was recognised in the reference audio; send ref_text.",
                                 code="no_speech_recognised")
-
     wav = encoding.to_wav_bytes(ref.audio)
-    record = VoiceRecord(
-        name=name, ref_text=text, ref_text_source=source, language=language, model=model,
-        duration_s=round(ref.duration_s, 3), original_duration_s=round(ref.original_duration_s, 3),
-        clipped=ref.clipped, sha256=sha256(wav), created_at=now(),
-    )
-    await asyncio.to_thread(store.put, record, wav, overwrite=overwrite, if_match=if_match)
-    return VoiceCreated(**record.model_dump(), warnings=warnings)
+    take = Take(sha256=sha256(wav), ref_text=text, ref_text_source=source, language=language,
+                duration_s=round(ref.duration_s, 3), original_duration_s=round(ref.original_duration_s, 3),
+                clipped=ref.clipped, created_at=now())
+    return take, wav, warnings
 
 
 def _prepare(data: bytes, limits: LimitSettings) -> preparation.PreparedReference:
@@ -100,12 +132,14 @@ def _prepare(data: bytes, limits: LimitSettings) -> preparation.PreparedReferenc
 
 def patch_voice(store: VoiceStore, limits: LimitSettings, name: str, patch: VoicePatch,
                 models: ModelRegistry, if_match: Collection[str] | None = None) -> VoiceRecord:
-    """A corrected transcript (checked against the clip the record has when written) and/or the
-    model the voice is spoken with; the consent stays (blocking: call in a thread). With
+    """A corrected transcript (checked against the clip the record has when written), the model
+    and/or the lexicons the voice is spoken with; the consent stays (blocking: call in a thread). With
     `if_match`, only onto a version it names: a fix written for one clip never lands on another."""
     update: dict = {}
     if "model" in patch.model_fields_set:
         update["model"] = models.canonical(patch.model) if patch.model is not None else None
+    if "lexicons" in patch.model_fields_set:
+        update["lexicons"] = patch.lexicons or []
 
     def patched(record: VoiceRecord) -> VoiceRecord:
         changes = dict(update, updated_at=now())

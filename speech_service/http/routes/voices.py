@@ -1,7 +1,9 @@
-"""`/v1/voices`: create (clip, then transcribe once), read, correct, delete. Writing is `admin`'s.
+"""`/v1/voices`: create (clip, then transcribe once), read, correct, delete; a voice's takes
+(`/v1/voices/{name}/styles`), each transcribed once too. Writing is `admin`'s.
 
-A voice's answers carry its `ETag` (its clip and transcript version); a replace, PATCH or DELETE
-sent with `If-Match` happens only to a version it names, else 412 `precondition_failed`."""
+A voice's answers carry its `ETag` (the version of its clips, transcripts, model and lexicons); a
+replace, PATCH, DELETE or a take's write sent with `If-Match` happens only to a version it names,
+else 412 `precondition_failed`."""
 
 from __future__ import annotations
 
@@ -17,10 +19,14 @@ from speech_service.http.services import Services, read_upload, services
 from speech_service.schemas import LANGUAGE_PATTERN, VOICE_NAME_PATTERN, VoiceCreated, VoiceList, VoicePatch
 from speech_service.service import voices as voice_service
 from speech_service.service.voices import register_voice
+from speech_service.storage.voice_record import STYLE_RE
 from speech_service.storage.voices import ANY_VERSION, VoiceRecord, version
 
 router = APIRouter(prefix="/v1/voices", tags=["voices"])
 VoiceName = PathParam(pattern=VOICE_NAME_PATTERN, description="A voice name: 1-64 letters, digits, '_' or '-'")
+StyleName = PathParam(pattern=STYLE_RE.pattern, description="A style (take) name: 1-32 letters, digits, '_' or '-'")
+WAV = {200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+             "description": "The clip, 24 kHz mono WAV"}}
 Record = TypeVar("Record", bound=VoiceRecord)
 ADMIN = [Depends(require("admin"))]
 SPEAK = [Depends(require("speak"))]
@@ -79,10 +85,8 @@ async def get_voice(response: Response, name: str = VoiceName, s: Services = Dep
     return tagged(await asyncio.to_thread(s.store.get, name), response)
 
 
-@router.get("/{name}/audio", response_class=Response, dependencies=ADMIN, responses={
-    200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
-          "description": "The reference clip, 24 kHz mono WAV"},
-    **errors_for(400, 403, 404, 409, 503)})
+@router.get("/{name}/audio", response_class=Response, dependencies=ADMIN,
+            responses={**WAV, **errors_for(400, 403, 404, 409, 503)})
 async def get_voice_audio(name: str = VoiceName, s: Services = Depends(services)) -> Response:
     _, wav = await asyncio.to_thread(s.store.reference, name)
     return Response(wav, media_type="audio/wav")
@@ -105,3 +109,43 @@ async def delete_voice(name: str = VoiceName, expected: frozenset[str] | None = 
     """The clip, the transcript and the jobs made with the voice; its consent records keep only hashes."""
     await asyncio.to_thread(voice_service.delete_voice, s.store, s.jobs, s.consent.consents, name, expected)
     return Response(status_code=204)
+
+
+@router.post("/{name}/styles", status_code=201, response_model=VoiceCreated, dependencies=ADMIN,
+             responses={201: ETAG, **errors_for(400, 403, 404, 409, 412, 413, 422, *MODEL_ERRORS)})
+async def add_style(
+    response: Response,
+    name: str = VoiceName,
+    style: str = Form(..., pattern=STYLE_RE.pattern, description="the take's name, e.g. whisper"),
+    file: UploadFile = File(...),
+    ref_text: str | None = Form(None),
+    language: str | None = Form(None, pattern=LANGUAGE_PATTERN, description="default: the voice's"),
+    overwrite: bool = Form(False),
+    expected: frozenset[str] | None = Depends(expected_versions),
+    s: Services = Depends(services),
+) -> VoiceCreated:
+    """Another take of the voice, spoken with when a request names its style: the clip prepared and
+    transcribed once, as a voice's own. The voice is written without consent (given for its clips)."""
+    limits = s.settings.limits
+    data = await read_upload(file, limits.max_upload_bytes)
+    created = await voice_service.add_style(s.store, s.backends.transcribe, limits, name=name, style=style, data=data,
+                                            ref_text=ref_text, language=language or None, overwrite=overwrite,
+                                            if_match=expected)
+    return tagged(created, response)
+
+
+@router.delete("/{name}/styles/{style}", status_code=204, response_class=Response, dependencies=ADMIN,
+               responses=errors_for(400, 403, 404, 409, 412, 503))
+async def delete_style(name: str = VoiceName, style: str = StyleName,
+                       expected: frozenset[str] | None = Depends(expected_versions),
+                       s: Services = Depends(services)) -> Response:
+    """The take and its clip; the voice's own clip (the default style) goes only with the voice."""
+    await asyncio.to_thread(s.store.delete_take, name, style, if_match=expected)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/styles/{style}/audio", response_class=Response, dependencies=ADMIN,
+            responses={**WAV, **errors_for(400, 403, 404, 409, 503)})
+async def get_style_audio(name: str = VoiceName, style: str = StyleName, s: Services = Depends(services)) -> Response:
+    """The take's clip ('default': the voice's own)."""
+    return Response(await asyncio.to_thread(s.store.take_clip, name, style), media_type="audio/wav")
