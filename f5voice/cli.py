@@ -33,6 +33,7 @@ from f5voice.commands import (
 from f5voice.consent import add_consent_commands
 from f5voice.lexicons import add_lexicon_commands
 from f5voice.output import FORMATS, say
+from f5voice.styles import add_style_commands
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_arguments(common, defaults=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    voices = commands.add_parser("voices", help="create, list, show, correct and remove voices")
+    voices = commands.add_parser("voices", help="create, list, show, correct and remove voices and their styles")
     voice_commands = voices.add_subparsers(dest="voices_command", required=True, metavar="ACTION")
     add = voice_commands.add_parser("add", parents=[common], help="create a voice from an audio file")
     add.add_argument("name")
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("names", nargs="+", metavar="NAME")
     rm.set_defaults(run=voices_rm)
     add_consent_commands(voice_commands, commands, common)
+    add_style_commands(voice_commands, common)
 
     speak = commands.add_parser("say", parents=[common], help="speak text in a voice, streamed to a file or stdout")
     add_speech_arguments(speak)

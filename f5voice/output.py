@@ -55,6 +55,11 @@ def show_voice(voice: dict, as_json: bool) -> None:
     print(f"sha256:      {voice['sha256']}")
     consent = voice.get("consent")
     print(f"consent:     {consent['method'] + ' (' + consent['id'] + ')' if consent else 'none'}")
+    print(f"lexicons:    {', '.join(voice.get('lexicons') or []) or 'none'}")
+    print(f"styles:      default ({voice['duration_s']:.1f} s, the clip above)")
+    for style, take in sorted((voice.get("styles") or {}).items()):
+        clipped = f", clipped from {take['original_duration_s']:.1f} s" if take["clipped"] else ""
+        print(f"  {style}: {take['duration_s']:.1f} s{clipped}, {take['ref_text_source']}: {take['ref_text']}")
     print(f"created:     {voice['created_at']}")
     for warning in voice.get("warnings") or []:
         say(f"warning: {warning}")

@@ -293,3 +293,25 @@ def test_consent_attested_or_spoken_and_the_audit(url, short_wav, tmp_path):
     audit = f5voice("audit", "--voice", "ada", url=url)
     assert audit.returncode == 0 and len(audit.stdout.decode().splitlines()) == 1, audit.stdout
     assert " stream " in audit.stdout.decode() and " ada " in audit.stdout.decode()
+
+
+def test_styles_added_shown_and_removed(url, short_wav, tmp_path):
+    assert f5voice("voices", "add", "sam", str(short_wav), "--ref-text", SHORT_TEXT, url=url).returncode == 0
+    softer = espeak("Please keep your voice down.", tmp_path / "soft.wav", "-v", "en+whisper")
+    added = f5voice("voices", "style", "add", "sam", "soft", str(softer), "--ref-text", "Please keep your voice down.",
+                    url=url)
+    assert added.returncode == 0, added.stderr
+    assert "  soft: " in added.stdout.decode() and "user: Please keep your voice down." in added.stdout.decode()
+    taken = f5voice("voices", "style", "add", "sam", "soft", str(softer), url=url)
+    assert taken.returncode == 3 and "style_exists" in taken.stderr.decode()
+    assert httpx.patch(f"{url}/v1/voices/sam", json={"lexicons": ["names"]}).status_code == 200
+    shown = f5voice("voices", "show", "sam", url=url).stdout.decode()
+    assert "lexicons:    names" in shown and "styles:      default (" in shown and "  soft: " in shown
+    assert set(json.loads(f5voice("voices", "show", "sam", "--json", url=url).stdout)["styles"]) == {"soft"}
+
+    removed = f5voice("voices", "style", "rm", "sam", "soft", url=url)
+    assert removed.returncode == 0 and "deleted style soft of sam" in removed.stderr.decode()
+    assert httpx.get(f"{url}/v1/voices/sam").json()["styles"] == {}
+    gone = f5voice("voices", "style", "rm", "sam", "soft", url=url)
+    assert gone.returncode == 3 and "style_not_found" in gone.stderr.decode()
+    assert f5voice("voices", "rm", "sam", url=url).returncode == 0
