@@ -23,7 +23,7 @@ export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' config/ray.env)
 # changes in config/profiles/NAME.yaml (deployments/profiles.py).
 PROFILES := $(patsubst config/profiles/%.yaml,config/serve.%.yaml,$(wildcard config/profiles/*.yaml))
 
-.PHONY: setup system-packages serve demo demo-s3 offline-models status lint test test-fast lock clean
+.PHONY: setup system-packages serve demo demo-s3 offline-models status lint test test-fast lock clean gpu-bundle
 
 setup: system-packages $(STAMP) $(PROFILES)
 	@# An editable install leaves our modules uncompiled: compile them here, not in the first replica
@@ -113,6 +113,13 @@ test: lint
 	$(BIN)/python -m pytest -m "ray and not own_ray" --durations=15 || rc=1; \
 	$(BIN)/python -m pytest -m own_ray --durations=5 || rc=1; \
 	exit $$rc
+
+# The GPU benchmark's bundle (docs/BENCHMARKS.md): wheels for a bare PyTorch machine running CPython
+# $(GPU_PYTHON), our sources and run.sh, in $(GPU_BUNDLE) (ignored; under 64 MiB, to carry to it).
+GPU_PYTHON := 3.12
+GPU_BUNDLE := gpu-bundle
+gpu-bundle: $(STAMP)
+	$(BIN)/python bench/bundle.py --python-version $(GPU_PYTHON) --out $(GPU_BUNDLE)
 
 clean:
 	rm -rf $(VENV) models data .pytest_cache

@@ -34,9 +34,9 @@ def summary(values: list[float]) -> dict[str, float]:
             "min": round(min(values), 4), "max": round(max(values), 4)}
 
 
-def write_result(name: str, result: dict, markdown: str | None = None) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_result(name: str, result: dict, markdown: str | None = None, directory: Path = RESULTS) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     if markdown is not None:
         path.with_suffix(".md").write_text(markdown)
