@@ -111,10 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_style_commands(voice_commands, common)
 
     speak = commands.add_parser("say", parents=[common], help="speak text in a voice, streamed to a file or stdout")
-    add_speech_arguments(speak)
+    add_speech_arguments(speak, output_required=False)
     speak.add_argument("--captions", metavar="FILE", help="also write the words' timings: .vtt, .srt or .json")
     speak.add_argument("--check", action="store_true",
                        help="the service checks what it said and makes a failed segment again; warnings on stderr")
+    speak.add_argument("--dry-run", action="store_true", dest="dry_run",
+                       help="print what the model would read, per segment (speaker, pace, pauses, text), and stop")
     speak.set_defaults(run=say_command)
     verify = commands.add_parser("verify", parents=[common],
                                  help="check a file's Content Credentials (inside it, or FILE.c2pa beside it)")
@@ -136,6 +138,10 @@ def add_speech_arguments(parser: argparse.ArgumentParser, output_required: bool 
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--nfe-step", type=int, dest="nfe_step", help="sampling steps (quality vs speed)")
+    parser.add_argument("--ssml", action="store_true", help="the text is SSML (wrapped in <speak> if it is not)")
+    parser.add_argument("--style", help="a take of the voice (voices style add)")
+    parser.add_argument("--instructions", help="free text; a style of the voice it names is used")
+    parser.add_argument("--lexicon", action="append", metavar="NAME", help="a pronunciation lexicon; repeatable")
 
 
 def checked_url(url: str, parser: argparse.ArgumentParser) -> str:

@@ -69,14 +69,31 @@ def voices_rm(api: Api, args: argparse.Namespace) -> None:
 
 def speech_body(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
     text = sys.stdin.read() if args.text == "-" else args.text
+    if args.ssml and not text.lstrip().startswith(("<speak", "<?xml")):
+        text = f"<speak>{text}</speak>"  # markup without its root element: "Hi <break time='1s'/> there"
     body: dict[str, Any] = {"voice": args.voice, "input": text, "response_format": fmt, "speed": args.speed}
-    for field in ("seed", "nfe_step"):
+    for field in ("seed", "nfe_step", "style", "instructions"):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
+    if args.lexicon:
+        body["lexicons"] = args.lexicon
     return body
 
 
+def show_dry_run(api: Api, body: dict[str, Any]) -> None:
+    """What the model would read, segment by segment, and nothing synthesized."""
+    plan = api.json("POST", "/v1/audio/speech/dry-run", json=body)
+    for segment in plan["segments"]:
+        style = f" ({segment['style']})" if segment["style"] else ""
+        pause = f", then {segment['pause_after_s']:g} s of silence" if segment["pause_after_s"] else ""
+        print(f"[{segment['index']}] {segment['voice']}{style} at {segment['speed']:g}x{pause}: {segment['text']}")
+
+
 def say_command(api: Api, args: argparse.Namespace) -> None:
+    if args.dry_run:
+        return show_dry_run(api, speech_body(args, args.format or "wav"))
+    if not args.output:
+        raise CliError("say: --output is required (or --dry-run)", EXIT_USAGE)
     fmt = output_format(args)
     body = {**speech_body(args, fmt), "stream": True}
     listened = bool(args.captions or args.check)

@@ -225,3 +225,10 @@ def test_hostile_or_unsupported_markup_is_a_400_before_any_model_call(client, ba
         error = r.json()["error"]
         assert error["code"] == code and error["param"] == "input" and named.lower() in error["message"].lower()
     assert backends.syntheses == before
+
+
+def test_a_streamed_dialogue_has_its_turns_pause_and_both_voices(client):
+    r = client.post("/v1/audio/speech", json={"voice": "alice", "input": DIALOGUE, "stream": True, **SEED})
+    wave = wave_of(r)
+    turns = [length for _, length in silent_runs(wave) if length >= 0.25]
+    assert len(turns) >= 2, silent_runs(wave)  # a pause between each two speakers, no cross-fade
