@@ -43,6 +43,7 @@ def test_cluster_profile_is_the_production_profile_plus_placement_store_and_mirr
     e = deployments(expected)
     for name in ("Ingress", "Transcriber"):
         e[name]["ray_actor_options"]["resources"] = {CPU_POOL: 1}
+    e["Transcriber"]["ray_actor_options"]["num_gpus"] = 0  # on the CPU head, not a GPU's share
     assert cluster == expected, ("config/profiles/cluster.yaml changes more than placement, store and weights")
 
 
@@ -52,7 +53,7 @@ def test_cpu_deployments_ask_for_the_resource_only_the_cpu_head_has():
         options = d[name]["ray_actor_options"]
         assert options["resources"][CPU_POOL] > 0 and not options.get("num_gpus")
     assert CPU_POOL not in d["Synthesizer"]["ray_actor_options"].get("resources", {})
-    assert d["Synthesizer"]["ray_actor_options"]["num_gpus"] == 1
+    assert d["Synthesizer"]["ray_actor_options"]["num_gpus"] > 0.5  # one Synthesizer per GPU
 
     launcher = load("cluster.yaml")
     types = launcher["available_node_types"]

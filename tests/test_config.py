@@ -59,7 +59,9 @@ def test_jobs_leave_room_for_interactive_speech_and_can_still_scale_the_synthesi
 def test_production_profile_asks_for_a_gpu_and_the_real_models():
     config = load("production")
     d = deployments(config)
-    assert d["Synthesizer"]["ray_actor_options"]["num_gpus"] == 1
+    gpus = {name: d[name]["ray_actor_options"]["num_gpus"] for name in ("Synthesizer", "Transcriber")}
+    assert gpus["Synthesizer"] + gpus["Transcriber"] == 1  # both on one GPU, Whisper off the CPU
+    assert gpus["Synthesizer"] > 0.5  # and never two Synthesizers on one
     synth = SynthesizerSettings.model_validate(d["Synthesizer"]["user_config"])
     (model,) = ServiceSettings.model_validate(config["applications"][0]["args"]).models
     assert model.architecture == "F5TTS_v1_Base" and model.checkpoint.startswith("hf://SWivid/F5-TTS/")
@@ -69,7 +71,7 @@ def test_production_profile_asks_for_a_gpu_and_the_real_models():
 
 def test_decorators_agree_with_the_production_profile():
     """`serve.run(serve_app.build({}))` without the YAML keeps the same GPU and scaling shape."""
-    assert Synthesizer.ray_actor_options["num_gpus"] == 1
+    assert Synthesizer.ray_actor_options["num_gpus"] == 0.75
     d = deployments(load("production"))
     for deployment in (Synthesizer, Transcriber):
         options = deployment._deployment_config.autoscaling_config
@@ -148,6 +150,6 @@ def test_written_profiles_are_the_merged_ones(tmp_path):
 
 
 def test_the_decorators_take_the_production_profile_options():
-    assert deployment_options("Synthesizer")["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 1}
+    assert deployment_options("Synthesizer")["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0.75}
     assert Transcriber._deployment_config.max_ongoing_requests == deployments(load("production"))["Transcriber"][
         "max_ongoing_requests"]
