@@ -165,8 +165,8 @@ class VoicePatch(BaseModel):
     def _changes_something(self) -> VoicePatch:
         if not self.model_fields_set:
             raise ValueError("send ref_text, model, lexicons or any of them together")
-        if self.lexicons and len(set(self.lexicons)) < len(self.lexicons):
-            raise ValueError("lexicons names a lexicon twice")
+        if self.lexicons:  # a lexicon named twice is applied once, where it first stands
+            self.lexicons = list(dict.fromkeys(self.lexicons))
         return self
 
 

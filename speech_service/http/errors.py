@@ -61,7 +61,7 @@ class BodyTooLarge(StarletteHTTPException):
 # Validation failures of these fields keep the specific code (and 400) that the checks in the
 # service raise for the same mistake, whichever layer catches it first.
 _FIELD_CODES = {"name": "invalid_voice_name", "voice": "invalid_voice_name", "input": "empty_input",
-                "language": "invalid_language"}
+                "language": "invalid_language", "style": "invalid_style_name"}
 _SHAPE_ERRORS = {"string_pattern_mismatch", "string_too_short", "string_too_long"}
 
 
