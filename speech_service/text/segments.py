@@ -16,12 +16,12 @@ _SENTENCE_END = re.compile(r"[.!?。！？][\"')\]]*$")
 
 # A full stop after a title or an initial does not end a clause ("Dr. Who", "J. R. R. Tolkien",
 # "e.g. this"), nor one before a lowercase word ("etc. and", "U.S. law"): seams there split a name.
-_ABBREVIATION_END = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Mx|Dr|Prof|St|Mt|Jr|Sr|Gen|Col|Capt|Lt|Sgt|Rev|"
+ABBREVIATION_END = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Mx|Dr|Prof|St|Mt|Jr|Sr|Gen|Col|Capt|Lt|Sgt|Rev|"
                                r"Sen|Rep|Gov|No|vs|cf|e\.g|i\.e|[A-Z])\.$")
 
 
 def _breaks_between(before: str, after: str) -> bool:
-    return not (before.endswith(".") and (_ABBREVIATION_END.search(before) or after[:1].islower()))
+    return not (before.endswith(".") and (ABBREVIATION_END.search(before) or after[:1].islower()))
 
 
 def _clauses(text: str, max_bytes: int) -> list[str]:
