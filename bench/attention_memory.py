@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 ATTENTIONS = ("f5", "broadcast")
 
 
-def peak_rss_gb() -> float:
+def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
@@ -76,12 +76,12 @@ def case(model_name: str, attention: str, items: int, frames: int, models_dir: P
     if attention == "f5":
         f5_attention(model)
     one_step(model, 2, 64)  # thread pools and kernels chosen before the baseline
-    before = peak_rss_gb()
+    before = peak_rss_gib()
     start = time.perf_counter()
     one_step(model, items, frames)
     return {"model": model_name, "attention": attention, "items": items, "frames": frames,
-            "peak_rss_before_gb": round(before, 3), "peak_rss_gb": round(peak_rss_gb(), 3),
-            "step_growth_gb": round(peak_rss_gb() - before, 3), "seconds": round(time.perf_counter() - start, 1)}
+            "peak_rss_before_gib": round(before, 3), "peak_rss_gib": round(peak_rss_gib(), 3),
+            "step_growth_gib": round(peak_rss_gib() - before, 3), "seconds": round(time.perf_counter() - start, 1)}
 
 
 def measure(model: str = "base", items: int = 8, frames: int = 2000, attentions=ATTENTIONS,

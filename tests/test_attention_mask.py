@@ -44,4 +44,4 @@ def test_a_batch_of_long_items_needs_no_quadratic_mask(tmp_path):
     (row,) = measure("tiny", items, frames, attentions=["broadcast"], models_dir=tmp_path)
     # f5-tts's expanded mask as floats: guidance doubles the batch; 1.15 GB here
     expanded = 2 * items * TINY_DIT["heads"] * frames**2 * 4 / 2**30
-    assert row["step_growth_gb"] < expanded / 2, row
+    assert row["step_growth_gib"] < expanded / 2, row
