@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
 from contextlib import nullcontext
 from typing import Protocol
@@ -12,6 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from speech_service.audio import SAMPLE_RATE
+from speech_service.audio.resampling import resample_poly
 from speech_service.config import TranscriberSettings
 from speech_service.devices import whisper_device
 from speech_service.errors import BadRequest
@@ -148,20 +148,3 @@ class EncoderCache:
         """Drop this thread's kept output."""
         self._last.__dict__.clear()
 
-
-def resample_poly(audio: np.ndarray, up: int, down: int) -> np.ndarray:
-    """`scipy.signal.resample_poly(audio, up, down)` with its default filter (Kaiser-windowed sinc,
-    beta 5, 10 zero crossings per side) in NumPy: importing scipy.signal costs the Transcriber
-    replica ~70 MB of memory for this one call."""
-    g = math.gcd(up, down)
-    up, down = up // g, down // g
-    max_rate = max(up, down)
-    half_len = 10 * max_rate
-    taps = np.arange(2 * half_len + 1) - half_len
-    h = np.sinc(taps / max_rate) * np.kaiser(2 * half_len + 1, 5.0)
-    h *= up / h.sum()
-    upsampled = np.zeros(len(audio) * up, dtype=np.float64)
-    upsampled[::up] = audio
-    filtered = np.convolve(upsampled, h)  # full: output sample k sits at k * down + half_len
-    n_out = -(-len(audio) * up // down)
-    return filtered[half_len::down][:n_out].astype(np.float32)
