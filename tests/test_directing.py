@@ -101,7 +101,7 @@ def test_a_dialogue_plans_each_turn_in_its_own_voice_on_the_callers_characters(c
 
 
 @pytest.mark.slow  # Whisper hears each segment
-def test_a_three_speaker_dialogue_is_one_file_whose_words_carry_their_speakers(client):
+def test_a_three_speaker_dialogue_is_one_file_whose_words_carry_their_speakers(client, backends):
     r = client.post("/v1/audio/speech", json={"voice": "alice", "input": DIALOGUE, "timestamps": "word", **SEED})
     assert r.status_code == 200, r.text
     body = r.json()
