@@ -49,10 +49,11 @@ class Director:
                  lexicons: LexiconService):
         self.settings, self.store, self.models, self.lexicons = settings, store, models, lexicons
 
-    async def script(self, body: SpeechRequest) -> Script:
-        """`body`'s script, its references named (no clip bytes). A voice without the consent the
-        service requires is a 403 here, before any model call."""
-        lines = await asyncio.to_thread(read_markup, body.input)
+    async def script(self, body: SpeechRequest, *, markup: bool = True) -> Script:
+        """`body`'s script, its references named (no clip bytes); without `markup`, its input is
+        plain text whatever it looks like (a live piece, cut from text as it came). A voice without
+        the consent the service requires is a 403 here, before any model call."""
+        lines = await asyncio.to_thread(read_markup, body.input) if markup else [Line(layout(body.input))]
         if len(lines) > MAX_LINES:
             raise BadRequest(f"The input makes {len(lines)} lines (a change of voice, style or rate, or a break, "
                              f"starts one); the limit is {MAX_LINES}.",

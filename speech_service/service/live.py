@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 import numpy as np
 
 from speech_service.audio import seams
-from speech_service.errors import BadRequest, ServiceError
+from speech_service.errors import BadRequest, Overloaded, ReplicaStopping, ServiceError
 from speech_service.schemas import SpeechRequest
 from speech_service.service.alignment import Alignment, heard_alignment, planned_alignment
 from speech_service.text.incremental import TextCutter
@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 PIECES_AHEAD = 3
 # Messages a session holds for a client that is slow to read them; beyond it synthesis waits.
 OUTBOX_SIZE = 16
+# While sockets are open, how often `LiveSessions` asks whether its replica is stopping: well inside the
+# 2 s a stopping Ingress replica stays reachable before Serve shuts its sockets (config/ray.env).
+STOP_CHECK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class LiveContext:
         self.pieces: asyncio.Queue[asyncio.Task[Spoken] | None] = asyncio.Queue()
         self.ahead = asyncio.Semaphore(PIECES_AHEAD)
         self.closing = False
-        self.delivery = asyncio.create_task(self._deliver())
+        self.delivery = session.spawn(self._deliver())
 
     def add(self, text: str, flush: bool = False) -> None:
         if self.cutter.pending + len(text) > self.session.max_pending_chars:
@@ -95,7 +98,7 @@ class LiveContext:
                 piece.cancel()
 
     def _start(self, span: tuple[int, int]) -> None:
-        self.pieces.put_nowait(asyncio.create_task(self._speak(*span)))
+        self.pieces.put_nowait(self.session.spawn(self._speak(*span)))
 
     async def _speak(self, start: int, end: int) -> Spoken:
         async with self.ahead:
@@ -124,6 +127,13 @@ class LiveSession:
         self.max_contexts, self.max_pending_chars = max_contexts, max_pending_chars
         self.contexts: dict[str, LiveContext] = {}
         self.outbox: asyncio.Queue[Event] = asyncio.Queue(OUTBOX_SIZE)
+        self.tasks: set[asyncio.Task] = set()  # its contexts' deliveries and pieces, until each ends
+
+    def spawn(self, work: Coroutine) -> asyncio.Task:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     def context(self, context_id: str, body: dict | None = None) -> LiveContext:
         """The open context `context_id`, opened with `body` (a speech request's fields) if need be."""
@@ -151,6 +161,74 @@ class LiveSession:
         self.contexts.clear()
 
 
+
+class Seat:
+    """One open socket's place in `LiveSessions`: its session, and whether its replica is stopping."""
+
+    def __init__(self, sessions: LiveSessions):
+        self.sessions, self.session = sessions, None
+        self.stopping = asyncio.Event()  # set when the replica stops: the socket closes with an error, 1012
+
+    def hold(self, session: LiveSession) -> LiveSession:
+        """`session` (before it made any task) counted with this replica's sessions."""
+        self.session, session.tasks = session, self.sessions.tasks
+        return session
+
+    def close(self) -> None:
+        self.sessions.seats.discard(self)
+
+
+class LiveSessions:
+    """The open sockets of one Ingress replica: at most `max_sockets` (each holds one of the replica's
+    Serve request slots for its life), counted for `/v1/status`, and told when the replica stops.
+    `stopping` (blocking, run in a thread) is the deployment's look at whether Serve is stopping this
+    replica, asked every `STOP_CHECK_S` while sockets are open (docs/ARCHITECTURE.md, "Live text in")."""
+
+    def __init__(self, max_sockets: int, stopping: Callable[[], bool] | None = None):
+        self.max_sockets, self.stopping = max_sockets, stopping
+        self.seats: set[Seat] = set()
+        self.tasks: set[asyncio.Task] = set()  # every socket's, closed ones' included until each ends
+        self.stopped = False
+        self._watching: asyncio.Task | None = None
+
+    def open(self) -> Seat:
+        if self.stopped:
+            raise ReplicaStopping("This server is restarting; connect again.", retry_after_s=1)
+        if len(self.seats) >= self.max_sockets:
+            raise Overloaded(f"This server holds its limit of {self.max_sockets} sockets (limits.max_sockets); "
+                             "connect again later.", code="too_many_sockets", retry_after_s=5)
+        seat = Seat(self)
+        self.seats.add(seat)
+        if self.stopping is not None and (self._watching is None or self._watching.done()):
+            self._watching = asyncio.create_task(self._watch())
+        return seat
+
+    def stop(self) -> None:
+        """Every socket closes with the protocol's error; new ones are refused."""
+        self.stopped = True
+        for seat in self.seats:
+            seat.stopping.set()
+
+    def counts(self) -> dict:
+        sessions = [seat.session for seat in self.seats if seat.session is not None]
+        return {"sockets": len(self.seats), "max_sockets": self.max_sockets,
+                "contexts": sum(len(session.contexts) for session in sessions),
+                "pieces_in_flight": sum(t.get_coro().__name__ == "_speak" for t in self.tasks),
+                "tasks": len(self.tasks), "stopping": self.stopped}
+
+    async def _watch(self) -> None:
+        while self.seats and not self.stopped:
+            await asyncio.sleep(STOP_CHECK_S)
+            try:
+                stopping = await asyncio.to_thread(self.stopping)
+            except Exception:  # noqa: BLE001 - no answer is no verdict: ask again
+                logger.warning("could not tell whether this replica is stopping", exc_info=True)
+                continue
+            if stopping:
+                logger.info("replica stopping: closing %d live sockets", len(self.seats))
+                self.stop()
+
+
 class LiveSpeech:
     """How a piece is spoken: as a speech request of its own text, planned and made segment by segment
     (`ListenedSpeech`'s listener), joined as a whole response is, with its characters' times from the
@@ -164,7 +242,7 @@ class LiveSpeech:
                                              **({"timestamps": "word"} if self.heard else {})})
         speech = self.speech
         speech.check(body)
-        script = await speech.director.script(body)
+        script = await speech.director.script(body, markup=False)  # a piece of a text, never a document
         options = body.options()
         plan = await speech.send(script, lambda s: speech.backends.plan(s.references[0], s.sent(), options))
         listener = speech.listened.listener(body, script)
