@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 
 from deployments.dead_replicas import LostReplicas
 from deployments.profiles import deployment_options
-from deployments.serve_state import capacity_problem, deployment_status, http_host, running_replicas
+from deployments.serve_state import capacity_problem, deployment_status, http_host, replica_stopping, running_replicas
 from speech_service.coldstart import last_cold_starts, open_status_store
 from speech_service.config import ServiceSettings, SynthesisOptions
 from speech_service.http.app import create_app
@@ -112,7 +113,11 @@ class Ingress:
 
     def __serve_build_asgi_app__(self):
         # Serve's proxy takes or makes X-Request-ID, returns it and carries it through the handles.
-        return create_app(self.settings, self.backends, echo_request_id=False)
+        app = create_app(self.settings, self.backends, echo_request_id=False)
+        context = serve.get_replica_context()
+        app.state.services.live.stopping = partial(replica_stopping, context.app_name, context.deployment,
+                                                   context.replica_id.unique_id)
+        return app
 
     def info(self) -> dict[str, Any]:
         """Operator info: which replica, in which process."""

@@ -1,5 +1,6 @@
 """What Serve and the cluster say about the model deployments, read without calling any replica:
-replica states for `/v1/status`, and whether a deployment's replica can be placed at all."""
+replica states for `/v1/status`, whether a deployment's replica can be placed at all, and whether
+an Ingress replica is being stopped (for its live sockets)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,19 @@ def running_replicas(app_name: str, deployment: str) -> set[str]:
     app = _get_global_client().get_serve_details()["applications"].get(app_name) or {}
     replicas = (app.get("deployments", {}).get(deployment) or {}).get("replicas") or []
     return {r["replica_id"] for r in replicas if str(r.get("state")).endswith("RUNNING")}
+
+
+def replica_stopping(app_name: str, deployment: str, replica_id: str) -> bool:
+    """Whether Serve is stopping this replica (or no longer runs it), from the same private read as
+    `deployment_configs`: Serve tells a replica's code nothing before it shuts its HTTP server, and
+    with it every open socket, 2 s into a stop; a live socket must close with the protocol's error
+    before that (docs/ARCHITECTURE.md, "Live text in")."""
+    from ray.serve.context import _get_global_client
+
+    app = _get_global_client().get_serve_details()["applications"].get(app_name) or {}
+    replicas = (app.get("deployments", {}).get(deployment) or {}).get("replicas") or []
+    state = next((str(r.get("state")) for r in replicas if r.get("replica_id") == replica_id), None)
+    return state is None or state.endswith("STOPPING")
 
 
 def replica_demand(ray_actor_options: dict[str, Any]) -> dict[str, float]:

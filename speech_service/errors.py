@@ -164,6 +164,13 @@ class Overloaded(ServiceError):
     code = "overloaded"
 
 
+class ReplicaStopping(ServiceError):
+    """Serve is stopping the Ingress replica that holds a live socket (scale-down, redeploy, shutdown)."""
+
+    status_code = 503
+    code = "replica_stopping"
+
+
 class CapacityUnavailable(ServiceError):
     """A model deployment's replica cannot be placed on any node; the message names what it needs."""
 

@@ -13,6 +13,7 @@ from speech_service.models import ModelRegistry
 from speech_service.service.audit import AuditLog
 from speech_service.service.consent import ConsentDesk
 from speech_service.service.jobs import JobRunner
+from speech_service.service.live import LiveSessions
 from speech_service.service.speech import Backends, SpeechService
 from speech_service.storage.consent import ConsentStore
 from speech_service.storage.jobs import JobStore
@@ -31,6 +32,7 @@ class Services:
     consent: ConsentDesk
     models: ModelRegistry  # the speech service's own, for the catalog and voice routes
     audit: AuditLog  # the speech service's own, closed when the app stops
+    live: LiveSessions  # this replica's open sockets
 
     @classmethod
     def build(cls, settings: ServiceSettings, backends: Backends, store: VoiceStore) -> Services:
@@ -38,7 +40,8 @@ class Services:
         jobs = JobStore(store.objects, settings.jobs)  # beside the voices: same bucket or directory
         consent = ConsentDesk(store, ConsentStore(store.objects), settings.consent, settings.limits)
         return cls(settings, store, backends, speech, jobs, JobRunner(jobs, speech, settings.jobs),
-                   KeyRing(settings.keys()), consent, speech.models, speech.audit)
+                   KeyRing(settings.keys()), consent, speech.models, speech.audit,
+                   LiveSessions(settings.limits.max_sockets))
 
 
 async def services(request: Request) -> Services:

@@ -161,7 +161,6 @@ class LiveSession:
         self.contexts.clear()
 
 
-
 class Seat:
     """One open socket's place in `LiveSessions`: its session, and whether its replica is stopping."""
 

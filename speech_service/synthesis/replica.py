@@ -233,6 +233,7 @@ class SynthesisReplica:
             "models": {name: {**stats, "reference_cache": engines[name].clips.stats() if name in engines else None}
                        for name, stats in self.models.stats().items()},
             "batch_sizes": self.batch_sizes(),
+            "queued_segments": self._batcher.queued(),  # waiting for a model call: none once callers are gone
             "reference_cache": default.clips.stats() if default else None,
             "load_error": None if default else next(
                 (s["load_error"] for s in self.models.stats().values() if s["load_error"]), None),

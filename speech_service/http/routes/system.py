@@ -31,7 +31,10 @@ async def healthz() -> dict:
 async def status(s: Services = Depends(services)) -> dict:
     registry = {name: {"aliases": spec.aliases, "languages": spec.languages, "default": name == s.models.default}
                 for name, spec in s.models.specs.items()}
-    return {"voices": len(await asyncio.to_thread(s.store.list)), "models": registry, **(await s.backends.status())}
+    status = {"voices": len(await asyncio.to_thread(s.store.list)), "models": registry, **(await s.backends.status())}
+    # This Ingress replica's live sockets (another replica may answer the next call): counted here, no model woken.
+    status.setdefault("deployments", {}).setdefault("Ingress", {})["this_replica"] = {"live": s.live.counts()}
+    return status
 
 
 @router.get("/v1/me", response_model=KeyInfo, responses=errors_for(401))
