@@ -114,15 +114,15 @@ class LimitSettings(Strict):
     # Plausible speaking rate of a reference transcript, in characters per second of clip.
     min_ref_chars_per_second: float = 0.3
     max_ref_chars_per_second: float = 30.0
-    # How long a request may wait for the Synthesizer or Transcriber (for a stream: for its first
-    # audio) before it is answered 504 `request_timeout`. Includes a cold start from zero replicas.
+    # How long a model call (a stream's: till its first audio; a cold start included) may take: 504 `request_timeout`.
     request_timeout_s: float = Field(300.0, gt=0)
+    # Sockets per Ingress replica; each holds one of its max_ongoing_requests, so keep below that (ARCHITECTURE).
+    max_sockets: int = Field(100, ge=0)
     # How long a request waits for a replica no node can host (a node may be added) before 503 `capacity_unavailable`.
     capacity_wait_s: float = Field(30.0, gt=0)
     # `Retry-After` of our 503s when Serve's backpressure_config does not give one.
     retry_after_s: float = Field(5.0, ge=1)
-    # Callers without a key (public catalog, 401s) per client address and Ingress replica; behind
-    # Serve's HAProxy all have HAProxy's address and share it. Open mode (no keys) has no limits.
+    # Keyless callers (public catalog, 401s) per address and Ingress replica (behind HAProxy: one); open mode: no limit.
     anonymous_requests_per_minute: float = Field(600.0, gt=0)
     # A pronunciation lexicon (docs/ARCHITECTURE.md, "Lexicons"): its rules, their characters, its JSON or PLS bytes.
     max_lexicon_rules: int = Field(5000, ge=1, le=100_000)

@@ -153,3 +153,18 @@ def test_the_decorators_take_the_production_profile_options():
     assert deployment_options("Synthesizer")["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0.75}
     assert Transcriber._deployment_config.max_ongoing_requests == deployments(load("production"))["Transcriber"][
         "max_ongoing_requests"]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_sockets_are_never_cut_by_serve_and_leave_the_ingress_room_for_http(profile):
+    """A live socket is one long request to Serve: `http_options.request_timeout_s` would cancel it
+    mid-conversation (our `limits.request_timeout_s` bounds each model call instead), and each open
+    socket holds one of its Ingress replica's `max_ongoing_requests` slots for its whole life."""
+    config = load(profile)
+    assert ServeDeploySchema.model_validate(config).http_options.request_timeout_s is None
+    assert "request_timeout_s" not in (config.get("http_options") or {})
+    limits = ServiceSettings.model_validate(config["applications"][0]["args"]).limits
+    ingress = deployments(config)["Ingress"]
+    target = AutoscalingConfig.model_validate(ingress["autoscaling_config"]).target_ongoing_requests
+    http_slots = ingress["max_ongoing_requests"] - limits.max_sockets
+    assert 0 < limits.max_sockets and http_slots >= max(target, ingress["max_ongoing_requests"] / 4)
