@@ -26,6 +26,12 @@ class OutputFormat:
     bitrate_kbps: int | None
     media_type: str
 
+    @property
+    def credentials_format(self) -> str:
+        """How Content Credentials and the audit name a whole response in this format: an MP3 file
+        carries its manifest inside (as `/v1/audio/speech`'s mp3), raw audio gets a sidecar."""
+        return "mp3" if self.codec == "mp3" else self.name
+
 
 def _format(name: str) -> OutputFormat:
     codec, rate, *bitrate = name.split("_")

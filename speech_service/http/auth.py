@@ -87,7 +87,14 @@ class KeyRing:
 
 
 def no_key() -> Unauthorized:
-    return Unauthorized("Send a valid API key as 'Authorization: Bearer <key>'.", code="invalid_api_key")
+    return Unauthorized("Send a valid API key as 'Authorization: Bearer <key>' (or 'xi-api-key: <key>').",
+                        code="invalid_api_key")
+
+
+def presented(authorization: str | None, xi_api_key: str | None) -> str | None:
+    """The `Authorization` a request presents its key with: its own, else ElevenLabs' clients'
+    `xi-api-key` header as a bearer key."""
+    return authorization or (f"Bearer {xi_api_key}" if xi_api_key else None)
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -115,7 +122,8 @@ async def authenticated(request: Request) -> Caller:
     """The caller of a `/v1` route (a FastAPI dependency); 401 without a valid key."""
     keys = request.app.state.services.keys
     state = request.scope.get("state", {})
-    key = state[_FOUND_KEY] if _FOUND_KEY in state else keys.find(request.headers.get("authorization"))
+    key = state[_FOUND_KEY] if _FOUND_KEY in state else keys.find(
+        presented(request.headers.get("authorization"), request.headers.get("xi-api-key")))
     caller = keys.caller(key)
     request.state.caller = caller
     return caller
@@ -164,8 +172,8 @@ class KeyGate:
         # `anonymous_admin_refusal`); keys are how a service gets them.
         if scope["type"] != "http" or not scope["path"].startswith("/v1/") or self.keys.open:
             return await self.app(scope, receive, send)
-        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
-        key = self.keys.find(authorization)
+        headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in (b"authorization", b"xi-api-key")}
+        key = self.keys.find(presented(headers.get(b"authorization"), headers.get(b"xi-api-key")))
         scope.setdefault("state", {})[_FOUND_KEY] = key
         refusal: ServiceError | None
         if key is None:

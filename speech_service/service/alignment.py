@@ -62,7 +62,11 @@ def _on_characters(text: str, timed: list[TimedSpan], total_s: float) -> Alignme
     """Each character of `text` a start and a duration: a word's time shared by its characters."""
     starts, durations = [0.0] * len(text), [0.0] * len(text)
     covered = [False] * len(text)
-    for (lo, hi), start, end in timed:
+    spoken: dict[tuple[int, int], tuple[float, float]] = {}
+    for span, start, end in timed:  # the words read for one ("$5.20": five dollars twenty) take all their time
+        first = spoken.get(span, (start, end))
+        spoken[span] = (min(first[0], start), max(first[1], end))
+    for (lo, hi), (start, end) in spoken.items():
         lo, hi = max(lo, 0), min(hi, len(text))
         if hi <= lo:
             continue

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from speech_service import audio, metrics
 from speech_service.audio import encoding
+from speech_service.audio.output_formats import OutputFormat, encode_piece
 from speech_service.config import QualityCheck, ServiceSettings, SynthesisOptions
 from speech_service.errors import BadRequest, PayloadTooLarge, ReferenceMissing, ServiceError, Unprocessable
 from speech_service.logs import current_request_id, with_request_id
@@ -155,15 +156,17 @@ class SpeechService:
         plan = await self.send(script, lambda s: self.backends.plan(s.references[0], s.sent(), options, body.stream))
         return dry_run(body.input, script, plan)
 
-    async def synthesize(self, body: SpeechRequest, key: str | None = None) -> EncodedSpeech:
-        """The whole speech, encoded in the requested format, with its Content Credentials;
-        `key` is the caller's key name."""
+    async def synthesize(self, body: SpeechRequest, key: str | None = None,
+                         output: OutputFormat | None = None) -> EncodedSpeech:
+        """The whole speech, encoded in the requested format (ElevenLabs' `output`, when given), with
+        its Content Credentials; `key` is the caller's key name."""
         started = time.monotonic()
         self.check(body)
         options, listened = body.options(), None
         script = await self.director.script(body)
+        fmt = body.response_format if output is None else output.credentials_format
         # A sidecar's id is claimed in the store while the speech is made.
-        reserved = self.marker.reserve(current_request_id(), body.response_format)
+        reserved = self.marker.reserve(current_request_id(), fmt)
         try:
             if self.listened.wanted(body):
                 speech, listened = await self.listened.whole(body, script)
@@ -172,12 +175,14 @@ class SpeechService:
             metrics.record_first_audio(started, stream=False)
             wave = speech.wave
             metrics.record_speech(len(wave) / audio.SAMPLE_RATE, time.monotonic() - started, stream=False)
-            if body.response_format in encoding.RAW_FORMATS and len(wave) <= _INLINE_ENCODE_SAMPLES:
+            if output is not None:
+                data = await asyncio.to_thread(encode_piece, wave, output)
+            elif body.response_format in encoding.RAW_FORMATS and len(wave) <= _INLINE_ENCODE_SAMPLES:
                 data = encoding.encode(wave, body.response_format)  # cheaper than the hop to a thread
             else:
                 data = await asyncio.to_thread(encoding.encode, wave, body.response_format)
             facts = marking.facts(body, script, current_request_id(), key)
-            marked = await self.marker.response(data, body.response_format, facts, reserved)
+            marked = await self.marker.response(data, fmt, facts, reserved)
         except BaseException:
             await asyncio.shield(self.marker.give_back(reserved))  # before the error goes out
             raise
