@@ -304,3 +304,28 @@ def test_mp3_pieces_are_whole_files(client):
     for m in messages:
         audio, rate = sf.read(io.BytesIO(base64.b64decode(m["audio"])))
         assert rate == 22050 and len(audio) > 0
+
+
+def test_alignment_heard_in_the_audio_on_request(client, backends):
+    listened = backends.transcriber.listened
+    with client.websocket_connect(url(alignment="heard")) as ws:
+        ws.send_json({"text": " Dr. Smith paid $5.20.", "context_id": "h"})
+        ws.send_json({"context_id": "h", "close_context": True})
+        messages = until_final(ws, {"h"})
+        close_socket(ws)
+    assert chars(messages, "h") == " Dr. Smith paid $5.20."
+    for m in messages[:-1]:
+        assert_alignment_within_audio(m)
+    assert backends.transcriber.listened > listened  # heard, not planned
+
+
+def test_an_id_is_one_context_at_a_time(client):
+    with client.websocket_connect(url()) as ws:
+        ws.send_json({"text": " One sentence here. And another.", "context_id": "x"})
+        ws.send_json({"context_id": "x", "close_context": True})
+        ws.send_json({"text": " Too soon.", "context_id": "x"})  # x still speaks its text
+        messages = until_final(ws, {"x"})
+        refused = next(m for m in messages if "error" in m)
+        assert refused["error"] == "context_finishing" and refused["contextId"] == "x"
+        assert chars(messages, "x") == " One sentence here. And another."
+        close_socket(ws)
