@@ -17,7 +17,18 @@ from speech_service.http.auth import KeyGate, authenticated
 from speech_service.http.errors import UnknownPath, install_error_handlers
 from speech_service.http.middleware import BodyLimit, RequestCounter, RequestIdMiddleware
 from speech_service.http.openapi import document, errors_for
-from speech_service.http.routes import audit, catalog, consent, jobs, lexicons, provenance, speech, system, voices
+from speech_service.http.routes import (
+    audit,
+    catalog,
+    consent,
+    jobs,
+    lexicons,
+    provenance,
+    speech,
+    system,
+    text_to_speech,
+    voices,
+)
 from speech_service.http.routes.live_socket import router as live_sockets
 from speech_service.http.services import Services
 from speech_service.service.speech import Backends
@@ -45,7 +56,7 @@ def create_app(settings: ServiceSettings, backends: Backends, store: VoiceStore 
     app.mount("/web", StaticFiles(directory=system.WEB), name="web")  # public: the page's API calls carry the key
     app.include_router(system.router)
     app.include_router(catalog.router)  # its own key check: `public_catalog` may open two of its lists
-    for resource in (voices, lexicons, consent, speech, jobs, provenance, audit):
+    for resource in (voices, lexicons, consent, speech, text_to_speech, jobs, provenance, audit):
         app.include_router(resource.router, dependencies=[Depends(authenticated)], responses=errors_for(401))
     app.include_router(live_sockets)  # sockets check their key themselves: KeyGate sees HTTP only
     app.router.routes.append(UnknownPath(app.router))  # last: a 404 that Serve's access log names by its path
