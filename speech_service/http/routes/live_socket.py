@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from speech_service.audio.output_formats import encode_piece
 from speech_service.errors import BadRequest, Forbidden, ServiceError
-from speech_service.http.auth import Caller
+from speech_service.http.auth import Caller, presented
 from speech_service.http.elevenlabs import (
     ClientMessage,
     SocketSettings,
@@ -95,23 +95,18 @@ class LiveSocket:
         first message, when it had to be read for its key."""
         try:
             self.settings = SocketSettings.of(self.ws.query_params, self.services.models)
-            keys, first = self.services.keys, None
-            presented = self._handshake_key()
-            if presented is None and not keys.open:
+            keys, first, headers = self.services.keys, None, self.ws.headers
+            authorization = presented(headers.get("authorization"), headers.get("xi-api-key"))
+            if authorization is None and not keys.open:
                 first = await self._next_message(self.settings.inactivity_timeout_s)
-                presented = first.xi_api_key
-            caller: Caller = keys.caller(keys.find(f"Bearer {presented}") if presented else None)
+                authorization = presented(None, first.xi_api_key)
+            caller: Caller = keys.caller(keys.find(authorization))
             if not caller.can("speak"):
                 raise Forbidden(f"The key '{caller.name}' may not speak: it needs the 'speak' scope.",
                                 code="insufficient_scope")
             return first
         except ServiceError as exc:
             raise SocketEnds(CLOSE_POLICY, exc) from None
-
-    def _handshake_key(self) -> str | None:
-        headers = self.ws.headers
-        scheme, _, bearer = headers.get("authorization", "").partition(" ")
-        return headers.get("xi-api-key") or (bearer.strip() if scheme.lower() == "bearer" else None) or None
 
     async def _serve(self, first: ClientMessage | None) -> SocketEnds:
         tasks = [asyncio.create_task(self._read(first)), asyncio.create_task(self._write()),
