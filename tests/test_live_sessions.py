@@ -2,9 +2,11 @@
 told when the replica stops (docs/ARCHITECTURE.md, "Live text in"). In process."""
 
 import asyncio
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
+from test_live_socket import close_socket, make_client, receive, url
 
 from speech_service.config import ServiceSettings
 from speech_service.errors import Overloaded, ReplicaStopping
@@ -78,3 +80,38 @@ class _NoModels:
 
     async def status(self):
         return {"deployments": {}}
+
+
+# -- over the socket route, in process ---------------------------------------------------------
+
+def test_a_socket_past_max_sockets_gets_the_protocols_error_and_1013(tmp_path, backends, short_wav):
+    client = make_client(tmp_path, backends, short_wav, limits={"max_sockets": 1})
+    with client.websocket_connect(url()) as first:
+        first.send_json({"text": ""})  # the first socket holds its seat
+        with client.websocket_connect(url()) as second:
+            refusal, closed = receive(second), receive(second)
+        assert close_socket(first)["closed"] == 1000
+    assert refusal["error"] == "too_many_sockets" and "limits.max_sockets" in refusal["message"]
+    assert closed["closed"] == 1013
+    with client.websocket_connect(url()) as again:  # the seat was given back
+        assert close_socket(again)["closed"] == 1000
+
+
+def test_a_stopping_replica_tells_each_open_context_then_closes_with_1012(tmp_path, backends, short_wav):
+    client = make_client(tmp_path, backends, short_wav)
+    stop = threading.Event()
+    client.app.state.services.live.stopping = stop.is_set  # what the deployment asks Serve
+    with client.websocket_connect(url()) as ws:
+        for context in ("a", "b"):
+            ws.send_json({"text": " ", "context_id": context})
+            ws.send_json({"text": "A long text still being spoken when the replica stops, and", "context_id": context})
+        stop.set()
+        messages = []
+        while "closed" not in (message := receive(ws)):
+            messages.append(message)
+    errors = [m for m in messages if "error" in m]
+    assert {m["contextId"] for m in errors} == {"a", "b"} and {m["error"] for m in errors} == {"replica_stopping"}
+    assert message["closed"] == 1012
+    assert client.app.state.services.live.counts()["sockets"] == 0
+    with client.websocket_connect(url()) as ws:  # new sockets are refused the same way
+        assert receive(ws)["error"] == "replica_stopping" and receive(ws)["closed"] == 1012

@@ -192,7 +192,7 @@ class LiveSessions:
 
     def open(self) -> Seat:
         if self.stopped:
-            raise ReplicaStopping("This server is restarting; connect again.", retry_after_s=1)
+            raise restarting()
         if len(self.seats) >= self.max_sockets:
             raise Overloaded(f"This server holds its limit of {self.max_sockets} sockets (limits.max_sockets); "
                              "connect again later.", code="too_many_sockets", retry_after_s=5)
@@ -226,6 +226,10 @@ class LiveSessions:
             if stopping:
                 logger.info("replica stopping: closing %d live sockets", len(self.seats))
                 self.stop()
+
+
+def restarting() -> ReplicaStopping:
+    return ReplicaStopping("This server is restarting; connect again.", retry_after_s=1)
 
 
 class LiveSpeech:

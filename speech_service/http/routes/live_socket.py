@@ -1,9 +1,10 @@
 """Live text in over ElevenLabs' WebSocket protocol: `/v1/text-to-speech/{voice_id}/multi-stream-input`
-(up to five contexts on one socket) and `/stream-input` (one context, no ids). A socket is three tasks
+(up to five contexts on one socket) and `/stream-input` (one context, no ids). A socket is four tasks
 over one `LiveSession`: the reader turns messages into context calls, the writer sends the session's
 outbox (audio with its alignment, `isFinal`, a context's error), the watchdog closes a socket that
-has been silent for `inactivity_timeout`; the first to end ends the socket, and `session.close()`
-leaves nothing behind (docs/ARCHITECTURE.md, "Live text in").
+has been silent for `inactivity_timeout`, and one closes it when Serve stops the replica; the first
+to end ends the socket, and `session.close()` leaves nothing behind. Each socket holds a seat of the
+replica's `LiveSessions` (docs/ARCHITECTURE.md, "Live text in").
 
 The key is checked here (the `KeyGate` middleware sees HTTP only): `xi-api-key` or `Authorization:
 Bearer` at the handshake, else the first message's `xi_api_key`, before that message is acted on.
@@ -21,7 +22,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from speech_service.audio.output_formats import encode_piece
-from speech_service.errors import BadRequest, Forbidden, ServiceError
+from speech_service.errors import BadRequest, Forbidden, ReplicaStopping, ServiceError
 from speech_service.http.auth import Caller, presented
 from speech_service.http.elevenlabs import (
     ClientMessage,
@@ -32,7 +33,16 @@ from speech_service.http.elevenlabs import (
     final_message,
     parse_message,
 )
-from speech_service.service.live import ContextDone, ContextFailed, LiveContext, LiveSession, LiveSpeech, Spoken
+from speech_service.service.live import (
+    ContextDone,
+    ContextFailed,
+    LiveContext,
+    LiveSession,
+    LiveSpeech,
+    Seat,
+    Spoken,
+    restarting,
+)
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["live"])
@@ -42,7 +52,7 @@ SEND_TIMEOUT_S = 30.0
 # Pieces a context may have cut but not yet delivered; past it its text is refused until audio catches up.
 MAX_PIECES_BEHIND = 64
 DEFAULT_CONTEXT = "default"  # the context of messages without a `context_id`
-CLOSE_NORMAL, CLOSE_POLICY, CLOSE_ERROR = 1000, 1008, 1011
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_ERROR, CLOSE_RESTART, CLOSE_TRY_LATER = 1000, 1008, 1011, 1012, 1013
 
 
 class SocketEnds(Exception):
@@ -78,14 +88,21 @@ class LiveSocket:
 
     async def run(self) -> None:
         await self.ws.accept()
+        try:  # a seat among this replica's sockets: bounded (1013 past it), told when the replica stops
+            seat = self.services.live.open()
+        except ServiceError as exc:
+            await self._close(SocketEnds(CLOSE_RESTART if isinstance(exc, ReplicaStopping) else CLOSE_TRY_LATER, exc))
+            return
         try:
             first = await self._admit()
             speech = LiveSpeech(self.services.speech, heard=self.settings.heard)
-            self.session = LiveSession(speech.speak, max_pending_chars=self.services.settings.limits.max_input_chars)
-            ending = await self._serve(first)
+            self.session = seat.hold(LiveSession(speech.speak,
+                                                 max_pending_chars=self.services.settings.limits.max_input_chars))
+            ending = await self._serve(first, seat)
         except SocketEnds as exc:
             ending = exc
         finally:
+            seat.close()
             if self.session is not None:
                 await self.session.close()
         await self._close(ending)
@@ -108,9 +125,9 @@ class LiveSocket:
         except ServiceError as exc:
             raise SocketEnds(CLOSE_POLICY, exc) from None
 
-    async def _serve(self, first: ClientMessage | None) -> SocketEnds:
+    async def _serve(self, first: ClientMessage | None, seat: Seat) -> SocketEnds:
         tasks = [asyncio.create_task(self._read(first)), asyncio.create_task(self._write()),
-                 asyncio.create_task(self._watch())]
+                 asyncio.create_task(self._watch()), asyncio.create_task(self._stopped(seat))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -216,6 +233,15 @@ class LiveSocket:
         while (left := self.last_activity + timeout - loop.time()) > 0:
             await asyncio.sleep(left)
         raise SocketEnds(CLOSE_POLICY, inactivity(timeout))
+
+    async def _stopped(self, seat: Seat) -> None:
+        """Serve is stopping this replica: each context not yet final is told, then the socket closes
+        with 1012, before Serve would cut it without a word (docs/ARCHITECTURE.md, "Live text in")."""
+        await seat.stopping.wait()
+        error, contexts = restarting(), list(self.session.contexts) if self.multi else []
+        for context_id in contexts:
+            await self._send(error_message(error, context_id))
+        raise SocketEnds(CLOSE_RESTART, None if contexts else error)
 
     async def _close(self, ending: SocketEnds) -> None:
         if ending.code is None:
