@@ -6,17 +6,21 @@ import base64
 import hashlib
 import io
 import json
+import socket
+import threading
 import time
 
 import anyio
 import numpy as np
 import pytest
 import soundfile as sf
+import uvicorn
 from fastapi.testclient import TestClient
 
 from speech_service.audio.output_formats import ulaw_decode
 from speech_service.config import ServiceSettings
 from speech_service.http.app import create_app
+from speech_service.http.routes import live_socket
 
 from conftest import SHORT_TEXT, add_voice
 
@@ -329,3 +333,41 @@ def test_an_id_is_one_context_at_a_time(client):
         assert refused["error"] == "context_finishing" and refused["contextId"] == "x"
         assert chars(messages, "x") == " One sentence here. And another."
         close_socket(ws)
+
+
+def frame(payload: dict) -> bytes:
+    """A client's masked text frame (RFC 6455), for a client that only writes."""
+    data = json.dumps(payload).encode()
+    mask = b"\x01\x02\x03\x04"
+    size = bytes([0x80 | len(data)]) if len(data) < 126 else bytes([0x80 | 126]) + len(data).to_bytes(2, "big")
+    return b"\x81" + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def test_a_client_that_reads_nothing_is_dropped(tmp_path, backends, short_wav, monkeypatch):
+    monkeypatch.setattr(live_socket, "SEND_TIMEOUT_S", 1.0)
+    app = make_client(tmp_path, backends, short_wav).app
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # inherited by the server's connections
+    server = uvicorn.Server(uvicorn.Config(app, ws="websockets-sansio", lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(listener.getsockname())
+        client.sendall(f"GET {url(output_format='pcm_48000')} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        text = " " + " ".join(f"This is sentence number {n}, spoken to nobody." for n in range(12))
+        client.settimeout(10)
+        assert client.recv(4096).startswith(b"HTTP/1.1 101")  # the handshake's answer, before any frame
+        client.sendall(frame({"text": text, "context_id": "x"}) + frame({"context_id": "x", "close_context": True}))
+        time.sleep(5)  # the server makes audio, fills the buffers, and gives up on sending
+        received = b""
+        while chunk := client.recv(1 << 16):  # what was buffered, then the end: not the whole text's audio
+            received += chunk
+        assert b"isFinal" not in received
+        client.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
