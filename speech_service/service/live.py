@@ -12,7 +12,6 @@ synthesis instead of piling up audio. Protocol framing (ElevenLabs' messages) is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -155,9 +154,7 @@ class LiveSession:
         """Stop everything: the socket is gone."""
         for context in list(self.contexts.values()):
             context.cancel()
-        tasks = [c.delivery for c in self.contexts.values()]
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*[c.delivery for c in self.contexts.values()], return_exceptions=True)
         self.contexts.clear()
 
 
