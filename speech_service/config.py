@@ -118,6 +118,8 @@ class LimitSettings(Strict):
     request_timeout_s: float = Field(300.0, gt=0)
     # Sockets per Ingress replica; each holds one of its max_ongoing_requests, so keep below that (ARCHITECTURE).
     max_sockets: int = Field(100, ge=0)
+    # Live pieces an Ingress replica has at the Synthesizer at once (the rest wait): its queue keeps room for HTTP.
+    max_live_pieces: int = Field(16, ge=1)
     # How long a request waits for a replica no node can host (a node may be added) before 503 `capacity_unavailable`.
     capacity_wait_s: float = Field(30.0, gt=0)
     # `Retry-After` of our 503s when Serve's backpressure_config does not give one.
@@ -146,8 +148,7 @@ class JobSettings(Strict):
     lease_s: float = Field(30.0, gt=0)  # a running job whose lease is this old has lost its runner
     sweep_interval_s: float = Field(10.0, gt=0)  # how often each ingress looks for lost and expired jobs
     retry_delay_s: float = Field(2.0, ge=0)
-    # Jobs one ingress replica runs at once; the rest wait `queued`. A flood of jobs then leaves room
-    # in the Synthesizer's queue for interactive speech, and still fills it enough to scale it out.
+    # Jobs one ingress runs at once (the rest wait `queued`): room in the Synthesizer's queue for interactive speech.
     max_running: int = Field(32, ge=1)
     segment_chars: int = Field(400, ge=20)  # older configs' (ignored): a job's segments are the Synthesizer's plan
     segment_timeout_s: float = Field(600.0, gt=0)  # one Synthesizer call longer than this is a failed attempt
@@ -200,8 +201,7 @@ class ProvenanceSettings(Strict):
     private_key: str = ""
     trust_anchors: str = ""
     sidecar_ttl_s: float = Field(7 * 24 * 3600, gt=0)  # how long `GET /v1/provenance/{id}` keeps a sidecar
-    # How long `GET /v1/provenance/{id}` waits for a sidecar still being stored: a response's is
-    # signed and stored after the response, maybe by another Ingress replica than the GET's.
+    # How long `GET /v1/provenance/{id}` waits for a sidecar still being stored (signed after its response).
     landing_wait_s: float = Field(2.0, ge=0, le=30)
 
     @model_validator(mode="after")

@@ -168,3 +168,6 @@ def test_sockets_are_never_cut_by_serve_and_leave_the_ingress_room_for_http(prof
     target = AutoscalingConfig.model_validate(ingress["autoscaling_config"]).target_ongoing_requests
     http_slots = ingress["max_ongoing_requests"] - limits.max_sockets
     assert 0 < limits.max_sockets and http_slots >= max(target, ingress["max_ongoing_requests"] / 4)
+    # The sockets' pieces, all at once, leave room in one Synthesizer replica's queue for HTTP speech.
+    synthesizer = deployments(config)["Synthesizer"]
+    assert limits.max_live_pieces <= (synthesizer["max_ongoing_requests"] + synthesizer["max_queued_requests"]) / 2

@@ -189,9 +189,9 @@ def test_fifty_sockets_dropped_mid_speech_leave_nothing_behind_and_http_is_serve
                 assert (await client.get("/healthz")).status_code == 200
                 health = time.monotonic() - start
                 r = await client.post("/v1/audio/speech", json=SHORT_SPEECH)
-                # The pieces of 50 sockets fill the Synthesizer's queue as any 50 requests would: a
-                # speech request is then refused at once with Retry-After, never left waiting.
-                assert r.status_code == 200 or r.json()["error"]["code"] == "overloaded", r.text
+                # The sockets' pieces wait at the Ingress beyond limits.max_live_pieces: the Synthesizer's
+                # queue keeps room for this request.
+                assert r.status_code == 200, r.text
                 answers.append((health, r.status_code, time.monotonic() - start - health))
         return answers
 

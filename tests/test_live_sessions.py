@@ -4,6 +4,7 @@ told when the replica stops (docs/ARCHITECTURE.md, "Live text in"). In process."
 import asyncio
 import threading
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from test_live_socket import close_socket, make_client, receive, url
@@ -11,7 +12,7 @@ from test_live_socket import close_socket, make_client, receive, url
 from speech_service.config import ServiceSettings
 from speech_service.errors import Overloaded, ReplicaStopping
 from speech_service.http.app import create_app
-from speech_service.service.live import LiveSession, LiveSessions
+from speech_service.service.live import ContextDone, LiveSession, LiveSessions
 
 
 def test_sockets_past_the_limit_are_refused_and_a_closed_one_frees_its_seat():
@@ -80,6 +81,35 @@ class _NoModels:
 
     async def status(self):
         return {"deployments": {}}
+
+
+
+def test_the_sockets_of_a_replica_have_at_most_max_pieces_at_the_synthesizer():
+    """Beyond the share, pieces wait at the Ingress instead of filling the Synthesizer's queue, which
+    would refuse HTTP speech (and the pieces) as `overloaded`."""
+    busy, most = 0, 0
+
+    async def speak(body, text):
+        nonlocal busy, most
+        busy += 1
+        most = max(most, busy)
+        await asyncio.sleep(0.01)
+        busy -= 1
+        return np.zeros(240, np.float32), None
+
+    async def scenario():
+        sessions = LiveSessions(max_sockets=10, max_pieces=3)
+        held = [sessions.open().hold(LiveSession(speak)) for _ in range(4)]
+        for session in held:
+            session.context("a", {"voice": "v"}).add("One. Two. Three. Four. Five.", flush=True)
+            session.context("a").close()
+        for session in held:
+            while not isinstance(await asyncio.wait_for(session.outbox.get(), 10), ContextDone):
+                pass
+        return len(sessions.tasks)
+
+    assert asyncio.run(scenario()) == 0
+    assert most == 3
 
 
 # -- over the socket route, in process ---------------------------------------------------------

@@ -41,7 +41,7 @@ class Services:
         consent = ConsentDesk(store, ConsentStore(store.objects), settings.consent, settings.limits)
         return cls(settings, store, backends, speech, jobs, JobRunner(jobs, speech, settings.jobs),
                    KeyRing(settings.keys()), consent, speech.models, speech.audit,
-                   LiveSessions(settings.limits.max_sockets))
+                   LiveSessions(settings.limits.max_sockets, settings.limits.max_live_pieces))
 
 
 async def services(request: Request) -> Services:

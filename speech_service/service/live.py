@@ -12,6 +12,7 @@ synthesis instead of piling up audio. Protocol framing (ElevenLabs' messages) is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ class LiveContext:
         self.pieces.put_nowait(self.session.spawn(self._speak(*span)))
 
     async def _speak(self, start: int, end: int) -> Spoken:
-        async with self.ahead:
+        async with self.ahead, self.session.slots:  # this context's few ahead, within all sockets' share
             text = self.cutter.text[start:end]
             wave, alignment = await self.session.speak(self.body, text)
             return Spoken(self.id, wave, alignment)
@@ -127,6 +128,7 @@ class LiveSession:
         self.contexts: dict[str, LiveContext] = {}
         self.outbox: asyncio.Queue[Event] = asyncio.Queue(OUTBOX_SIZE)
         self.tasks: set[asyncio.Task] = set()  # its contexts' deliveries and pieces, until each ends
+        self.slots: contextlib.AbstractAsyncContextManager = contextlib.nullcontext()  # see `Seat.hold`
 
     def spawn(self, work: Coroutine) -> asyncio.Task:
         task = asyncio.create_task(work)
@@ -166,8 +168,9 @@ class Seat:
         self.stopping = asyncio.Event()  # set when the replica stops: the socket closes with an error, 1012
 
     def hold(self, session: LiveSession) -> LiveSession:
-        """`session` (before it made any task) counted with this replica's sessions."""
-        self.session, session.tasks = session, self.sessions.tasks
+        """`session` (before it made any task) counted with this replica's sessions, its pieces within
+        their share of the Synthesizer."""
+        self.session, session.tasks, session.slots = session, self.sessions.tasks, self.sessions.slots
         return session
 
     def close(self) -> None:
@@ -176,12 +179,15 @@ class Seat:
 
 class LiveSessions:
     """The open sockets of one Ingress replica: at most `max_sockets` (each holds one of the replica's
-    Serve request slots for its life), counted for `/v1/status`, and told when the replica stops.
+    Serve request slots for its life), with at most `max_pieces` pieces at the Synthesizer at once (the
+    rest wait here, not in its queue, which keeps room for HTTP speech), counted for `/v1/status`, and
+    told when the replica stops.
     `stopping` (blocking, run in a thread) is the deployment's look at whether Serve is stopping this
     replica, asked every `STOP_CHECK_S` while sockets are open (docs/ARCHITECTURE.md, "Live text in")."""
 
-    def __init__(self, max_sockets: int, stopping: Callable[[], bool] | None = None):
-        self.max_sockets, self.stopping = max_sockets, stopping
+    def __init__(self, max_sockets: int, max_pieces: int = 16, stopping: Callable[[], bool] | None = None):
+        self.max_sockets, self.max_pieces, self.stopping = max_sockets, max_pieces, stopping
+        self.slots = asyncio.Semaphore(max_pieces)
         self.seats: set[Seat] = set()
         self.tasks: set[asyncio.Task] = set()  # every socket's, closed ones' included until each ends
         self.stopped = False
