@@ -63,7 +63,9 @@ def replica_stopping(app_name: str, deployment: str, replica_id: str) -> bool:
     from ray.serve.context import _get_global_client
 
     app = _get_global_client().get_serve_details()["applications"].get(app_name) or {}
-    replicas = (app.get("deployments", {}).get(deployment) or {}).get("replicas") or []
+    if deployment not in app.get("deployments", {}):
+        return False  # no verdict (a controller that is recovering lists nothing yet)
+    replicas = app["deployments"][deployment].get("replicas") or []
     state = next((str(r.get("state")) for r in replicas if r.get("replica_id") == replica_id), None)
     return state is None or state.endswith("STOPPING")
 

@@ -145,3 +145,23 @@ def test_a_stopping_replica_tells_each_open_context_then_closes_with_1012(tmp_pa
     assert client.app.state.services.live.counts()["sockets"] == 0
     with client.websocket_connect(url()) as ws:  # new sockets are refused the same way
         assert receive(ws)["error"] == "replica_stopping" and receive(ws)["closed"] == 1012
+
+
+def test_a_client_waiting_for_audio_still_being_made_is_not_closed_as_inactive(tmp_path, backends, short_wav,
+                                                                             monkeypatch):
+    """Under load (pieces waiting for their share of the Synthesizer) a client that sent all its text
+    may wait longer than its `inactivity_timeout` for the audio owed to it."""
+    made = backends.synthesizer.synthesize_segment
+
+    async def busy(reference, plan, index):  # a Synthesizer that takes longer than the timeout
+        await asyncio.sleep(1.5)
+        return await made(reference, plan, index)
+
+    monkeypatch.setattr(backends.synthesizer, "synthesize_segment", busy)
+    client = make_client(tmp_path, backends, short_wav)
+    with client.websocket_connect(url(inactivity_timeout=1)) as ws:
+        ws.send_json({"text": " One sentence. And another one.", "context_id": "k"})
+        ws.send_json({"context_id": "k", "close_context": True})
+        messages = [receive(ws) for _ in range(3)]
+        assert close_socket(ws)["closed"] == 1000
+    assert [bool(m.get("audio")) for m in messages] == [True, True, False] and messages[-1]["isFinal"]

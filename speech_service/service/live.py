@@ -67,6 +67,7 @@ class LiveContext:
         self.pieces: asyncio.Queue[asyncio.Task[Spoken] | None] = asyncio.Queue()
         self.ahead = asyncio.Semaphore(PIECES_AHEAD)
         self.closing = False
+        self.owed = 0  # pieces started whose audio is not yet in the outbox
         self.delivery = session.spawn(self._deliver())
 
     def add(self, text: str, flush: bool = False) -> None:
@@ -98,6 +99,7 @@ class LiveContext:
                 piece.cancel()
 
     def _start(self, span: tuple[int, int]) -> None:
+        self.owed += 1
         self.pieces.put_nowait(self.session.spawn(self._speak(*span)))
 
     async def _speak(self, start: int, end: int) -> Spoken:
@@ -111,6 +113,7 @@ class LiveContext:
         try:
             while (piece := await self.pieces.get()) is not None:
                 await self.session.outbox.put(await piece)
+                self.owed -= 1
             await self.session.outbox.put(ContextDone(self.id))
         except ServiceError as exc:
             await self.session.outbox.put(ContextFailed(self.id, exc))
@@ -147,6 +150,10 @@ class LiveSession:
                              code="too_many_contexts", param="context_id")
         context = self.contexts[context_id] = LiveContext(self, context_id, body)
         return context
+
+    def owes_audio(self) -> bool:
+        """Whether a piece was cut and its audio is still being made (the client waits on us, not we on it)."""
+        return any(context.owed for context in self.contexts.values())
 
     def ended(self, context: LiveContext) -> None:
         if self.contexts.get(context.id) is context:

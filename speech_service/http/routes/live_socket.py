@@ -228,10 +228,11 @@ class LiveSocket:
         self.last_activity = asyncio.get_running_loop().time()
 
     async def _watch(self) -> None:
-        """Ends the socket once nothing was received or sent for `inactivity_timeout` seconds."""
+        """Ends the socket once nothing was received or sent for `inactivity_timeout` seconds, and no
+        audio is being made for it (under load a client may wait longer than that for audio owed)."""
         loop, timeout = asyncio.get_running_loop(), self.settings.inactivity_timeout_s
-        while (left := self.last_activity + timeout - loop.time()) > 0:
-            await asyncio.sleep(left)
+        while (left := self.last_activity + timeout - loop.time()) > 0 or self.session.owes_audio():
+            await asyncio.sleep(left if left > 0 else 1.0)
         raise SocketEnds(CLOSE_POLICY, inactivity(timeout))
 
     async def _stopped(self, seat: Seat) -> None:
