@@ -63,6 +63,8 @@ def replica_stopping(app_name: str, deployment: str, replica_id: str) -> bool:
     from ray.serve.context import _get_global_client
 
     app = _get_global_client().get_serve_details()["applications"].get(app_name) or {}
+    if str(app.get("status")).endswith("DELETING"):  # its deployments are no longer listed
+        return True
     if deployment not in app.get("deployments", {}):
         return False  # no verdict (a controller that is recovering lists nothing yet)
     replicas = app["deployments"][deployment].get("replicas") or []

@@ -243,28 +243,40 @@ def test_a_context_outlives_a_killed_synthesizer_replica_with_its_audio_or_an_er
     assert chars == " " + LONG or errors, (chars, errors)
 
 
-def test_a_stopping_ingress_replica_closes_its_sockets_with_the_protocols_error(base_url, config):
-    """A redeploy stops the Ingress replica: each open context gets the protocol's error, then close
-    1012, before Serve would cut the socket."""
-    async def scenario():
-        async with connect(ws_url(base_url)) as ws:
-            for context in ("a", "b"):
-                await ws.send(json.dumps({"text": " ", "context_id": context}))
-                await ws.send(json.dumps({"text": LONG, "context_id": context}))
-            await asyncio.sleep(0.5)
-            changed = json.loads(json.dumps(config))
-            changed["applications"][0]["args"]["limits"]["retry_after_s"] = 7  # a new Ingress version
-            stopped_at = time.monotonic()
-            await asyncio.to_thread(local_cluster.apply, changed)
-            errors = []
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    message = json.loads(await asyncio.wait_for(ws.recv(), 120))
-                    if message.get("error"):
-                        errors.append(message)
-            return errors, ws.close_code, time.monotonic() - stopped_at
+async def open_contexts_then(base_url: str, stop) -> tuple[list[dict], int, float]:
+    """Two contexts speaking on one socket when `stop()` (blocking) stops its Ingress replica: the
+    errors the socket got, its close code and how long after the stop it closed."""
+    async with connect(ws_url(base_url)) as ws:
+        for context in ("a", "b"):
+            await ws.send(json.dumps({"text": " ", "context_id": context}))
+            await ws.send(json.dumps({"text": LONG, "context_id": context}))
+        await asyncio.sleep(0.5)
+        stopped_at = time.monotonic()
+        await asyncio.to_thread(stop)
+        errors = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 120))
+                if message.get("error"):
+                    errors.append(message)
+        return errors, ws.close_code, time.monotonic() - stopped_at
 
-    errors, code, after = asyncio.run(scenario())
+
+def assert_told_then_1012(errors: list[dict], code: int, after: float) -> None:
     assert code == 1012, (code, errors)
     assert {m["contextId"] for m in errors} == {"a", "b"} and {m["error"] for m in errors} == {"replica_stopping"}
     assert after < 30
+
+
+def test_a_stopping_ingress_replica_closes_its_sockets_with_the_protocols_error(base_url, config):
+    """A redeploy stops the Ingress replica: each open context gets the protocol's error, then close
+    1012, before Serve would cut the socket without a word."""
+    changed = json.loads(json.dumps(config))
+    changed["applications"][0]["args"]["limits"]["retry_after_s"] = 7  # a new Ingress version
+    assert_told_then_1012(*asyncio.run(open_contexts_then(base_url, lambda: local_cluster.apply(changed))))
+
+
+def test_a_deleted_application_closes_its_sockets_with_the_protocols_error(base_url):
+    """Last: the application goes (as `serve shutdown` takes it)."""
+    local_cluster.wait_until_running({"applications": [{"name": APP}], "http_options": {"port": SHARED_CLUSTER.port}})
+    assert_told_then_1012(*asyncio.run(open_contexts_then(base_url, lambda: serve.delete(APP, _blocking=False))))
