@@ -130,7 +130,7 @@ class LiveSession:
         self.max_contexts, self.max_pending_chars = max_contexts, max_pending_chars
         self.contexts: dict[str, LiveContext] = {}
         self.outbox: asyncio.Queue[Event] = asyncio.Queue(OUTBOX_SIZE)
-        self.tasks: set[asyncio.Task] = set()  # its contexts' deliveries and pieces, until each ends
+        self.tasks: set[asyncio.Task] = set()  # its contexts' deliveries and pieces (held: the replica's, `Seat.hold`)
         self.slots: contextlib.AbstractAsyncContextManager = contextlib.nullcontext()  # see `Seat.hold`
 
     def spawn(self, work: Coroutine) -> asyncio.Task:
