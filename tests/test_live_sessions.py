@@ -147,6 +147,7 @@ def test_a_stopping_replica_tells_each_open_context_then_closes_with_1012(tmp_pa
         assert receive(ws)["error"] == "replica_stopping" and receive(ws)["closed"] == 1012
 
 
+@pytest.mark.slow  # waits past an inactivity timeout
 def test_a_client_waiting_for_audio_still_being_made_is_not_closed_as_inactive(tmp_path, backends, short_wav,
                                                                              monkeypatch):
     """Under load (pieces waiting for their share of the Synthesizer) a client that sent all its text

@@ -289,6 +289,7 @@ def spoken_bytes(client, output_format: str) -> bytes:
     return b"".join(base64.b64decode(m["audio"]) for m in messages if "audio" in m)
 
 
+@pytest.mark.slow  # one socket per format
 def test_each_rate_carries_the_same_audio_duration(client):
     samples_24k = len(spoken_bytes(client, "pcm_24000")) // 2
     assert samples_24k > 24000 * 0.3
@@ -310,6 +311,7 @@ def test_mp3_pieces_are_whole_files(client):
         assert rate == 22050 and len(audio) > 0
 
 
+@pytest.mark.slow  # Whisper hears each piece
 def test_alignment_heard_in_the_audio_on_request(client, backends):
     listened = backends.transcriber.listened
     with client.websocket_connect(url(alignment="heard")) as ws:
@@ -343,6 +345,7 @@ def frame(payload: dict) -> bytes:
     return b"\x81" + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
+@pytest.mark.slow  # waits out a send timeout on a served app
 def test_a_client_that_reads_nothing_is_dropped(tmp_path, backends, short_wav, monkeypatch):
     monkeypatch.setattr(live_socket, "SEND_TIMEOUT_S", 1.0)
     app = make_client(tmp_path, backends, short_wav).app

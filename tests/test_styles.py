@@ -65,6 +65,7 @@ def test_a_take_is_its_own_clip_with_its_own_transcript(client, backends, whispe
     assert client.get("/v1/voices").json()["voices"][0]["styles"] == {"whisper": take}
 
 
+@pytest.mark.slow  # Whisper transcribes a long clip
 def test_a_long_take_is_clipped_and_its_clip_transcribed_once_instead_of_the_text_sent(tmp_path, backends,
                                                                                        short_wav, whisper_wav):
     with make_client(tmp_path, backends, limits={"max_clip_seconds": 1.5}) as client:

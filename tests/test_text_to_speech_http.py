@@ -66,7 +66,9 @@ def seconds(client):
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-@pytest.mark.parametrize("name", LISTED)
+# The fast tier keeps one raw and one compressed format; the rest run in `make test`.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in ("pcm_22050", "mp3_22050_32")
+                                               else [pytest.mark.slow]) for n in LISTED])
 def test_every_endpoint_answers_in_each_format_at_its_rate_and_length(client, seconds, endpoint, name):
     r = tts(client, endpoint, output_format=name)
     assert r.status_code == 200, r.text
@@ -184,6 +186,7 @@ def served_voice(base: str, short_wav) -> None:
     assert r.status_code == 201, r.text
 
 
+@pytest.mark.slow  # a served app and a third-party client
 def test_pipecats_http_service_speaks_each_sentence(tmp_path, backends, short_wav):
     """Pipecat's own ElevenLabsHttpTTSService, fed an LLM's text a few characters at a time: one
     `/stream/with-timestamps` request a sentence, its audio frames and words from our alignment."""
@@ -226,6 +229,7 @@ def test_pipecats_http_service_speaks_each_sentence(tmp_path, backends, short_wa
     assert words.split() == text.split()  # its words, from our alignment of the characters it sent
 
 
+@pytest.mark.slow  # a served app and a third-party client
 def test_livekits_synthesize_speaks_over_the_http_stream(tmp_path, backends, short_wav):
     """LiveKit's own `elevenlabs.TTS(...).synthesize`: `POST .../stream` decoded by the plugin."""
     from livekit.plugins import elevenlabs
