@@ -97,3 +97,31 @@ def stop_service() -> None:
     from deployments import local_cluster
 
     local_cluster.shutdown()
+
+
+def run_measured(args, run, name: str, markdown, threads: int | None = None, warm: bool = False) -> Path:
+    """`run(args)` (a coroutine function) against `args.url`, or with `args.offline` against the offline
+    profile started here for it (`warm`: its model replicas kept up between levels, so no cold start is
+    measured); the result written as `args.name` or `<machine>-<name>`."""
+    import asyncio
+    import tempfile
+
+    if args.offline:
+        from speech_service.weights.offline import prepare
+
+        with tempfile.TemporaryDirectory() as tmp:
+            config = offline_config(prepare(args.models_dir), Path(tmp) / "store", free_port(), threads)
+            for d in config["applications"][0]["deployments"] if warm else []:
+                if d["name"] != "Ingress":
+                    d["autoscaling_config"].update(downscale_delay_s=600, downscale_to_zero_delay_s=600)
+            args.url = start_service(config)
+            try:
+                result = asyncio.run(run(args))
+            finally:
+                stop_service()
+        result["url"] = "offline profile (config/serve.offline.yaml) on this machine"
+    else:
+        result = asyncio.run(run(args))
+    path = write_result(args.name or f"{machine()}-{name}", result, markdown(result))
+    print(path.with_suffix(".md").read_text())
+    return path

@@ -30,7 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, machine, summary, write_result
+from bench.common import REPO, machine, run_measured, summary
 
 FIRST = "Good morning, and welcome aboard."
 TEXT = (f"{FIRST} Today we travel along the coast, past the old harbour. The weather is fine, and the sea "
@@ -174,25 +174,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--name", help="result file name (default <client machine>-live)")
     args = parser.parse_args()
-    if args.offline:
-        from bench.common import free_port, offline_config, start_service, stop_service
-        from speech_service.weights.offline import prepare
-
-        with tempfile.TemporaryDirectory() as tmp:
-            config = offline_config(prepare(args.models_dir), Path(tmp) / "store", free_port(), None)
-            for d in config["applications"][0]["deployments"]:  # stay warm between levels: no cold start measured
-                if d["name"] != "Ingress":
-                    d["autoscaling_config"].update(downscale_delay_s=600, downscale_to_zero_delay_s=600)
-            args.url = start_service(config)
-            try:
-                result = asyncio.run(run(args))
-            finally:
-                stop_service()
-        result["url"] = "offline profile (config/serve.offline.yaml) on this machine"
-    else:
-        result = asyncio.run(run(args))
-    path = write_result(args.name or f"{machine()}-live", result, markdown(result))
-    print(path.with_suffix(".md").read_text())
+    run_measured(args, run, "live", markdown, warm=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, machine, summary, write_result
+from bench.common import REPO, machine, run_measured, summary
 
 BYTES_PER_SECOND = 24000 * 2  # pcm: 16-bit mono at 24 kHz
 TEXT = "Good morning, and welcome aboard. Today we travel along the coast, past the old harbour."
@@ -163,24 +163,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--name", help="result file name (default <client machine>-load)")
     args = parser.parse_args()
-    if args.offline:
-        import tempfile
-
-        from bench.common import free_port, offline_config, start_service, stop_service
-        from speech_service.weights.offline import prepare
-
-        with tempfile.TemporaryDirectory() as tmp:
-            config = offline_config(prepare(args.models_dir), Path(tmp) / "store", free_port(), args.threads)
-            args.url = start_service(config)
-            try:
-                result = asyncio.run(run(args))
-            finally:
-                stop_service()
-        result["url"] = "offline profile (config/serve.offline.yaml) on this machine"
-    else:
-        result = asyncio.run(run(args))
-    path = write_result(args.name or f"{machine()}-load", result, markdown(result))
-    print(path.with_suffix(".md").read_text())
+    run_measured(args, run, "load", markdown, threads=args.threads)
 
 
 if __name__ == "__main__":
