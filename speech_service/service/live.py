@@ -68,6 +68,10 @@ class LiveContext:
         self.ahead = asyncio.Semaphore(PIECES_AHEAD)
         self.closing = False
         self.owed = 0  # pieces started whose audio is not yet in the outbox
+        # The context's first piece is made before any other: under load the first audio is what a
+        # listener waits for, and pieces made beside it in one batch would slow it.
+        self.first_made = asyncio.Event()
+        self.cut_any = False
         self.delivery = session.spawn(self._deliver())
 
     def add(self, text: str, flush: bool = False) -> None:
@@ -100,13 +104,21 @@ class LiveContext:
 
     def _start(self, span: tuple[int, int]) -> None:
         self.owed += 1
-        self.pieces.put_nowait(self.session.spawn(self._speak(*span)))
+        first = not self.cut_any
+        self.cut_any = True
+        self.pieces.put_nowait(self.session.spawn(self._speak(*span, first=first)))
 
-    async def _speak(self, start: int, end: int) -> Spoken:
-        async with self.ahead, self.session.slots:  # this context's few ahead, within all sockets' share
-            text = self.cutter.text[start:end]
-            wave, alignment = await self.session.speak(self.body, text)
-            return Spoken(self.id, wave, alignment)
+    async def _speak(self, start: int, end: int, first: bool) -> Spoken:
+        if not first:
+            await self.first_made.wait()
+        try:
+            async with self.ahead, self.session.slots:  # this context's few ahead, within all sockets' share
+                text = self.cutter.text[start:end]
+                wave, alignment = await self.session.speak(self.body, text)
+                return Spoken(self.id, wave, alignment)
+        finally:
+            if first:
+                self.first_made.set()
 
     async def _deliver(self) -> None:
         """Each piece's audio in order, then `ContextDone`; a failed piece ends the context."""
