@@ -3,8 +3,8 @@ by piece as the pieces complete (docs/ARCHITECTURE.md, "Live text in").
 
 A context cuts its text (`text.incremental.TextCutter`); each piece goes the way any request goes
 (`Director.script`: markup-free plain text, lexicons, then the Synthesizer's numbers and segments,
-its segments batched with everyone's) and is started as soon as it is cut, at most
-`PIECES_AHEAD` ahead of the one being delivered, so a context's audio leaves in order. What a session
+its segments batched with everyone's) and is started as soon as it is cut (a context's first piece
+before its others), at most `PIECES_AHEAD` ahead of the one being delivered; audio leaves in order. What a session
 sends goes through one bounded queue (`outbox`): a client that reads nothing stops its contexts'
 synthesis instead of piling up audio. Protocol framing (ElevenLabs' messages) is the HTTP layer's.
 """
