@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import pytest
+# Each pytest-xdist worker's native thread pools (torch, OpenMP, CTranslate2) get its share of the
+# cores, not all of them: oversubscribed pools spin against each other (a tenth of `make test-fast`).
+# Set before numpy or torch is imported; xdist names the worker count before conftest is loaded.
+if _workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from deployments import local_cluster
 from speech_service.audio import uploads
@@ -45,6 +52,16 @@ class PassThroughStore(ObjectStore):
 
     def list(self, prefix):
         return self.inner.list(prefix)
+
+
+def tiered(values, fast) -> list:
+    """`parametrize` values of a matrix: those (or whose first item) in `fast` run in the fast tier,
+    the others are marked slow; `make test` runs them all."""
+    def first(value):
+        return value[0] if isinstance(value, tuple) else value
+
+    return [pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=[] if first(v) in fast else [pytest.mark.slow])
+            for v in values]
 
 
 def espeak(text: str, path: Path, *extra: str) -> Path:
@@ -281,14 +298,17 @@ def free_port() -> int:
     raise RuntimeError("no free port between 20000 and 32767")
 
 
-def serve_config(store: Path) -> dict:
+def serve_config(store: Path, app_name: str = "tts") -> dict:
     """config/serve.yaml as shipped, on the shared cluster's loopback port and a temporary store,
-    with CPU needs scaled down to a test machine. GPU requests and autoscaling bounds are kept."""
+    with CPU needs scaled down to a test machine. GPU requests and autoscaling bounds are kept.
+    A module that counts replicas names its application: this driver's handles to an earlier
+    module's deployment of the same name would report their requests to it."""
     import yaml
 
     config = yaml.safe_load((REPO / "config" / "serve.yaml").read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": SHARED_CLUSTER.port}
     app = config["applications"][0]
+    app["name"] = app_name
     app["args"]["store"]["path"] = str(store)
     for deployment in app["deployments"]:
         deployment["ray_actor_options"]["num_cpus"] = 0.5
@@ -307,7 +327,8 @@ def use_tiny_models(config: dict, offline_models: dict, **synthesizer) -> dict[s
     d["Synthesizer"]["user_config"].update({
         "model_name": "f5-tiny", "architecture_overrides": TINY_DIT, "checkpoint": str(offline_models["checkpoint"]),
         "vocoder": str(offline_models["vocoder"]), "defaults": {"nfe_step": 4}, **synthesizer})
-    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu")
+    # Two threads, not the one of its 0.5 CPU: each quality check hears seconds of noise.
+    d["Transcriber"]["user_config"].update(model=str(offline_models["whisper"]), device="cpu", cpu_threads=2)
     return d
 
 

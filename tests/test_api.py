@@ -17,7 +17,17 @@ from speech_service.config import ServiceSettings, SynthesisOptions
 from speech_service.http.app import create_app
 from speech_service.storage.objects import open_object_store
 
-from conftest import LONG_TEXT, SHORT_TEXT, add_voice, convert, decode_file, engine_stream, espeak, server_timing
+from conftest import (
+    LONG_TEXT,
+    SHORT_TEXT,
+    add_voice,
+    convert,
+    decode_file,
+    engine_stream,
+    espeak,
+    server_timing,
+    tiered,
+)
 from served import served_app
 
 
@@ -79,6 +89,7 @@ def test_voice_lifecycle(client, short_wav, backends):
     assert_error(client.delete("/v1/voices/alice"), 404, "voice_not_found")
 
 
+@pytest.mark.slow  # Whisper hears speech: seconds each
 def test_upload_without_transcript_is_transcribed_once(client, short_wav, backends):
     before = backends.transcriptions
     voice = upload(client, "alice", short_wav).json()
@@ -104,10 +115,10 @@ def test_long_upload_with_full_transcript_stores_the_clip_and_its_own_transcript
 
 
 @pytest.mark.parametrize("store_config", ["local"], indirect=True)
-@pytest.mark.parametrize("fmt, content_type", [
+@pytest.mark.parametrize("fmt, content_type", tiered([
     ("mp3", "audio/mpeg"), ("opus", "audio/ogg"), ("aac", "audio/aac"),
     ("flac", "audio/flac"), ("wav", "audio/wav"), ("pcm", "audio/pcm"),
-])
+], fast={"mp3", "pcm"}))
 def test_speech_in_every_format(client, short_wav, fmt, content_type, tmp_path):
     upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
     r = speak(client, response_format=fmt, seed=3)
@@ -125,7 +136,7 @@ def test_speech_in_every_format(client, short_wav, fmt, content_type, tmp_path):
 
 
 @pytest.mark.parametrize("store_config", ["local"], indirect=True)
-@pytest.mark.parametrize("fmt", ["pcm", "wav", "mp3", "opus", "aac", "flac"])
+@pytest.mark.parametrize("fmt", tiered(["pcm", "wav", "mp3", "opus", "aac", "flac"], fast={"pcm", "mp3"}))
 def test_streamed_speech_is_the_engines_stream_and_as_long_as_the_whole(client, backends, short_wav, fmt, tmp_path):
     upload(client, "alice", short_wav, ref_text=SHORT_TEXT)
     text = "First sentence here. A second one follows. And a third."
@@ -304,6 +315,7 @@ def test_oversized_upload(tmp_path, backends, long_wav):
     assert small.get("/v1/voices").json()["voices"] == []
 
 
+@pytest.mark.slow  # Whisper hears speech: seconds each
 def test_language_codes(client, short_wav):
     assert_error(upload(client, "alice", short_wav, language="english"), 400, "invalid_language")
     assert_error(upload(client, "alice", short_wav, language="xx"), 400, "unsupported_language")

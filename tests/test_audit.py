@@ -51,6 +51,7 @@ def audit(client, **params):
     return r.json()["entries"]
 
 
+@pytest.mark.slow  # concurrent requests
 def test_one_entry_per_speech_delivered_under_concurrent_requests(tmp_path, backends, short_wav):
     client = service(tmp_path, backends, short_wav)
     try:

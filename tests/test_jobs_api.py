@@ -15,7 +15,7 @@ from speech_service.audio import uploads
 from speech_service.config import ServiceSettings
 from speech_service.http.app import create_app
 
-from conftest import LONG_TEXT, SHORT_TEXT
+from conftest import LONG_TEXT, SHORT_TEXT, tiered
 from test_api import assert_error, upload
 
 
@@ -37,7 +37,7 @@ def wait_finished(client, job_id, timeout=120):
     raise AssertionError(f"job still {job['status']}: {job}")
 
 
-@pytest.mark.parametrize("fmt, media_type", [("wav", "audio/wav"), ("mp3", "audio/mpeg")])
+@pytest.mark.parametrize("fmt, media_type", tiered([("wav", "audio/wav"), ("mp3", "audio/mpeg")], fast={"wav"}))
 def test_a_job_runs_to_succeeded_and_its_audio_decodes(client, fmt, media_type):
     r = client.post("/v1/jobs", json={"voice": "alice", "input": LONG_TEXT, "response_format": fmt,
                                       "nfe_step": 2, "seed": 3})
@@ -61,6 +61,7 @@ def test_a_job_runs_to_succeeded_and_its_audio_decodes(client, fmt, media_type):
     assert_error(client.get(job["audio_url"]), 404, "job_not_found")
 
 
+@pytest.mark.slow  # holds a job mid-run
 def test_audio_is_409_until_the_job_succeeds_and_cancel(client):
     body = {"voice": "alice", "input": LONG_TEXT * 2, "response_format": "wav", "nfe_step": 12}
     job = client.post("/v1/jobs", json=body).json()
@@ -112,6 +113,7 @@ def test_jobs_outlive_the_app_that_ran_them(store_config, backends, short_wav):
         assert len(uploads.decode(r.content, max_seconds=600)) > 0.3 * audio.SAMPLE_RATE
 
 
+@pytest.mark.slow  # a long job and its whole response
 def test_a_jobs_audio_is_the_speech_response_made_durable(client, backends):
     """Same body, same seed: the job speaks the whole response's plan, segment by segment, and
     joins it as the whole response does."""
@@ -127,6 +129,7 @@ def test_a_jobs_audio_is_the_speech_response_made_durable(client, backends):
     assert len(spoken) == len(expected) and np.abs(spoken - expected).max() <= 1
 
 
+@pytest.mark.slow  # a long job
 def test_a_job_never_splits_a_title_from_its_name(client, backends):
     text = " ".join(["We met Dr. Smith at the station and talked about the long journey home.",
                      "Bring something small, e.g. this apple, and a book to read on the way."] * 4)
@@ -139,6 +142,7 @@ def test_a_job_never_splits_a_title_from_its_name(client, backends):
     assert sum(s.count("for example this") for s in segments) == 4
 
 
+@pytest.mark.slow  # holds jobs mid-run
 def test_a_keys_queued_and_running_jobs_count_against_its_max_concurrent(tmp_path, backends, short_wav, monkeypatch):
     keys = [{"name": "ops", "key": "sk-ops", "scopes": ["admin"]},
             {"name": "app", "key": "sk-app", "scopes": ["speak"], "max_concurrent": 2}]

@@ -191,6 +191,7 @@ def _lines_run(function, *args) -> int:
     return count
 
 
+@pytest.mark.slow  # counts the lines run for 5000 rules
 def test_matching_takes_work_linear_in_the_text_for_a_lexicon_of_the_most_rules():
     """The worst rules for a matcher: every phrase of up to 25 'a's, all matching at each place of
     'a a a ...', besides thousands of others in both case rules."""

@@ -30,6 +30,7 @@ def test_sockets_past_the_limit_are_refused_and_a_closed_one_frees_its_seat():
     assert counts["sockets"] == 2 and counts["max_sockets"] == 2
 
 
+@pytest.mark.slow  # many sockets; its one-socket twin stays fast
 def test_a_stopping_replica_tells_every_socket_and_refuses_new_ones():
     checks = []
 

@@ -97,6 +97,7 @@ def assert_alignment_within_audio(message: dict, rate: int = 24000) -> None:
     assert all(s + d <= duration_ms + 1 for s, d in zip(starts, durations))
 
 
+@pytest.mark.slow  # test_live keeps the in-process twin fast
 def test_three_contexts_on_one_socket_each_in_order_on_the_characters_sent(client):
     b = "Then flush this part and then the rest."
     c = "Closed midway, this one."  # closed with more of its text never sent
@@ -231,6 +232,7 @@ def test_bad_settings_close_the_socket_with_the_error(client, query, code):
         assert receive(ws)["closed"] == 1008
 
 
+@pytest.mark.slow  # waits out the timeout
 def test_a_silent_socket_is_closed_after_its_inactivity_timeout(client):
     with client.websocket_connect(url(inactivity_timeout=1)) as ws:
         started = time.monotonic()

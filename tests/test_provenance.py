@@ -27,7 +27,7 @@ from speech_service.storage.objects import LocalObjectStore
 from speech_service.storage.provenance import ProvenanceStore
 from speech_service.storage.voices import sha256
 
-from conftest import SHORT_TEXT
+from conftest import SHORT_TEXT, tiered
 from served import served_app
 from test_api import assert_error, upload
 
@@ -114,7 +114,7 @@ def sidecar_of(client, response) -> bytes:
     return got.content
 
 
-@pytest.mark.parametrize("fmt", ["wav", "mp3", "flac", "opus", "aac", "pcm"])
+@pytest.mark.parametrize("fmt", tiered(["wav", "mp3", "flac", "opus", "aac", "pcm"], fast={"wav", "pcm"}))
 def test_a_stream_gets_a_sidecar_bound_to_the_bytes_received(client, trusted, fmt):
     r = say(client, response_format=fmt, stream=True)
     received = r.content
@@ -133,7 +133,7 @@ def test_an_event_streams_sidecar_binds_the_audio_its_deltas_carry(client, trust
     assert read(received, trusted, sidecar=sidecar_of(client, r))[0] == "Trusted"
 
 
-@pytest.mark.parametrize("fmt", ["opus", "aac", "pcm"])
+@pytest.mark.parametrize("fmt", tiered(["opus", "aac", "pcm"], fast={"aac"}))
 def test_whole_files_that_cannot_embed_get_a_sidecar(client, trusted, fmt):
     r = say(client, response_format=fmt)
     assert read(r.content, trusted, sidecar=sidecar_of(client, r))[0] == "Trusted"
@@ -274,6 +274,7 @@ def test_unreadable_credentials_are_told_in_the_services_words(client, caplog):
     assert "JUMBF" in caplog.text
 
 
+@pytest.mark.slow  # waits out landing waits
 def test_a_sidecar_that_was_never_made_or_has_expired_is_404(client, tmp_path):
     assert_error(client.get("/v1/provenance/nothing-here"), 404, "provenance_not_found")
     assert client.get("/v1/provenance/..%2F..%2Fvoices").status_code == 404
@@ -294,6 +295,7 @@ def test_a_sidecar_that_was_never_made_or_has_expired_is_404(client, tmp_path):
     assert store.sweep() == 1
 
 
+@pytest.mark.slow  # waits out landing waits
 def test_a_sidecar_is_read_by_the_key_that_made_it_and_admins_and_is_unknown_to_another_key(
         tmp_path, backends, short_wav):
     keys = [{"name": "team-a", "key": "sk-a", "scopes": ["speak"]},
@@ -400,7 +402,7 @@ def finished(client, job_id, headers=None):
     raise AssertionError("the job did not finish")
 
 
-@pytest.mark.parametrize("fmt", ["mp3", "aac"])
+@pytest.mark.parametrize("fmt", tiered(["mp3", "aac"], fast={"mp3"}))
 def test_a_jobs_audio_is_signed_with_the_job_and_its_owner(client, trusted, fmt):
     r = client.post("/v1/jobs", json={"voice": "alice", "input": TEXT, "nfe_step": 2, "seed": 5,
                                       "response_format": fmt})
@@ -447,7 +449,7 @@ def slow_puts(sidecars, monkeypatch, delay_s: float, held: threading.Event | Non
     return stored
 
 
-@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("stream", tiered([False, True], fast={True}))
 def test_a_response_does_not_wait_for_its_sidecar_and_a_get_waits_for_it(client, trusted, monkeypatch, stream):
     held = threading.Event()
     stored = slow_puts(client.app.state.services.speech.marker.sidecars, monkeypatch, 0.5, held)
@@ -458,6 +460,7 @@ def test_a_response_does_not_wait_for_its_sidecar_and_a_get_waits_for_it(client,
     assert stored == [r.headers["X-Content-Credentials"].rsplit("/", 1)[1]]
 
 
+@pytest.mark.slow  # a replica stopping mid-speech
 def test_a_replica_going_away_stores_the_sidecars_of_the_responses_it_sent(tmp_path, backends, short_wav,
                                                                            monkeypatch):
     app = create_app(ServiceSettings.model_validate({"store": {"path": str(tmp_path / "store")}}), backends)
@@ -490,6 +493,7 @@ def replicas_over(objects, *landing_waits_s: float):
                                 for w in landing_waits_s]
 
 
+@pytest.mark.slow  # waits out landing waits
 def test_a_sidecar_another_replica_is_storing_is_waited_for_and_an_unknown_one_is_not_for_ever(tmp_path):
     import asyncio
     from datetime import datetime, timedelta, timezone

@@ -92,6 +92,7 @@ def test_refusals_are_answered_not_raised(engine, synth_settings, voice):
     assert len(asyncio.run(replica.synthesize(voice.named(), "Hello.", SynthesisOptions(nfe_step=2))).wave) > 0
 
 
+@pytest.mark.slow  # every segment made twice
 def test_a_segment_of_a_plan_is_what_the_whole_response_has_there(engine, synth_settings, voice):
     replica = SynthesisReplica(loader=Loads(engine))
     replica.reconfigure(synth_settings)
@@ -106,6 +107,7 @@ def test_a_segment_of_a_plan_is_what_the_whole_response_has_there(engine, synth_
     assert np.abs(join(segments, plan.cross_fade_samples) - whole).max() < 1 / 32767
 
 
+@pytest.mark.slow  # Whisper hears speech: seconds each
 def test_the_transcriber_refuses_an_unknown_language_and_fails_without_its_model(whisper, whisper_settings,
                                                                                short_wav):
     replica = TranscriptionReplica(loader=Loads(whisper))

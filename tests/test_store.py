@@ -174,6 +174,7 @@ def test_racing_creates_have_one_winner_and_leave_one_clip(store, objs):
         assert objs.list(f"voices/{name}/") == sorted([clip_of(objs, name), f"voices/{name}/voice.json"])
 
 
+@pytest.mark.slow  # racing writers
 def test_racing_replaces_never_tear(store, objs):
     """Two writers replace one voice at once, with readers beside them: every read pairs a record
     with its own clip, and once quiet one clip is left, the one the record names."""

@@ -70,6 +70,7 @@ def no_ascii_digit(text: str) -> bool:
     return not any("0" <= c <= "9" for c in text)
 
 
+@pytest.mark.slow  # 60 generated texts spoken; test_text keeps examples of each form fast
 @settings(max_examples=60, deadline=None)
 @given(st.lists(numbers_in(ENGLISH_FORMS), min_size=1, max_size=4), st.sampled_from([" ", ", ", ". ", "\n\n"]))
 def test_english_numbers_of_any_length_in_every_form_are_spoken(parts, sep):
@@ -78,6 +79,7 @@ def test_english_numbers_of_any_length_in_every_form_are_spoken(parts, sep):
     assert no_ascii_digit(spoken.text), (text, spoken.text)
 
 
+@pytest.mark.slow  # 60 generated texts read; test_chinese keeps examples of each form fast
 @settings(max_examples=60, deadline=None)
 @given(st.lists(numbers_in(CHINESE_FORMS), min_size=1, max_size=4), st.sampled_from(["，", "。", " "]))
 def test_chinese_numbers_of_any_length_in_every_form_are_read(parts, sep):

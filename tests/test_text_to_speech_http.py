@@ -16,7 +16,7 @@ from speech_service.audio.output_formats import SUPPORTED
 from speech_service.config import ServiceSettings
 from speech_service.http.app import create_app
 
-from conftest import SHORT_TEXT, add_voice
+from conftest import SHORT_TEXT, add_voice, tiered
 from served import served_app
 from test_api import assert_error
 
@@ -67,8 +67,7 @@ def seconds(client):
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 # The fast tier keeps one raw and one compressed format; the rest run in `make test`.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in ("pcm_22050", "mp3_22050_32")
-                                               else [pytest.mark.slow]) for n in LISTED])
+@pytest.mark.parametrize("name", tiered(LISTED, fast={"pcm_22050", "mp3_22050_32"}))
 def test_every_endpoint_answers_in_each_format_at_its_rate_and_length(client, seconds, endpoint, name):
     r = tts(client, endpoint, output_format=name)
     assert r.status_code == 200, r.text
@@ -88,7 +87,8 @@ def test_the_whole_audio_is_mp3_44100_128_by_default(client):
     assert rate == 44100
 
 
-@pytest.mark.parametrize("endpoint", ["/with-timestamps", "/stream/with-timestamps"])
+@pytest.mark.parametrize("endpoint", tiered(["/with-timestamps", "/stream/with-timestamps"],
+                                            fast={"/stream/with-timestamps"}))
 @pytest.mark.parametrize("text", [SAID, SENT])
 def test_the_alignment_is_on_exactly_the_characters_sent_within_the_audio(client, endpoint, text):
     r = tts(client, endpoint, text=text, output_format="pcm_24000")
@@ -157,6 +157,7 @@ def test_the_key_comes_in_xi_api_key_and_is_checked_before_the_body(client):
                      json={"text": SAID}).status_code == 200
 
 
+@pytest.mark.slow  # every endpoint in turn
 def test_every_answer_is_audited_and_carries_its_credentials(client):
     responses = {endpoint: tts(client, endpoint, output_format=fmt) for endpoint, fmt in
                  zip(ENDPOINTS, ["mp3_22050_32", "ulaw_8000", "pcm_44100", "pcm_16000"])}

@@ -52,6 +52,7 @@ def test_an_upload_without_a_language_is_encoded_once_and_heard_as_with_one(whis
     assert detected == whisper.transcribe(clip, "en")
 
 
+@pytest.mark.slow  # Whisper hears speech: seconds each
 def test_the_language_of_an_upload_is_detected(whisper, speech_dir):
     wav = speech_dir / "asr-de.wav"
     subprocess.run(["espeak-ng", "-v", "de", "-w", str(wav), "Guten Morgen, wie geht es dir heute?"], check=True)

@@ -15,7 +15,7 @@ from speech_service import audio
 from speech_service.audio import uploads
 from speech_service.errors import BadRequest, Unprocessable
 
-from conftest import SHORT_TEXT, convert, espeak
+from conftest import SHORT_TEXT, convert, espeak, tiered
 from test_api import assert_error, make_client
 
 SR = audio.SAMPLE_RATE
@@ -107,16 +107,17 @@ PROMISED = [(".wav", []), (".aiff", []), (".flac", []), (".mp3", []), (".mp3", [
             (".mka", ["-c:a", "flac"])]
 
 
+def made_by_ffmpeg(short_wav: Path, path: Path, options: list[str]) -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(short_wav), *options, str(path)], check=True)
+    return path
+
+
 @pytest.fixture(scope="module")
 def promised(short_wav, tmp_path_factory) -> list[Path]:
     """espeak-ng speech in each promised container, made once."""
     folder = tmp_path_factory.mktemp("promised")
-    files = []
-    for i, (suffix, options) in enumerate(PROMISED):
-        files.append(folder / f"voice{i}{suffix}")
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(short_wav), *options, str(files[-1])],
-                       check=True)
-    return files
+    return [made_by_ffmpeg(short_wav, folder / f"voice{i}{suffix}", options)
+            for i, (suffix, options) in enumerate(PROMISED)]
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +129,12 @@ def long_flac(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("index", range(len(PROMISED)), ids=[f"{s}{'-' + o[-1] if o else ''}" for s, o in PROMISED])
-def test_every_promised_format_decodes(short_wav, promised, index):
+@pytest.mark.parametrize("suffix, options", tiered(PROMISED, fast={".wav", ".m4a"}),
+                         ids=[f"{s}{'-' + o[-1] if o else ''}" for s, o in PROMISED])
+def test_every_promised_format_decodes(short_wav, tmp_path, suffix, options):
     expected = len(uploads.decode(short_wav.read_bytes(), max_seconds=600))
-    samples = uploads.decode(promised[index].read_bytes(), max_seconds=600)
+    samples = uploads.decode(made_by_ffmpeg(short_wav, tmp_path / f"voice{suffix}", options).read_bytes(),
+                             max_seconds=600)
     assert abs(len(samples) - expected) < 0.1 * SR  # codecs pad a little, never more
     assert np.max(np.abs(samples)) > 0.05  # speech, not silence
 
@@ -145,6 +148,7 @@ def test_every_promised_format_uploads(promised, tmp_path, backends):
         assert r.status_code == 201, (src.suffix, r.text)
 
 
+@pytest.mark.slow  # ffmpeg writes a long file
 def test_a_decode_past_its_bound_is_stopped(long_flac):
     started = time.monotonic()
     with pytest.raises(Unprocessable) as err:
@@ -152,6 +156,7 @@ def test_a_decode_past_its_bound_is_stopped(long_flac):
     assert err.value.code == "decode_timeout" and time.monotonic() - started < 5
 
 
+@pytest.mark.slow  # ffmpeg writes a long file
 def test_a_slow_decode_answers_422_and_stores_nothing(tmp_path, backends, long_flac):
     client = make_client(tmp_path, backends, limits={"decode_timeout_s": 0.05})
     r = client.post("/v1/voices", data={"name": "slow"}, files={"file": ("long.flac", long_flac.read_bytes())})
