@@ -312,6 +312,9 @@ def serve_config(store: Path, app_name: str = "tts") -> dict:
     app["args"]["store"]["path"] = str(store)
     for deployment in app["deployments"]:
         deployment["ray_actor_options"]["num_cpus"] = 0.5
+        # A stopping replica looks for its last request every 0.2 s, not 2: each module's teardown
+        # and each redeploy waits for its replicas.
+        deployment["graceful_shutdown_wait_loop_s"] = 0.2
     return config
 
 

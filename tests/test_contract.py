@@ -45,10 +45,12 @@ include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "412", "413", "422", "5xx"]
 
 # A write sent with `If-Match` is made only to the voice's current version (its ETag), which a fuzzed
-# header does not name: 412 (so is an overwrite above).
+# header does not name: 412 (so is an overwrite above). A corrected transcript is held to the voice's
+# clip as an upload's is: a blank one, or one far longer than the clip says, is 422.
 [[operations]]
 include-path = "/v1/voices/{name}"
-checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "429", "5xx"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "422", "429",
+                                                     "5xx"]
 
 # Spoken consent is the same: a schema-valid recording of random bytes, or one that does not say the
 # challenge phrase, is rightly refused; so is a challenge id that was never issued (404).

@@ -2,6 +2,7 @@
 logical GPU, the tiny offline models in the Synthesizer's and Transcriber's user_config."""
 
 import base64
+import copy
 import io
 import json
 import tempfile
@@ -15,6 +16,7 @@ import pytest
 import soundfile as sf
 from ray import serve
 
+from deployments import local_cluster
 from speech_service.audio import encoding
 from speech_service.config import SynthesisOptions
 
@@ -22,6 +24,7 @@ from conftest import (
     LONG_TEXT,
     SHORT_TEXT,
     add_voice,
+    deployments,
     engine_stream,
     serve_config,
     server_timing,
@@ -36,14 +39,18 @@ APP = "serve"  # its own name: test_health_and_status_do_not_wake_the_models cou
 
 
 @pytest.fixture(scope="module")
-def base_url(offline_models, tmp_path_factory):
+def config(offline_models, tmp_path_factory):
     config = serve_config(tmp_path_factory.mktemp("serve-store"), APP)
     d = use_tiny_models(config, offline_models, cpu_threads=2)  # the replica's 0.5 CPU would give 1
-    # Short delays so the test sees the Synthesizer rest at zero; the Transcriber stays up so its
-    # call counter is one replica's.
-    d["Synthesizer"]["autoscaling_config"].update(
-        upscale_delay_s=0, downscale_delay_s=2, downscale_to_zero_delay_s=3, look_back_period_s=2)
-    d["Transcriber"]["autoscaling_config"].update(downscale_delay_s=600, downscale_to_zero_delay_s=600)
+    # Both stay up once started: no test pays a second cold start, and the Transcriber's call counter
+    # is one replica's. The last test shortens the Synthesizer's delays to see it rest at zero.
+    for name in ("Synthesizer", "Transcriber"):
+        d[name]["autoscaling_config"].update(downscale_delay_s=600, downscale_to_zero_delay_s=600)
+    return config
+
+
+@pytest.fixture(scope="module")
+def base_url(config):
     yield start_serve(config)
     stop_serve()
 
@@ -253,7 +260,11 @@ def test_errors_from_inside_a_replica_keep_their_status(http):
     assert http.get("/v1/voices/alice").json()["ref_text"] == voice["ref_text"]
 
 
-def test_synthesizer_scales_to_zero_and_back(http):
+def test_synthesizer_scales_to_zero_and_back(http, config):
+    quick = copy.deepcopy(config)  # an autoscaling change: applied to the running replica
+    deployments(quick)["Synthesizer"]["autoscaling_config"].update(
+        upscale_delay_s=0, downscale_delay_s=2, downscale_to_zero_delay_s=3, look_back_period_s=2)
+    local_cluster.apply(quick)
     wait_for(lambda: running_replicas("Synthesizer") == 0, 120, "the Synthesizer to scale to zero")
     r = http.post("/v1/audio/speech", json={"voice": "alice", "input": "Back again.", "response_format": "mp3"})
     assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg"
