@@ -50,7 +50,7 @@ STORY = " ".join(2 * [
     "At noon the train stopped at a quiet village.", "Nobody got off, and two children got on.",
     "They carried a basket of apples for their grandmother.", "The train moved on toward the hills.",
 ])
-JOB = {"voice": "dana", "input": STORY, "response_format": "pcm", "seed": 11, "nfe_step": 12}
+JOB = {"voice": "dana", "input": STORY, "response_format": "pcm", "seed": 11, "nfe_step": 8}
 TIMEOUT = httpx.Timeout(120, connect=5)
 
 
