@@ -57,11 +57,8 @@ class PassThroughStore(ObjectStore):
 def tiered(values, fast) -> list:
     """`parametrize` values of a matrix: those (or whose first item) in `fast` run in the fast tier,
     the others are marked slow; `make test` runs them all."""
-    def first(value):
-        return value[0] if isinstance(value, tuple) else value
-
-    return [pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=[] if first(v) in fast else [pytest.mark.slow])
-            for v in values]
+    rows = [v if isinstance(v, tuple) else (v,) for v in values]
+    return [pytest.param(*row, marks=[] if row[0] in fast else [pytest.mark.slow]) for row in rows]
 
 
 def espeak(text: str, path: Path, *extra: str) -> Path:
@@ -70,9 +67,9 @@ def espeak(text: str, path: Path, *extra: str) -> Path:
     return path
 
 
-def convert(src: Path, dst: Path) -> Path:
-    """Transcode with ffmpeg (the container follows `dst`'s suffix)."""
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), str(dst)], check=True)
+def convert(src: Path, dst: Path, *options: str) -> Path:
+    """Transcode with ffmpeg (the container follows `dst`'s suffix; `options` pick a codec)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), *options, str(dst)], check=True)
     return dst
 
 

@@ -107,17 +107,11 @@ PROMISED = [(".wav", []), (".aiff", []), (".flac", []), (".mp3", []), (".mp3", [
             (".mka", ["-c:a", "flac"])]
 
 
-def made_by_ffmpeg(short_wav: Path, path: Path, options: list[str]) -> Path:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(short_wav), *options, str(path)], check=True)
-    return path
-
-
 @pytest.fixture(scope="module")
 def promised(short_wav, tmp_path_factory) -> list[Path]:
     """espeak-ng speech in each promised container, made once."""
     folder = tmp_path_factory.mktemp("promised")
-    return [made_by_ffmpeg(short_wav, folder / f"voice{i}{suffix}", options)
-            for i, (suffix, options) in enumerate(PROMISED)]
+    return [convert(short_wav, folder / f"voice{i}{suffix}", *options) for i, (suffix, options) in enumerate(PROMISED)]
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +127,7 @@ def long_flac(tmp_path_factory) -> Path:
                          ids=[f"{s}{'-' + o[-1] if o else ''}" for s, o in PROMISED])
 def test_every_promised_format_decodes(short_wav, tmp_path, suffix, options):
     expected = len(uploads.decode(short_wav.read_bytes(), max_seconds=600))
-    samples = uploads.decode(made_by_ffmpeg(short_wav, tmp_path / f"voice{suffix}", options).read_bytes(),
-                             max_seconds=600)
+    samples = uploads.decode(convert(short_wav, tmp_path / f"voice{suffix}", *options).read_bytes(), max_seconds=600)
     assert abs(len(samples) - expected) < 0.1 * SR  # codecs pad a little, never more
     assert np.max(np.abs(samples)) > 0.05  # speech, not silence
 
